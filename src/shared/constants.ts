@@ -1,0 +1,21 @@
+// Facts both processes agree on. Values taken from the original proxy are marked.
+
+export const PROGRAM_NAME = 'responses-api-proxy';
+
+/** The original's default upstream. */
+export const DEFAULT_UPSTREAM_URL = 'https://api.openai.com/v1/responses';
+
+/** The only route that is forwarded (exact request-target, no query string). */
+export const RESPONSES_PATH = '/v1/responses';
+export const SHUTDOWN_PATH = '/shutdown';
+
+/** Original: "Bearer " + key must fit a 1024-byte buffer with a byte to spare. */
+export const AUTH_BUFFER_SIZE = 1024;
+export const AUTH_SCHEME_PREFIX = 'Bearer ';
+
+/** Where the worker finds its inherited descriptors (stdio indexes of the spawn). */
+export const WORKER_LISTEN_FD = 3;
+export const WORKER_IPC_FD = 4;
+
+/** Hard cap on concurrently open streams; the worker answers 503 beyond it. */
+export const MAX_OPEN_STREAMS = 1024;

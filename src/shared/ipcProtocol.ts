@@ -1,0 +1,273 @@
+// The supervisor <-> worker protocol, defined once for both sides.
+//
+// Transport: a dedicated socketpair (the worker's fd 4). Every message is a
+// frame with a fixed 9-byte header:
+//
+//   u32 payload length | u8 message type | u32 stream id | payload
+//
+// Stream id 0 is the connection itself; every other id is one proxied request,
+// chosen by the worker, strictly increasing. Bodies travel as raw DATA payloads
+// (never JSON), bounded by per-stream credit windows (see flowControl.ts).
+//
+// Like OpenSSH's monitor, the table below is the whole contract: a type that is
+// not in it, that comes from the wrong side, or whose payload is outside its
+// limits is a protocol violation, and the supervisor ends the worker.
+
+import { ProtocolError } from './errors.js';
+
+export const FRAME_HEADER_BYTES = 9;
+/** Largest body slice in one DATA frame; bigger chunks are split (no copy). */
+export const MAX_DATA_PAYLOAD = 64 * 1024;
+/** Credit each side grants per stream and direction before it hears back. */
+export const INITIAL_STREAM_WINDOW = 256 * 1024;
+/** Request or response head: status and header list. */
+export const MAX_HEAD_PAYLOAD = 64 * 1024;
+const MAX_CONFIG_PAYLOAD = 64 * 1024;
+
+export const Msg = {
+  // worker -> supervisor
+  READY: 0x01, //            the worker accepts connections
+  SHUTDOWN: 0x02, //         a client asked for GET /shutdown (allowed by config)
+  OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
+  REQUEST_DATA: 0x04, //     stream: request body bytes
+  REQUEST_END: 0x05, //      stream: request body complete
+  // either direction
+  RESET: 0x06, //            stream: abandon it (client gone / upstream failed mid-stream)
+  WINDOW: 0x07, //           stream: u32 more bytes of credit for the peer
+  // supervisor -> worker
+  CONFIG: 0x81, //           JSON WorkerConfig, first frame the worker receives
+  RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
+  RESPONSE_DATA: 0x83, //    stream: response body bytes
+  RESPONSE_END: 0x84, //     stream: response complete
+} as const;
+
+export type MsgType = (typeof Msg)[keyof typeof Msg];
+export type Side = 'worker' | 'supervisor';
+
+interface MessageSpec {
+  readonly name: string;
+  readonly from: Side | 'either';
+  readonly onStream: boolean;
+  readonly minPayload: number;
+  readonly maxPayload: number;
+}
+
+const spec = (name: string, from: MessageSpec['from'], onStream: boolean, minPayload: number, maxPayload: number): MessageSpec => ({
+  name,
+  from,
+  onStream,
+  minPayload,
+  maxPayload,
+});
+
+export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
+  [Msg.READY, spec('READY', 'worker', false, 0, 0)],
+  [Msg.SHUTDOWN, spec('SHUTDOWN', 'worker', false, 0, 0)],
+  [Msg.OPEN, spec('OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
+  [Msg.REQUEST_DATA, spec('REQUEST_DATA', 'worker', true, 1, MAX_DATA_PAYLOAD)],
+  [Msg.REQUEST_END, spec('REQUEST_END', 'worker', true, 0, 0)],
+  [Msg.RESET, spec('RESET', 'either', true, 0, 0)],
+  [Msg.WINDOW, spec('WINDOW', 'either', true, 4, 4)],
+  [Msg.CONFIG, spec('CONFIG', 'supervisor', false, 2, MAX_CONFIG_PAYLOAD)],
+  [Msg.RESPONSE_HEAD, spec('RESPONSE_HEAD', 'supervisor', true, 4, MAX_HEAD_PAYLOAD)],
+  [Msg.RESPONSE_DATA, spec('RESPONSE_DATA', 'supervisor', true, 1, MAX_DATA_PAYLOAD)],
+  [Msg.RESPONSE_END, spec('RESPONSE_END', 'supervisor', true, 0, 0)],
+]);
+
+export function messageName(type: number): string {
+  return MESSAGE_SPECS.get(type)?.name ?? `0x${type.toString(16)}`;
+}
+
+export type FrameHandler = (type: MsgType, streamId: number, payload: Buffer) => void;
+
+/**
+ * Splits a byte stream into frames sent by `from`, validating each header
+ * against MESSAGE_SPECS before waiting for its payload (so an oversize length
+ * is refused at once, never buffered). Payloads are views into the received
+ * chunks; bytes are copied only when a frame straddles chunks.
+ * Throws ProtocolError; after that the decoder accepts nothing more.
+ */
+export class FrameDecoder {
+  private queued: Buffer[] = [];
+  private queuedBytes = 0;
+  private needed = FRAME_HEADER_BYTES;
+  private failed = false;
+
+  constructor(
+    private readonly from: Side,
+    private readonly onFrame: FrameHandler,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.failed) return;
+    if (this.queuedBytes === 0) return this.consume(chunk);
+    this.queued.push(chunk);
+    this.queuedBytes += chunk.length;
+    if (this.queuedBytes < this.needed) return;
+    const joined = Buffer.concat(this.queued, this.queuedBytes);
+    this.queued = [];
+    this.queuedBytes = 0;
+    this.consume(joined);
+  }
+
+  /** Bytes held waiting for the rest of a frame (bounded by the largest frame). */
+  get bufferedBytes(): number {
+    return this.queuedBytes;
+  }
+
+  private consume(buf: Buffer): void {
+    let offset = 0;
+    try {
+      while (buf.length - offset >= FRAME_HEADER_BYTES) {
+        const length = buf.readUInt32BE(offset);
+        const type = buf[offset + 4] as number;
+        const streamId = buf.readUInt32BE(offset + 5);
+        this.checkHeader(type, length, streamId);
+        const end = offset + FRAME_HEADER_BYTES + length;
+        if (end > buf.length) {
+          this.needed = FRAME_HEADER_BYTES + length;
+          break;
+        }
+        const payload = buf.subarray(offset + FRAME_HEADER_BYTES, end);
+        offset = end;
+        this.onFrame(type as MsgType, streamId, payload);
+        if (this.failed) return;
+      }
+    } catch (err) {
+      this.failed = true;
+      this.queued = [];
+      this.queuedBytes = 0;
+      throw err;
+    }
+    if (offset < buf.length) {
+      const rest = buf.subarray(offset);
+      this.queued = [rest];
+      this.queuedBytes = rest.length;
+      if (rest.length < FRAME_HEADER_BYTES) this.needed = FRAME_HEADER_BYTES;
+    } else {
+      this.needed = FRAME_HEADER_BYTES;
+    }
+  }
+
+  private checkHeader(type: number, length: number, streamId: number): void {
+    const s = MESSAGE_SPECS.get(type);
+    if (s === undefined) throw new ProtocolError(`unknown message type 0x${type.toString(16)}`);
+    if (s.from !== this.from && s.from !== 'either') throw new ProtocolError(`${s.name} may not be sent by the ${this.from}`);
+    if (length < s.minPayload || length > s.maxPayload) {
+      throw new ProtocolError(`${s.name} payload of ${length} bytes is outside ${s.minPayload}..${s.maxPayload}`);
+    }
+    if (s.onStream !== (streamId !== 0)) throw new ProtocolError(`${s.name} on stream ${streamId} is not allowed`);
+  }
+
+  /** Stop decoding (e.g. after a handler found the frame's content invalid). */
+  fail(): void {
+    this.failed = true;
+    this.queued = [];
+    this.queuedBytes = 0;
+  }
+}
+
+interface FrameSink {
+  readonly destroyed: boolean;
+  cork(): void;
+  uncork(): void;
+  write(chunk: Buffer): boolean;
+}
+
+/**
+ * Writes frames to the socketpair. Everything written in one tick is corked
+ * into a single writev; DATA payloads are written as they are (no copy).
+ */
+export class FrameWriter {
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.sink.uncork();
+  };
+
+  constructor(private readonly sink: FrameSink) {}
+
+  send(type: MsgType, streamId: number, payload?: Buffer): void {
+    if (this.sink.destroyed) return;
+    if (!this.corked) {
+      this.corked = true;
+      this.sink.cork();
+      process.nextTick(this.uncork);
+    }
+    const length = payload === undefined ? 0 : payload.length;
+    const small = length <= 256;
+    const header = Buffer.allocUnsafe(FRAME_HEADER_BYTES + (small ? length : 0));
+    header.writeUInt32BE(length, 0);
+    header[4] = type;
+    header.writeUInt32BE(streamId, 5);
+    if (payload !== undefined && small) {
+      payload.copy(header, FRAME_HEADER_BYTES);
+      this.sink.write(header);
+      return;
+    }
+    this.sink.write(header);
+    if (payload !== undefined) this.sink.write(payload);
+  }
+
+  sendWindow(streamId: number, increment: number): void {
+    const payload = Buffer.allocUnsafe(4);
+    payload.writeUInt32BE(increment, 0);
+    this.send(Msg.WINDOW, streamId, payload);
+  }
+}
+
+export function decodeWindowIncrement(payload: Buffer): number {
+  const increment = payload.readUInt32BE(0);
+  if (increment === 0) throw new ProtocolError('WINDOW increment of 0');
+  return increment;
+}
+
+// Header lists: u16 count, then per header u16 name length, name, u16 value
+// length, value. Names and values are latin1 so every byte round-trips as the
+// HTTP parser delivered it. A RESPONSE_HEAD prefixes a u16 status.
+
+/** Flat [name, value, name, value, ...] as Node's rawHeaders. */
+export type HeaderList = string[];
+
+export function encodeHead(headers: HeaderList, status?: number): Buffer {
+  const prefix = status === undefined ? 0 : 2;
+  let size = prefix + 2;
+  for (const field of headers) size += 2 + field.length;
+  if (size > MAX_HEAD_PAYLOAD) throw new RangeError(`head of ${size} bytes exceeds ${MAX_HEAD_PAYLOAD}`);
+  const buf = Buffer.allocUnsafe(size);
+  let offset = 0;
+  if (status !== undefined) offset = buf.writeUInt16BE(status, 0);
+  offset = buf.writeUInt16BE(headers.length / 2, offset);
+  for (const field of headers) {
+    offset = buf.writeUInt16BE(field.length, offset);
+    offset += buf.write(field, offset, 'latin1');
+  }
+  return buf;
+}
+
+export function decodeHead(payload: Buffer, withStatus: boolean): { status: number; headers: HeaderList } {
+  let offset = 0;
+  const need = (n: number): void => {
+    if (offset + n > payload.length) throw new ProtocolError('truncated header list');
+  };
+  let status = 0;
+  if (withStatus) {
+    need(2);
+    status = payload.readUInt16BE(0);
+    offset = 2;
+  }
+  need(2);
+  const count = payload.readUInt16BE(offset);
+  offset += 2;
+  const headers: HeaderList = new Array<string>(count * 2);
+  for (let i = 0; i < count * 2; i++) {
+    need(2);
+    const length = payload.readUInt16BE(offset);
+    offset += 2;
+    need(length);
+    headers[i] = payload.toString('latin1', offset, offset + length);
+    offset += length;
+  }
+  if (offset !== payload.length) throw new ProtocolError('trailing bytes after header list');
+  return { status, headers };
+}

@@ -1,0 +1,29 @@
+// The worker's configuration, sent by the supervisor as the CONFIG frame.
+// The worker gets nothing from argv or its (empty) environment.
+
+import { LOG_LEVELS, type LogLevel } from './logger.js';
+import { ProtocolError } from './errors.js';
+
+export interface WorkerConfig {
+  /** Serve GET /shutdown (the --http-shutdown flag). */
+  readonly httpShutdown: boolean;
+  readonly logLevel: LogLevel;
+  /** Open requests beyond this get 503. */
+  readonly maxOpenStreams: number;
+}
+
+export function encodeWorkerConfig(config: WorkerConfig): Buffer {
+  return Buffer.from(JSON.stringify(config), 'utf8');
+}
+
+export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
+  const value: unknown = JSON.parse(payload.toString('utf8'));
+  if (value === null || typeof value !== 'object') throw new ProtocolError('CONFIG is not an object');
+  const c = value as Record<string, unknown>;
+  if (typeof c.httpShutdown !== 'boolean') throw new ProtocolError('CONFIG.httpShutdown');
+  if (!(LOG_LEVELS as readonly unknown[]).includes(c.logLevel)) throw new ProtocolError('CONFIG.logLevel');
+  if (typeof c.maxOpenStreams !== 'number' || !Number.isInteger(c.maxOpenStreams) || c.maxOpenStreams < 1) {
+    throw new ProtocolError('CONFIG.maxOpenStreams');
+  }
+  return { httpShutdown: c.httpShutdown, logLevel: c.logLevel as LogLevel, maxOpenStreams: c.maxOpenStreams };
+}

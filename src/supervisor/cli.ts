@@ -1,0 +1,106 @@
+// Command line: the original's flags plus ours. Every mistake is a UsageError
+// (exit 2) with one line saying what is wrong.
+
+import mri from 'mri';
+import { DEFAULT_UPSTREAM_URL, PROGRAM_NAME } from '../shared/constants.js';
+import { UsageError } from '../shared/errors.js';
+import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
+
+export interface ProxyOptions {
+  /** 0 = let the kernel choose. */
+  readonly port: number;
+  readonly serverInfo: string | null;
+  readonly httpShutdown: boolean;
+  readonly upstreamUrl: URL;
+  readonly logLevel: LogLevel;
+}
+
+export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
+
+export const USAGE = `Usage: ${PROGRAM_NAME} [OPTIONS] < key
+
+Reads an API key from the first line of stdin and serves POST /v1/responses on
+127.0.0.1, forwarding it upstream with "Authorization: Bearer <key>".
+Every other request is answered 403.
+
+Options:
+  --port <PORT>          Port to bind on 127.0.0.1 (default: ephemeral)
+  --server-info <FILE>   Write {"port":<PORT>,"pid":<PID>} to FILE once listening
+  --http-shutdown        Enable GET /shutdown to stop the proxy (exit 0)
+  --upstream-url <URL>   Absolute http(s) URL to forward to
+                         (default: ${DEFAULT_UPSTREAM_URL})
+  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
+  -h, --help             Print this help
+  -V, --version          Print the version
+`;
+
+const STRING_FLAGS = ['port', 'server-info', 'upstream-url', 'log-level'] as const;
+const BOOLEAN_FLAGS = ['http-shutdown', 'help', 'version'] as const;
+
+export function parseCommandLine(argv: readonly string[]): Command {
+  let unknown: string | null = null;
+  const args = mri(argv as string[], {
+    string: [...STRING_FLAGS],
+    boolean: [...BOOLEAN_FLAGS],
+    // mri's strict mode knows a flag only by its alias entry, so list them all.
+    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, 'http-shutdown'].map((f) => [f, []])) },
+    unknown: (flag) => {
+      unknown = flag;
+    },
+  });
+  if (unknown !== null) throw new UsageError(`unexpected argument '${unknown}' found; see --help`);
+  if (args._.length > 0) throw new UsageError(`unexpected argument '${String(args._[0])}' found; see --help`);
+  if (args.help === true) return { kind: 'help' };
+  if (args.version === true) return { kind: 'version' };
+
+  const one = (name: (typeof STRING_FLAGS)[number]): string | undefined => {
+    const value: unknown = args[name];
+    if (value === undefined) return undefined;
+    if (Array.isArray(value)) throw new UsageError(`--${name} was given more than once`);
+    const text = String(value);
+    if (text === '') throw new UsageError(`--${name} needs a value; see --help`);
+    return text;
+  };
+
+  return {
+    kind: 'run',
+    options: {
+      port: parsePort(one('port')),
+      serverInfo: one('server-info') ?? null,
+      httpShutdown: args['http-shutdown'] === true,
+      upstreamUrl: parseUpstreamUrl(one('upstream-url') ?? DEFAULT_UPSTREAM_URL),
+      logLevel: parseLogLevel(one('log-level') ?? 'info'),
+    },
+  };
+}
+
+function parsePort(text: string | undefined): number {
+  if (text === undefined) return 0;
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
+  if (!(port >= 0 && port <= 65535)) throw new UsageError(`invalid value '${text}' for '--port <PORT>': expected a number from 0 to 65535`);
+  return port;
+}
+
+function parseUpstreamUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`invalid value '${text}' for '--upstream-url <URL>': expected an absolute http:// or https:// URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`invalid value '${text}' for '--upstream-url <URL>': scheme must be http or https, not ${url.protocol.slice(0, -1)}`);
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new UsageError(`invalid value for '--upstream-url <URL>': credentials in the URL are not allowed (the key comes from stdin)`);
+  }
+  url.hash = '';
+  return url;
+}
+
+function parseLogLevel(text: string): LogLevel {
+  if (!(LOG_LEVELS as readonly string[]).includes(text)) {
+    throw new UsageError(`invalid value '${text}' for '--log-level <LEVEL>': expected one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return text as LogLevel;
+}

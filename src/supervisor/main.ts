@@ -1,0 +1,64 @@
+#!/usr/bin/env node
+// Entry point (both bins): parse the command line, read the key, bind, run.
+// Order matters: usage errors before stdin is touched; key errors before any
+// port is opened; nothing listens until the key is valid.
+
+import { readFileSync } from 'node:fs';
+import { MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
+import { ProxyError } from '../shared/errors.js';
+import { createLogger, writeStderr } from '../shared/logger.js';
+import { readAuthHeader } from './authHeader.js';
+import { parseCommandLine, USAGE } from './cli.js';
+import { bindLoopback } from './listenSocket.js';
+import { ProxySupervisor } from './proxySupervisor.js';
+import { ServerInfoFile } from './serverInfo.js';
+import { DEFAULT_WORKER_ENTRY } from './workerProcess.js';
+
+const UPSTREAM_TIMEOUT_MS = 300_000;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function main(): Promise<void> {
+  const command = parseCommandLine(process.argv.slice(2));
+  if (command.kind === 'help') return void process.stdout.write(USAGE);
+  if (command.kind === 'version') return void process.stdout.write(`${PROGRAM_NAME} ${version()}\n`);
+  const { options } = command;
+
+  const auth = readAuthHeader();
+  const log = createLogger('supervisor', options.logLevel);
+  const serverInfo = options.serverInfo === null ? null : await ServerInfoFile.claim(options.serverInfo, (err) => log.error({ err: err.message }, 'server-info lock compromised'));
+  let listen;
+  try {
+    listen = bindLoopback(options.port);
+  } catch (err) {
+    serverInfo?.remove();
+    throw err;
+  }
+  const supervisor = new ProxySupervisor({
+    auth,
+    listen,
+    upstreamUrl: options.upstreamUrl,
+    upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS,
+    serverInfo,
+    workerConfig: { httpShutdown: options.httpShutdown, logLevel: options.logLevel, maxOpenStreams: MAX_OPEN_STREAMS },
+    workerEntry: DEFAULT_WORKER_ENTRY,
+    log,
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => supervisor.stop(0, `received ${signal}`));
+  supervisor.start();
+}
+
+function fail(err: unknown): never {
+  if (err instanceof ProxyError) {
+    writeStderr(err.exitCode === 2 ? `error: ${err.message}\n` : `Error: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
+  writeStderr(`Error: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+
+process.on('uncaughtException', fail);
+main().catch(fail);

@@ -1,0 +1,12 @@
+// The subset of sodium-native this project uses (the package ships no types).
+declare module 'sodium-native' {
+  /** Guarded, mlock'd allocation; `secure` is true on the returned buffer. */
+  export function sodium_malloc(size: number): Buffer & { secure: true };
+  export function sodium_free(buf: Buffer): void;
+  export function sodium_memzero(buf: Buffer): void;
+  export function sodium_mlock(buf: Buffer): void;
+  export function sodium_munlock(buf: Buffer): void;
+  export function sodium_mprotect_noaccess(buf: Buffer): void;
+  export function sodium_mprotect_readonly(buf: Buffer): void;
+  export function sodium_mprotect_readwrite(buf: Buffer): void;
+}

@@ -1,0 +1,59 @@
+// Worker entry point. Spawned by the supervisor with an empty environment and
+// two inherited descriptors: the bound listening socket (fd 3) and the IPC
+// socketpair (fd 4). It never sees the API key.
+
+import { Socket } from 'node:net';
+import { WORKER_IPC_FD } from '../shared/constants.js';
+import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeWindowIncrement, type MsgType } from '../shared/ipcProtocol.js';
+import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
+import { decodeWorkerConfig } from '../shared/workerConfig.js';
+import { HttpFrontend } from './httpServer.js';
+
+const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
+const writer = new FrameWriter(channel);
+let log: Logger | null = null;
+let frontend: HttpFrontend | null = null;
+
+// The supervisor is our reason to live: when the channel closes (it exited or
+// was killed), stop at once so nothing keeps holding the port.
+channel.on('close', () => process.exit(0));
+channel.on('error', () => process.exit(0));
+
+function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
+  if (frontend === null) {
+    if (type !== Msg.CONFIG) throw new Error('first frame from the supervisor was not CONFIG');
+    const config = decodeWorkerConfig(payload);
+    log = createLogger('worker', config.logLevel);
+    frontend = new HttpFrontend(config, writer, log);
+    frontend.listen(() => writer.send(Msg.READY, 0));
+    return;
+  }
+  const stream = frontend.streams.get(streamId);
+  if (stream === undefined) return; // already closed on this side: late frames are expected
+  switch (type) {
+    case Msg.RESPONSE_HEAD: {
+      const { status, headers } = decodeHead(payload, true);
+      return stream.onResponseHead(status, headers);
+    }
+    case Msg.RESPONSE_DATA:
+      return stream.onResponseData(payload);
+    case Msg.RESPONSE_END:
+      return stream.onResponseEnd();
+    case Msg.RESET:
+      return stream.onReset();
+    case Msg.WINDOW:
+      return stream.onWindow(decodeWindowIncrement(payload));
+  }
+}
+
+const decoder = new FrameDecoder('supervisor', onFrame);
+channel.on('data', (chunk: Buffer) => decoder.push(chunk));
+
+process.on('uncaughtException', (err) => {
+  // A bug here must not leave a half-working worker: report and exit; the
+  // supervisor decides what happens next.
+  if (log !== null) log.fatal({ err: { message: err.message, stack: err.stack } }, 'worker failed');
+  else writeStderr(`responses-api-proxy worker failed: ${err.message}\n`);
+  frontend?.abortAll();
+  process.exit(70);
+});
