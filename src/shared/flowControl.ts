@@ -107,10 +107,11 @@ export class CreditReceiver {
 
   /** Account for an arriving DATA payload. Throws if the peer overran its credit. */
   received(bytes: number): void {
-    this.outstanding += bytes;
-    if (this.outstanding > INITIAL_STREAM_WINDOW) {
-      throw new ProtocolError(`stream ${this.streamId} sent ${this.outstanding} bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window`);
+    const outstanding = this.outstanding + bytes;
+    if (outstanding > INITIAL_STREAM_WINDOW) {
+      throw new ProtocolError(`stream ${this.streamId} sent ${outstanding} bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window`);
     }
+    this.outstanding = outstanding;
   }
 
   /** The destination took `bytes`; return credit when a batch is complete. */

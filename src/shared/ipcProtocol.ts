@@ -28,6 +28,7 @@ export const Msg = {
   // worker -> supervisor
   READY: 0x01, //            the worker accepts connections
   SHUTDOWN: 0x02, //         a client asked for GET /shutdown (allowed by config)
+  STARTUP_FAILED: 0x08, //   the worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason
   OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
@@ -39,6 +40,7 @@ export const Msg = {
   RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
   RESPONSE_DATA: 0x83, //    stream: response body bytes
   RESPONSE_END: 0x84, //     stream: response complete
+  REQUEST_SCANNED: 0x85, //  stream (dumps only): request half closed; u8 body has key, u16 n, n x u16 header index with key
 } as const;
 
 export type MsgType = (typeof Msg)[keyof typeof Msg];
@@ -63,6 +65,7 @@ const spec = (name: string, from: MessageSpec['from'], onStream: boolean, minPay
 export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
   [Msg.READY, spec('READY', 'worker', false, 0, 0)],
   [Msg.SHUTDOWN, spec('SHUTDOWN', 'worker', false, 0, 0)],
+  [Msg.STARTUP_FAILED, spec('STARTUP_FAILED', 'worker', false, 1, 1024)],
   [Msg.OPEN, spec('OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
   [Msg.REQUEST_DATA, spec('REQUEST_DATA', 'worker', true, 1, MAX_DATA_PAYLOAD)],
   [Msg.REQUEST_END, spec('REQUEST_END', 'worker', true, 0, 0)],
@@ -72,6 +75,7 @@ export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
   [Msg.RESPONSE_HEAD, spec('RESPONSE_HEAD', 'supervisor', true, 4, MAX_HEAD_PAYLOAD)],
   [Msg.RESPONSE_DATA, spec('RESPONSE_DATA', 'supervisor', true, 1, MAX_DATA_PAYLOAD)],
   [Msg.RESPONSE_END, spec('RESPONSE_END', 'supervisor', true, 0, 0)],
+  [Msg.REQUEST_SCANNED, spec('REQUEST_SCANNED', 'supervisor', true, 3, MAX_HEAD_PAYLOAD)],
 ]);
 
 export function messageName(type: number): string {
@@ -270,4 +274,27 @@ export function decodeHead(payload: Buffer, withStatus: boolean): { status: numb
   }
   if (offset !== payload.length) throw new ProtocolError('trailing bytes after header list');
   return { status, headers };
+}
+
+/** Where the supervisor found the key in a request (for dump redaction). */
+export interface KeyScanResult {
+  readonly bodyHasKey: boolean;
+  /** Indexes (in header pairs) of header fields whose value contains the key. */
+  readonly headerIndexes: readonly number[];
+}
+
+export function encodeKeyScan(result: KeyScanResult): Buffer {
+  const buf = Buffer.allocUnsafe(3 + 2 * result.headerIndexes.length);
+  buf[0] = result.bodyHasKey ? 1 : 0;
+  let offset = buf.writeUInt16BE(result.headerIndexes.length, 1);
+  for (const index of result.headerIndexes) offset = buf.writeUInt16BE(index, offset);
+  return buf;
+}
+
+export function decodeKeyScan(payload: Buffer): KeyScanResult {
+  const count = payload.readUInt16BE(1);
+  if (payload.length !== 3 + 2 * count) throw new ProtocolError('malformed REQUEST_SCANNED');
+  const headerIndexes: number[] = [];
+  for (let i = 0; i < count; i++) headerIndexes.push(payload.readUInt16BE(3 + 2 * i));
+  return { bodyHasKey: payload[0] === 1, headerIndexes };
 }

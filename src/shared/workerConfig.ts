@@ -10,6 +10,11 @@ export interface WorkerConfig {
   readonly logLevel: LogLevel;
   /** Open requests beyond this get 503. */
   readonly maxOpenStreams: number;
+  /** --dump-dir (absolute, created by the supervisor), or null. */
+  readonly dumpDir: string | null;
+  readonly dumpMaxBytes: number;
+  /** Sequence number of the next dump pair (continues across worker restarts). */
+  readonly dumpSequenceStart: number;
 }
 
 export function encodeWorkerConfig(config: WorkerConfig): Buffer {
@@ -22,8 +27,21 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   const c = value as Record<string, unknown>;
   if (typeof c.httpShutdown !== 'boolean') throw new ProtocolError('CONFIG.httpShutdown');
   if (!(LOG_LEVELS as readonly unknown[]).includes(c.logLevel)) throw new ProtocolError('CONFIG.logLevel');
-  if (typeof c.maxOpenStreams !== 'number' || !Number.isInteger(c.maxOpenStreams) || c.maxOpenStreams < 1) {
+  if (!isCount(c.maxOpenStreams) || (c.maxOpenStreams as number) < 1) {
     throw new ProtocolError('CONFIG.maxOpenStreams');
   }
-  return { httpShutdown: c.httpShutdown, logLevel: c.logLevel as LogLevel, maxOpenStreams: c.maxOpenStreams };
+  if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
+  if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart)) throw new ProtocolError('CONFIG.dump*');
+  return {
+    httpShutdown: c.httpShutdown,
+    logLevel: c.logLevel as LogLevel,
+    maxOpenStreams: c.maxOpenStreams as number,
+    dumpDir: c.dumpDir,
+    dumpMaxBytes: c.dumpMaxBytes as number,
+    dumpSequenceStart: c.dumpSequenceStart as number,
+  };
+}
+
+function isCount(value: unknown): boolean {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }

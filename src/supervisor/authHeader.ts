@@ -22,11 +22,15 @@ const CR = 0x0d;
 /** The "Bearer <key>" bytes in guarded, mlock'd memory, no-access while idle. */
 export class AuthHeader {
   #buffer: Buffer;
+  /** Bytes of "Bearer <key>". */
   readonly length: number;
+  /** Bytes of the key alone (the header value minus the scheme). */
+  readonly keyLength: number;
 
   constructor(buffer: Buffer, length: number) {
     this.#buffer = buffer;
     this.length = length;
+    this.keyLength = length - AUTH_SCHEME_PREFIX.length;
     sodium.sodium_mprotect_noaccess(buffer);
   }
 

@@ -13,6 +13,8 @@ export interface ProxyOptions {
   readonly httpShutdown: boolean;
   readonly upstreamUrl: URL;
   readonly logLevel: LogLevel;
+  readonly dumpDir: string | null;
+  readonly dumpMaxBytes: number;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -29,12 +31,15 @@ Options:
   --http-shutdown        Enable GET /shutdown to stop the proxy (exit 0)
   --upstream-url <URL>   Absolute http(s) URL to forward to
                          (default: ${DEFAULT_UPSTREAM_URL})
+  --dump-dir <DIR>       Write each request/response pair as JSON files into DIR
+  --dump-max-bytes <N>   Keep at most N bytes of each dumped body (default: 16777216)
   --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help             Print this help
   -V, --version          Print the version
 `;
 
-const STRING_FLAGS = ['port', 'server-info', 'upstream-url', 'log-level'] as const;
+const STRING_FLAGS = ['port', 'server-info', 'upstream-url', 'log-level', 'dump-dir', 'dump-max-bytes'] as const;
+const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
 const BOOLEAN_FLAGS = ['http-shutdown', 'help', 'version'] as const;
 
 export function parseCommandLine(argv: readonly string[]): Command {
@@ -70,6 +75,8 @@ export function parseCommandLine(argv: readonly string[]): Command {
       httpShutdown: args['http-shutdown'] === true,
       upstreamUrl: parseUpstreamUrl(one('upstream-url') ?? DEFAULT_UPSTREAM_URL),
       logLevel: parseLogLevel(one('log-level') ?? 'info'),
+      dumpDir: one('dump-dir') ?? null,
+      dumpMaxBytes: parseByteCount('dump-max-bytes', one('dump-max-bytes'), DEFAULT_DUMP_MAX_BYTES),
     },
   };
 }
@@ -79,6 +86,13 @@ function parsePort(text: string | undefined): number {
   const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
   if (!(port >= 0 && port <= 65535)) throw new UsageError(`invalid value '${text}' for '--port <PORT>': expected a number from 0 to 65535`);
   return port;
+}
+
+function parseByteCount(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const n = /^\d{1,15}$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`invalid value '${text}' for '--${flag} <N>': expected a whole number of bytes`);
+  return n;
 }
 
 function parseUpstreamUrl(text: string): URL {

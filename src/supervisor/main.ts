@@ -3,9 +3,10 @@
 // Order matters: usage errors before stdin is touched; key errors before any
 // port is opened; nothing listens until the key is valid.
 
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
-import { ProxyError } from '../shared/errors.js';
+import { ProxyError, errnoCode } from '../shared/errors.js';
 import { createLogger, writeStderr } from '../shared/logger.js';
 import { readAuthHeader } from './authHeader.js';
 import { parseCommandLine, USAGE } from './cli.js';
@@ -28,6 +29,7 @@ async function main(): Promise<void> {
   const { options } = command;
 
   const auth = readAuthHeader();
+  const dumpDir = options.dumpDir === null ? null : createDumpDir(options.dumpDir);
   const log = createLogger('supervisor', options.logLevel);
   const serverInfo = options.serverInfo === null ? null : await ServerInfoFile.claim(options.serverInfo, (err) => log.error({ err: err.message }, 'server-info lock compromised'));
   let listen;
@@ -43,12 +45,35 @@ async function main(): Promise<void> {
     upstreamUrl: options.upstreamUrl,
     upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS,
     serverInfo,
-    workerConfig: { httpShutdown: options.httpShutdown, logLevel: options.logLevel, maxOpenStreams: MAX_OPEN_STREAMS },
+    workerConfig: {
+      httpShutdown: options.httpShutdown,
+      logLevel: options.logLevel,
+      maxOpenStreams: MAX_OPEN_STREAMS,
+      dumpDir,
+      dumpMaxBytes: options.dumpMaxBytes,
+      dumpSequenceStart: 1,
+    },
     workerEntry: DEFAULT_WORKER_ENTRY,
     log,
   });
   for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => supervisor.stop(0, `received ${signal}`));
+  // From here on a bug in one request must not take the proxy down: log it, keep serving.
+  process.removeListener('uncaughtException', fail);
+  const survive = (err: unknown): void => log.error({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'unexpected error');
+  process.on('uncaughtException', survive);
+  process.on('unhandledRejection', survive);
   supervisor.start();
+}
+
+/** Create --dump-dir (mode 0700 when new); whether it is writable is the worker's to prove. */
+function createDumpDir(dir: string): string {
+  const absolute = resolve(dir);
+  try {
+    mkdirSync(absolute, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw new ProxyError('ERR_DUMP_DIR', `cannot create --dump-dir ${absolute}: ${errnoCode(err) ?? String(err)}`);
+  }
+  return absolute;
 }
 
 function fail(err: unknown): never {

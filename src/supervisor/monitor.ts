@@ -13,6 +13,7 @@ import { UpstreamCall, type Upstream } from './upstream.js';
 export interface MonitorEvents {
   onReady(): void;
   onShutdownRequest(): void;
+  onStartupFailed(reason: string): void;
   onViolation(reason: string): void;
 }
 
@@ -28,6 +29,7 @@ export class Monitor {
   private readonly handlers: ReadonlyMap<number, Handler> = new Map<number, Handler>([
     [Msg.READY, () => this.onReady()],
     [Msg.SHUTDOWN, () => this.onShutdown()],
+    [Msg.STARTUP_FAILED, (_id, payload) => this.events.onStartupFailed(printable(payload))],
     [Msg.OPEN, (id, payload) => this.onOpen(id, payload)],
     [Msg.REQUEST_DATA, (id, payload) => this.call(id)?.onRequestData(payload)],
     [Msg.REQUEST_END, (id) => this.call(id)?.onRequestEnd()],
@@ -39,6 +41,7 @@ export class Monitor {
     private readonly writer: FrameWriter,
     private readonly upstream: Upstream,
     private readonly httpShutdown: boolean,
+    private readonly scanRequests: boolean,
     private readonly log: Logger,
     private readonly events: MonitorEvents,
   ) {}
@@ -105,8 +108,14 @@ export class Monitor {
       writer: this.writer,
       upstream: this.upstream,
       log: this.log,
+      scanRequests: this.scanRequests,
       onDone: (id) => this.calls.delete(id),
     });
     this.calls.set(streamId, call);
   }
+}
+
+/** Untrusted text from the worker, made safe for a log line or the terminal. */
+function printable(payload: Buffer): string {
+  return payload.toString('utf8').replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
 }

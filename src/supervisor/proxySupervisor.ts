@@ -41,9 +41,11 @@ export class ProxySupervisor {
     const { child, channel } = spawnWorker(setup.workerEntry, setup.listen.fd);
     this.worker = child;
     const writer = new FrameWriter(channel);
-    const monitor = new Monitor(writer, this.upstream, setup.workerConfig.httpShutdown, setup.log, {
+    const { workerConfig } = setup;
+    const monitor = new Monitor(writer, this.upstream, workerConfig.httpShutdown, workerConfig.dumpDir !== null, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
       onShutdownRequest: () => this.stop(0, 'shutdown requested with GET /shutdown'),
+      onStartupFailed: (reason) => this.stop(1, reason),
       onViolation: (reason) => this.stop(1, `the worker broke the IPC protocol (${reason}); stopping`),
     });
     this.monitor = monitor;

@@ -1,16 +1,21 @@
 // The supervisor's only outbound traffic: POST to the configured upstream URL
 // with the key injected, one UpstreamCall per stream the worker opens. The
 // worker chooses neither the method, the URL nor Authorization.
+//
+// A call has two halves. The request half closes on REQUEST_END or RESET from
+// the worker; the response half when RESPONSE_END or RESET has been sent. The
+// call is forgotten only when both are closed, so late frames stay accounted.
 
 import { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
-import { INITIAL_STREAM_WINDOW, Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
+import { INITIAL_STREAM_WINDOW, Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import type { AuthHeader } from './authHeader.js';
-import { clientResponseHeaders, upstreamRequestHeaders } from './headerRules.js';
+import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
+import { KeyDetector, KeyScrubber } from './keyScrubber.js';
 
 export class Upstream {
   readonly pool: Pool;
@@ -49,7 +54,9 @@ export interface CallContext {
   readonly writer: FrameWriter;
   readonly upstream: Upstream;
   readonly log: Logger;
-  /** The stream is over on the supervisor's side; forget it. */
+  /** Look for the key in requests (for dump redaction, only with --dump-dir). */
+  readonly scanRequests: boolean;
+  /** Both halves are closed; forget the call. */
   readonly onDone: (id: number) => void;
 }
 
@@ -57,17 +64,24 @@ export class UpstreamCall {
   private readonly requestBody: Readable;
   private readonly requestCredit: CreditReceiver;
   private readonly abortController = new AbortController();
+  private readonly scrubber: KeyScrubber;
+  private readonly detector: KeyDetector | null;
+  private readonly keyHeaderIndexes: number[] = [];
   private responseBody: Readable | null = null;
   private responseSender: StreamSender | null = null;
   private bytesPushed = 0;
   private bytesTaken = 0;
-  private done = false;
+  private requestClosed = false;
+  private responseClosed = false;
 
   constructor(
     readonly id: number,
     clientHeaders: HeaderList,
     private readonly ctx: CallContext,
   ) {
+    this.scrubber = new KeyScrubber(ctx.upstream.auth);
+    this.detector = ctx.scanRequests ? new KeyDetector(ctx.upstream.auth) : null;
+    if (this.detector !== null) this.keyHeaderIndexes = this.detector.headerIndexes(clientHeaders);
     this.requestCredit = new CreditReceiver(ctx.writer, id);
     this.requestBody = new Readable({ highWaterMark: INITIAL_STREAM_WINDOW, read: () => this.returnRequestCredit() });
     this.requestBody.on('error', () => {}); // undici reports body failures through the request
@@ -84,12 +98,17 @@ export class UpstreamCall {
 
   onRequestData(payload: Buffer): void {
     this.requestCredit.received(payload.length);
+    if (this.requestClosed) throw new ProtocolError(`REQUEST_DATA after REQUEST_END on stream ${this.id}`);
+    this.detector?.pushBody(payload);
+    if (this.responseClosed) return; // the upstream has answered; the rest is not needed
     this.bytesPushed += payload.length;
     this.requestBody.push(payload);
   }
 
   onRequestEnd(): void {
+    if (this.requestClosed) throw new ProtocolError(`REQUEST_END twice on stream ${this.id}`);
     this.requestBody.push(null);
+    this.closeRequest();
   }
 
   onWindow(increment: number): void {
@@ -98,17 +117,20 @@ export class UpstreamCall {
     this.responseSender.grant(increment);
   }
 
-  /** The client went away (RESET from the worker) or the supervisor is stopping. */
+  /** RESET from the worker (client gone), or the supervisor is stopping. */
   cancel(): void {
-    if (this.done) return;
-    this.finish();
-    this.abortController.abort();
-    this.responseBody?.destroy();
+    if (!this.responseClosed) {
+      this.responseClosed = true;
+      this.abortController.abort();
+      this.responseBody?.destroy();
+    }
     this.requestBody.destroy();
+    this.closeRequest();
+    this.ctx.onDone(this.id);
   }
 
   private returnRequestCredit(): void {
-    if (this.done) return;
+    if (this.requestClosed && this.responseClosed) return;
     const taken = this.bytesPushed - this.requestBody.readableLength;
     const delta = taken - this.bytesTaken;
     this.bytesTaken = taken;
@@ -116,48 +138,68 @@ export class UpstreamCall {
   }
 
   private onResponse(status: number, headers: Record<string, string | string[] | undefined>, body: Readable): void {
-    if (this.done) {
+    if (this.responseClosed) {
       body.destroy();
       return;
     }
     let head: Buffer;
     try {
-      head = encodeHead(clientResponseHeaders(headers), status);
+      head = encodeHead(flattenHeaders(headers), status);
     } catch (err) {
       body.destroy();
       return this.onFailure(err);
     }
+    this.scrubber.maskInPlace(head);
     const { writer } = this.ctx;
+    const sender = new StreamSender(writer, Msg.RESPONSE_DATA, this.id, body);
     this.responseBody = body;
-    this.responseSender = new StreamSender(writer, Msg.RESPONSE_DATA, this.id, body);
+    this.responseSender = sender;
     writer.send(Msg.RESPONSE_HEAD, this.id, head);
-    body.on('data', (chunk: Buffer) => this.responseSender?.write(chunk));
+    body.on('data', (chunk: Buffer) => {
+      const safe = this.scrubber.push(chunk);
+      if (safe.length > 0) sender.write(safe);
+    });
     body.on('end', () => {
-      // Stay registered until the last byte has been sent within credit.
-      if (!this.done) this.responseSender?.end(Msg.RESPONSE_END, () => this.finish());
+      if (this.responseClosed) return;
+      const rest = this.scrubber.flush();
+      if (rest !== null) sender.write(rest);
+      // Stay registered until the last byte has gone out within credit.
+      sender.end(Msg.RESPONSE_END, () => this.closeResponse());
     });
     body.on('error', (err) => {
-      if (this.done) return;
+      if (this.responseClosed) return;
       this.ctx.log.warn({ stream: this.id, code: errnoCode(err) ?? 'UNKNOWN' }, 'upstream response failed mid-body');
       writer.send(Msg.RESET, this.id);
-      this.finish();
+      this.closeResponse();
     });
   }
 
   private onFailure(err: unknown): void {
-    if (this.done) return;
+    if (this.responseClosed) return;
     const failure = upstreamFailure(err);
-    this.ctx.log.warn({ stream: this.id, code: failure.code, status: failure.status, message: failure.body.toString() }, 'upstream request failed');
+    this.ctx.log.warn({ stream: this.id, code: failure.code, status: failure.status }, 'upstream request failed');
     const { writer } = this.ctx;
     writer.send(Msg.RESPONSE_HEAD, this.id, encodeHead(['content-type', 'application/json'], failure.status));
     writer.send(Msg.RESPONSE_DATA, this.id, failure.body);
     writer.send(Msg.RESPONSE_END, this.id);
-    this.finish();
-    this.requestBody.destroy();
+    this.closeResponse();
   }
 
-  private finish(): void {
-    this.done = true;
-    this.ctx.onDone(this.id);
+  private closeRequest(): void {
+    if (this.requestClosed) return;
+    this.requestClosed = true;
+    // Everything the worker sent has been scanned: tell it what to redact.
+    if (this.detector !== null) {
+      const scan = { bodyHasKey: this.detector.bodyHasKey, headerIndexes: this.keyHeaderIndexes };
+      this.ctx.writer.send(Msg.REQUEST_SCANNED, this.id, encodeKeyScan(scan));
+    }
+    if (this.responseClosed) this.ctx.onDone(this.id);
+  }
+
+  private closeResponse(): void {
+    if (this.responseClosed) return;
+    this.responseClosed = true;
+    if (!this.requestClosed) this.requestBody.destroy();
+    if (this.requestClosed) this.ctx.onDone(this.id);
   }
 }

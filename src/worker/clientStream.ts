@@ -2,16 +2,23 @@
 // to the supervisor as REQUEST_DATA within the supervisor's credit, and the
 // upstream's response comes back as RESPONSE_* frames and is written to the
 // client as it arrives (no holding back: each SSE event is written at once).
+// The body is re-framed, so the upstream's framing headers are not copied.
+
+const NOT_MIRRORED = new Set(['content-length']);
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
+import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
+import type { ExchangeDump } from './dumpWriter.js';
 
 export class ClientStream {
   private readonly toSupervisor: StreamSender;
   private readonly responseCredit: CreditReceiver;
   private closed = false;
+  /** REQUEST_END or RESET has been sent: the supervisor expects nothing more. */
+  private requestClosed = false;
   private undrained = 0;
   private status = 0;
   private bytesIn = 0;
@@ -25,6 +32,7 @@ export class ClientStream {
     private readonly writer: FrameWriter,
     private readonly log: Logger,
     private readonly onClosed: (stream: ClientStream) => void,
+    private readonly dump: ExchangeDump | null,
   ) {
     this.toSupervisor = new StreamSender(writer, Msg.REQUEST_DATA, id, req);
     this.responseCredit = new CreditReceiver(writer, id);
@@ -35,9 +43,12 @@ export class ClientStream {
     this.writer.send(Msg.OPEN, this.id, encodeHead(req.rawHeaders));
     req.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
+      this.dump?.requestBody.add(chunk);
       this.toSupervisor.write(chunk);
     });
-    req.on('end', () => this.toSupervisor.end(Msg.REQUEST_END));
+    req.on('end', () => {
+      if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));
+    });
     res.on('drain', () => {
       const n = this.undrained;
       this.undrained = 0;
@@ -46,25 +57,27 @@ export class ClientStream {
     // 'close' without a finished response: the client went away first.
     res.on('close', () => {
       if (this.closed) return;
-      this.writer.send(Msg.RESET, this.id);
-      this.finish('client closed');
+      this.resetRequest();
+      this.finish('client disconnected before the response ended');
     });
   }
 
   onResponseHead(status: number, headers: HeaderList): void {
     this.status = status;
+    this.dump?.onResponseHead(status, headers);
     try {
-      this.res.writeHead(status, headers);
+      this.res.writeHead(status, withoutHopByHop(headers, NOT_MIRRORED));
       this.res.flushHeaders();
     } catch (err) {
       this.log.warn({ stream: this.id, err: (err as Error).message }, 'upstream response head rejected');
-      this.abort();
+      this.abort('upstream response head rejected');
     }
   }
 
   onResponseData(payload: Buffer): void {
     this.responseCredit.received(payload.length);
     this.bytesOut += payload.length;
+    this.dump?.responseBody.add(payload);
     if (this.res.write(payload)) this.responseCredit.consumed(payload.length);
     else this.undrained += payload.length;
   }
@@ -72,12 +85,14 @@ export class ClientStream {
   onResponseEnd(): void {
     this.closed = true;
     this.res.end();
+    // An upstream may answer before reading the whole body: stop forwarding it.
+    this.resetRequest();
     this.finish();
   }
 
   /** The supervisor abandoned the stream (upstream failed mid-body, or stopping). */
   onReset(): void {
-    this.abort();
+    this.abort('upstream failed mid-response');
   }
 
   onWindow(increment: number): void {
@@ -85,16 +100,28 @@ export class ClientStream {
   }
 
   /** Cut the client's connection so a partial response cannot look complete. */
-  abort(): void {
+  abort(reason: string): void {
     if (this.closed) return;
     this.closed = true;
     this.res.destroy();
-    this.finish('aborted');
+    this.resetRequest();
+    this.finish(reason);
+  }
+
+  private resetRequest(): void {
+    if (this.requestClosed) return;
+    this.requestClosed = true;
+    this.writer.send(Msg.RESET, this.id);
+    // Bytes still held for lack of credit never reached the supervisor: not dumped.
+    this.dump?.requestBody.dropTail(this.toSupervisor.heldBytes);
+    this.req.removeAllListeners('data');
+    this.req.resume();
   }
 
   private finish(outcome?: string): void {
     this.closed = true;
     this.onClosed(this);
+    this.dump?.writeResponse(outcome);
     const durationMs = Number(process.hrtime.bigint() - this.startedAt) / 1e6;
     this.log.info(
       { stream: this.id, method: this.req.method, path: this.req.url, status: this.status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, ...(outcome ? { outcome } : {}) },

@@ -4,15 +4,18 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
-import { Msg, type FrameWriter } from '../shared/ipcProtocol.js';
+import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { openAiError } from '../shared/openaiError.js';
 import type { WorkerConfig } from '../shared/workerConfig.js';
 import { ClientStream } from './clientStream.js';
+import { ExchangeDump, type DumpWriter } from './dumpWriter.js';
 import { routeRequest } from './route.js';
 
 export class HttpFrontend {
   readonly streams = new Map<number, ClientStream>();
+  /** Dumps whose request file waits for the supervisor's REQUEST_SCANNED. */
+  private readonly awaitingScan = new Map<number, ExchangeDump>();
   private nextStreamId = 1;
   private readonly server: Server;
 
@@ -20,6 +23,7 @@ export class HttpFrontend {
     private readonly config: WorkerConfig,
     private readonly writer: FrameWriter,
     private readonly log: Logger,
+    private readonly dumps: DumpWriter | null,
   ) {
     this.server = createServer({ noDelay: true, keepAliveTimeout: 5_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) =>
       this.onRequest(req, res),
@@ -57,8 +61,14 @@ export class HttpFrontend {
       this.log.warn({ method: req.method, path: req.url, status }, 'request refused: too many open requests');
       return;
     }
-    const stream = new ClientStream(this.nextStreamId++, req, res, this.writer, this.log, (s) => this.streams.delete(s.id));
-    this.streams.set(stream.id, stream);
+    const id = this.nextStreamId++;
+    let dump: ExchangeDump | null = null;
+    if (this.dumps !== null) {
+      dump = new ExchangeDump(this.dumps, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
+      this.awaitingScan.set(id, dump);
+    }
+    const stream = new ClientStream(id, req, res, this.writer, this.log, (s) => this.streams.delete(s.id), dump);
+    this.streams.set(id, stream);
     stream.start();
   }
 
@@ -69,7 +79,14 @@ export class HttpFrontend {
   }
 
   /** Cut every open stream (the supervisor is going away). */
-  abortAll(): void {
-    for (const stream of this.streams.values()) stream.abort();
+  abortAll(reason: string): void {
+    for (const stream of this.streams.values()) stream.abort(reason);
+  }
+
+  onRequestScanned(streamId: number, scan: KeyScanResult): void {
+    const dump = this.awaitingScan.get(streamId);
+    if (dump === undefined) return;
+    this.awaitingScan.delete(streamId);
+    dump.writeRequest(scan);
   }
 }

@@ -4,9 +4,10 @@
 
 import { Socket } from 'node:net';
 import { WORKER_IPC_FD } from '../shared/constants.js';
-import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeWindowIncrement, type MsgType } from '../shared/ipcProtocol.js';
+import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement, type MsgType } from '../shared/ipcProtocol.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
-import { decodeWorkerConfig } from '../shared/workerConfig.js';
+import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
+import { DumpWriter } from './dumpWriter.js';
 import { HttpFrontend } from './httpServer.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
@@ -20,14 +21,15 @@ channel.on('close', () => process.exit(0));
 channel.on('error', () => process.exit(0));
 
 function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
-  if (frontend === null) {
+  if (log === null) {
     if (type !== Msg.CONFIG) throw new Error('first frame from the supervisor was not CONFIG');
     const config = decodeWorkerConfig(payload);
     log = createLogger('worker', config.logLevel);
-    frontend = new HttpFrontend(config, writer, log);
-    frontend.listen(() => writer.send(Msg.READY, 0));
+    void start(config, log);
     return;
   }
+  if (frontend === null) return; // still starting: nothing can be open yet
+  if (type === Msg.REQUEST_SCANNED) return frontend.onRequestScanned(streamId, decodeKeyScan(payload));
   const stream = frontend.streams.get(streamId);
   if (stream === undefined) return; // already closed on this side: late frames are expected
   switch (type) {
@@ -46,6 +48,23 @@ function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
   }
 }
 
+async function start(config: WorkerConfig, logger: Logger): Promise<void> {
+  let dumps: DumpWriter | null = null;
+  if (config.dumpDir !== null) {
+    dumps = new DumpWriter(config.dumpDir, config.dumpMaxBytes, config.dumpSequenceStart, logger);
+    try {
+      await dumps.probe();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? String(err);
+      writer.send(Msg.STARTUP_FAILED, 0, Buffer.from(`cannot write to --dump-dir ${config.dumpDir}: ${code}`));
+      return; // the supervisor stops us
+    }
+  }
+  const server = new HttpFrontend(config, writer, logger, dumps);
+  frontend = server;
+  server.listen(() => writer.send(Msg.READY, 0));
+}
+
 const decoder = new FrameDecoder('supervisor', onFrame);
 channel.on('data', (chunk: Buffer) => decoder.push(chunk));
 
@@ -54,6 +73,6 @@ process.on('uncaughtException', (err) => {
   // supervisor decides what happens next.
   if (log !== null) log.fatal({ err: { message: err.message, stack: err.stack } }, 'worker failed');
   else writeStderr(`responses-api-proxy worker failed: ${err.message}\n`);
-  frontend?.abortAll();
+  frontend?.abortAll('worker failed');
   process.exit(70);
 });

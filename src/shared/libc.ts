@@ -1,0 +1,277 @@
+// The libc calls the hardening layers need and Node does not expose, bound
+// with koffi (as listenSocket.ts does for the socket calls). Linux/glibc only.
+//
+// Every wrapper reads errno right after its call and throws LibcError (a
+// ProxyError) naming the call and the errno, so a caller can say which layer
+// failed and why. The library is loaded on first use, so importing this module
+// on a platform without libc.so.6 costs nothing until a wrapper is called.
+
+import { constants as osConstants } from 'node:os';
+import koffi, { type IKoffiLib } from 'koffi';
+import { ProxyError } from './errors.js';
+
+/** A libc call failed; `errnoName` is the symbolic errno (EPERM, EINVAL...). */
+export class LibcError extends ProxyError {
+  readonly call: string;
+  readonly errno: number;
+  readonly errnoName: string;
+  constructor(call: string, errno: number, detail?: string) {
+    const name = errnoName(errno);
+    super('ERR_LIBC', `${call} failed: ${name}${detail === undefined ? '' : ` (${detail})`}`);
+    this.name = 'LibcError';
+    this.call = call;
+    this.errno = errno;
+    this.errnoName = name;
+  }
+}
+
+/** Symbolic name of an errno value ("EPERM"), or "errno N" when unknown. */
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(osConstants.errno)) if (value === errno) return name;
+  return `errno ${errno}`;
+}
+
+// prctl(2) options.
+export const PR_GET_DUMPABLE = 3;
+export const PR_SET_DUMPABLE = 4;
+export const PR_SET_NO_NEW_PRIVS = 38;
+export const PR_GET_NO_NEW_PRIVS = 39;
+
+// getrlimit(2) resources (same numbers on x86_64 and aarch64).
+export const RLIMIT_CORE = 4;
+/** RLIM_INFINITY: rlim_t is 64-bit unsigned on the 64-bit targets we support. */
+export const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
+
+// seccomp(2) operation and flag.
+export const SECCOMP_SET_MODE_FILTER = 1;
+export const SECCOMP_FILTER_FLAG_TSYNC = 1;
+
+/** seccomp's syscall number per Node architecture (glibc has no wrapper for it). */
+const SYS_SECCOMP: Readonly<Record<string, number>> = { x64: 317, arm64: 277 };
+
+type CFunction = ReturnType<IKoffiLib['func']>;
+
+interface Bindings {
+  prctl: CFunction;
+  syscall: CFunction;
+  getrlimit: CFunction;
+  setrlimit: CFunction;
+  getpwnam_r: CFunction;
+  getpwuid_r: CFunction;
+  getgrnam_r: CFunction;
+  getgrgid_r: CFunction;
+  getuid: CFunction;
+  geteuid: CFunction;
+  getgid: CFunction;
+  getegid: CFunction;
+}
+
+let bindings: Bindings | null = null;
+
+function bind(): Bindings {
+  if (bindings !== null) return bindings;
+  const libc = koffi.load('libc.so.6');
+  // struct passwd / struct group as glibc lays them out; koffi adds the padding.
+  // The strings point into the caller's buffer and are copied out by koffi
+  // right after the call, while that buffer is still alive.
+  koffi.struct('rap_passwd', {
+    pw_name: 'const char *',
+    pw_passwd: 'const char *',
+    pw_uid: 'uint32_t',
+    pw_gid: 'uint32_t',
+    pw_gecos: 'const char *',
+    pw_dir: 'const char *',
+    pw_shell: 'const char *',
+  });
+  koffi.struct('rap_group', {
+    gr_name: 'const char *',
+    gr_passwd: 'const char *',
+    gr_gid: 'uint32_t',
+    gr_mem: 'void *',
+  });
+  // struct sock_fprog: unsigned short len; (6 bytes padding) struct sock_filter *filter.
+  koffi.struct('rap_sock_fprog', { len: 'uint16_t', filter: 'void *' });
+  bindings = {
+    // prctl is variadic in glibc; every extra argument is passed as unsigned long.
+    // Used for PR_SET_NO_NEW_PRIVS (worker) and PR_SET_DUMPABLE (supervisor).
+    prctl: libc.func('int prctl(int option, ...)'),
+    // seccomp(2) has no glibc wrapper: reached through syscall(SYS_seccomp, ...),
+    // the only way to pass SECCOMP_FILTER_FLAG_TSYNC (prctl's seccomp mode
+    // filters the calling thread only, and Node runs several threads).
+    syscall: libc.func('long syscall(long number, ...)'),
+    // RLIMIT_CORE 0: a crash of the key holder must not write a core file.
+    getrlimit: libc.func('int getrlimit(int resource, _Out_ uint8_t *rlim)'),
+    setrlimit: libc.func('int setrlimit(int resource, const uint8_t *rlim)'),
+    // --uid / --gid names resolved through NSS (the reentrant forms: no static buffers).
+    getpwnam_r: libc.func(
+      'int getpwnam_r(const char *name, _Out_ rap_passwd *pwd, _Out_ uint8_t *buf, size_t buflen, _Out_ void **result)',
+    ),
+    getpwuid_r: libc.func(
+      'int getpwuid_r(uint32_t uid, _Out_ rap_passwd *pwd, _Out_ uint8_t *buf, size_t buflen, _Out_ void **result)',
+    ),
+    getgrnam_r: libc.func(
+      'int getgrnam_r(const char *name, _Out_ rap_group *grp, _Out_ uint8_t *buf, size_t buflen, _Out_ void **result)',
+    ),
+    getgrgid_r: libc.func(
+      'int getgrgid_r(uint32_t gid, _Out_ rap_group *grp, _Out_ uint8_t *buf, size_t buflen, _Out_ void **result)',
+    ),
+    // Real and effective ids, straight from the kernel (reports and the
+    // "only root may switch users" rule).
+    getuid: libc.func('uint32_t getuid(void)'),
+    geteuid: libc.func('uint32_t geteuid(void)'),
+    getgid: libc.func('uint32_t getgid(void)'),
+    getegid: libc.func('uint32_t getegid(void)'),
+  };
+  return bindings;
+}
+
+// ---------------------------------------------------------------- prctl
+
+/** prctl(option, arg2, 0, 0, 0); returns the result, throws LibcError when it is -1. */
+export function prctl(option: number, arg2 = 0, what = `prctl(${option})`): number {
+  const ul = 'unsigned long';
+  const result = bind().prctl(option, ul, arg2, ul, 0, ul, 0, ul, 0) as number;
+  if (result === -1) throw new LibcError(what, koffi.errno());
+  return result;
+}
+
+/** Irrevocably forbid privilege gains through execve (setuid bits, file caps). */
+export function setNoNewPrivs(): void {
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 'prctl(PR_SET_NO_NEW_PRIVS)');
+}
+
+export function getNoNewPrivs(): boolean {
+  return prctl(PR_GET_NO_NEW_PRIVS, 0, 'prctl(PR_GET_NO_NEW_PRIVS)') === 1;
+}
+
+/** 0 = not dumpable: no core dumps, no ptrace attach, /proc/<pid>/{mem,environ,...} root-owned. */
+export function setDumpable(value: 0 | 1): void {
+  prctl(PR_SET_DUMPABLE, value, 'prctl(PR_SET_DUMPABLE)');
+}
+
+export function getDumpable(): number {
+  return prctl(PR_GET_DUMPABLE, 0, 'prctl(PR_GET_DUMPABLE)');
+}
+
+// ---------------------------------------------------------------- seccomp
+
+/**
+ * seccomp(SECCOMP_SET_MODE_FILTER, flags, &prog) with a classic-BPF program
+ * (8 bytes per sock_filter). With SECCOMP_FILTER_FLAG_TSYNC a positive result
+ * is the id of a thread that could not be synchronised.
+ */
+export function seccompSetModeFilter(filter: Buffer, flags: number): void {
+  const nr = SYS_SECCOMP[process.arch];
+  if (nr === undefined) throw new ProxyError('ERR_LIBC', `seccomp: unsupported architecture ${process.arch}`);
+  if (filter.length === 0 || filter.length % 8 !== 0 || filter.length / 8 > 4096) {
+    throw new ProxyError('ERR_LIBC', `seccomp: invalid filter of ${filter.length} bytes`);
+  }
+  const prog = { len: filter.length / 8, filter };
+  const result = Number(
+    bind().syscall(nr, 'unsigned int', SECCOMP_SET_MODE_FILTER, 'unsigned int', flags, 'rap_sock_fprog *', prog),
+  );
+  if (result === -1) throw new LibcError('seccomp(SECCOMP_SET_MODE_FILTER)', koffi.errno());
+  if (result > 0) {
+    throw new ProxyError(
+      'ERR_LIBC',
+      `seccomp(SECCOMP_SET_MODE_FILTER) failed: thread ${result} could not be synchronized (TSYNC)`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------- rlimits
+
+export interface Rlimit {
+  readonly soft: bigint;
+  readonly hard: bigint;
+}
+
+export function getrlimit(resource: number, what = `getrlimit(${resource})`): Rlimit {
+  const rlim = Buffer.alloc(16); // struct rlimit { rlim_t rlim_cur, rlim_max; }
+  if ((bind().getrlimit(resource, rlim) as number) !== 0) throw new LibcError(what, koffi.errno());
+  return { soft: rlim.readBigUInt64LE(0), hard: rlim.readBigUInt64LE(8) };
+}
+
+export function setrlimit(resource: number, limit: Rlimit, what = `setrlimit(${resource})`): void {
+  const rlim = Buffer.alloc(16);
+  rlim.writeBigUInt64LE(limit.soft, 0);
+  rlim.writeBigUInt64LE(limit.hard, 8);
+  if ((bind().setrlimit(resource, rlim) as number) !== 0) throw new LibcError(what, koffi.errno());
+}
+
+/** "unlimited" or the decimal value, as /proc/<pid>/limits prints it. */
+export function formatRlimitValue(value: bigint): string {
+  return value === RLIM_INFINITY ? 'unlimited' : value.toString();
+}
+
+// ---------------------------------------------------------------- user/group databases
+
+export interface PasswdEntry {
+  readonly name: string;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface GroupEntry {
+  readonly name: string;
+  readonly gid: number;
+}
+
+/** Run a get*_r call, growing the string buffer on ERANGE; null when not found. */
+function lookup<T>(call: string, fn: (entry: Record<string, unknown>, buf: Buffer, result: unknown[]) => number, convert: (entry: Record<string, unknown>) => T): T | null {
+  for (let size = 4096; size <= 1 << 20; size *= 4) {
+    const entry: Record<string, unknown> = {};
+    const buf = Buffer.alloc(size);
+    const result: unknown[] = [null];
+    const rc = fn(entry, buf, result);
+    if (rc === osConstants.errno.ERANGE) continue;
+    // glibc returns 0 with a NULL result for "not found"; other libcs use these.
+    if (rc === osConstants.errno.ENOENT || rc === osConstants.errno.ESRCH) return null;
+    if (rc !== 0) throw new LibcError(call, rc);
+    return result[0] === null ? null : convert(entry);
+  }
+  throw new LibcError(call, osConstants.errno.ERANGE, 'entry too large');
+}
+
+const toPasswd = (e: Record<string, unknown>): PasswdEntry => ({
+  name: String(e.pw_name),
+  uid: Number(e.pw_uid),
+  gid: Number(e.pw_gid),
+});
+const toGroup = (e: Record<string, unknown>): GroupEntry => ({ name: String(e.gr_name), gid: Number(e.gr_gid) });
+
+/** getpwnam_r: the user's entry, or null when there is none. */
+export function getpwnam(name: string): PasswdEntry | null {
+  return lookup('getpwnam_r', (e, b, r) => bind().getpwnam_r(name, e, b, b.length, r) as number, toPasswd);
+}
+
+export function getpwuid(uid: number): PasswdEntry | null {
+  return lookup('getpwuid_r', (e, b, r) => bind().getpwuid_r(uid, e, b, b.length, r) as number, toPasswd);
+}
+
+/** getgrnam_r: the group's entry, or null when there is none. */
+export function getgrnam(name: string): GroupEntry | null {
+  return lookup('getgrnam_r', (e, b, r) => bind().getgrnam_r(name, e, b, b.length, r) as number, toGroup);
+}
+
+export function getgrgid(gid: number): GroupEntry | null {
+  return lookup('getgrgid_r', (e, b, r) => bind().getgrgid_r(gid, e, b, b.length, r) as number, toGroup);
+}
+
+// ---------------------------------------------------------------- ids
+
+export function getuid(): number {
+  return bind().getuid() as number;
+}
+
+export function geteuid(): number {
+  return bind().geteuid() as number;
+}
+
+export function getgid(): number {
+  return bind().getgid() as number;
+}
+
+export function getegid(): number {
+  return bind().getegid() as number;
+}

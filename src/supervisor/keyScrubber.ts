@@ -1,0 +1,101 @@
+// Masks the key in bytes travelling from the upstream towards the worker. An
+// upstream that echoes the Authorization value (a misconfigured gateway, a
+// debug endpoint) would otherwise hand the key to the worker and the client.
+// Each occurrence is overwritten with '*' of the same length, so framing is
+// unchanged; only a chunk's tail that could be the start of the key is held
+// back until the next chunk (SSE chunks end in "\n", never a key byte).
+
+import type { AuthHeader } from './authHeader.js';
+
+const MASK = 0x2a; // '*'
+
+export class KeyScrubber {
+  private held: Buffer | null = null;
+  private readonly keyOffset: number;
+
+  constructor(private readonly auth: AuthHeader) {
+    this.keyOffset = auth.length - auth.keyLength;
+  }
+
+  /** Mask in place every complete occurrence of the key in `buf`. */
+  maskInPlace(buf: Buffer): void {
+    this.auth.read((header) => maskKey(buf, header.subarray(this.keyOffset)));
+  }
+
+  /** The part of the stream so far that is safe to pass on (may be empty). */
+  push(chunk: Buffer): Buffer {
+    let data = chunk;
+    if (this.held !== null) {
+      data = Buffer.concat([this.held, chunk]);
+      this.held.fill(0);
+      this.held = null;
+    }
+    let keep = 0;
+    this.auth.read((header) => {
+      const key = header.subarray(this.keyOffset);
+      maskKey(data, key);
+      keep = partialKeyTail(data, key);
+    });
+    if (keep === 0) return data;
+    this.held = Buffer.from(data.subarray(data.length - keep));
+    return data.subarray(0, data.length - keep);
+  }
+
+  /** End of stream: what was held back was not the key after all. */
+  flush(): Buffer | null {
+    const rest = this.held;
+    this.held = null;
+    return rest;
+  }
+}
+
+function maskKey(data: Buffer, key: Buffer): void {
+  for (let at = data.indexOf(key); at !== -1; at = data.indexOf(key, at + key.length)) data.fill(MASK, at, at + key.length);
+}
+
+/** Length of the longest suffix of `data` that is a proper prefix of `key`. */
+function partialKeyTail(data: Buffer, key: Buffer): number {
+  const first = key[0];
+  for (let n = Math.min(key.length - 1, data.length); n > 0; n--) {
+    const start = data.length - n;
+    if (data[start] === first && data.compare(key, 0, n, start) === 0) return n;
+  }
+  return 0;
+}
+
+/**
+ * Finds the key in what a client sent (headers and a body seen in chunks), so
+ * the worker can redact it from dump files. Detection only: request bytes go
+ * upstream unchanged. Used only with --dump-dir.
+ */
+export class KeyDetector {
+  private tail: Buffer = Buffer.alloc(0);
+  private readonly keyOffset: number;
+  bodyHasKey = false;
+
+  constructor(private readonly auth: AuthHeader) {
+    this.keyOffset = auth.length - auth.keyLength;
+  }
+
+  /** Indexes (in name/value pairs) of the header fields whose value contains the key. */
+  headerIndexes(headers: readonly string[]): number[] {
+    const found: number[] = [];
+    this.auth.read((header) => {
+      const key = header.subarray(this.keyOffset);
+      for (let i = 1; i < headers.length; i += 2) if (Buffer.from(headers[i] as string, 'latin1').indexOf(key) !== -1) found.push((i - 1) / 2);
+    });
+    return found;
+  }
+
+  pushBody(chunk: Buffer): void {
+    if (this.bodyHasKey) return;
+    const overlap = this.auth.keyLength - 1;
+    this.auth.read((header) => {
+      const key = header.subarray(this.keyOffset);
+      const joint = this.tail.length > 0 ? Buffer.concat([this.tail, chunk.subarray(0, overlap)]) : null;
+      if ((joint !== null && joint.indexOf(key) !== -1) || chunk.indexOf(key) !== -1) this.bodyHasKey = true;
+    });
+    const carried = chunk.length >= overlap ? chunk.subarray(chunk.length - overlap) : Buffer.concat([this.tail, chunk]).subarray(-overlap);
+    this.tail = Buffer.from(carried);
+  }
+}

@@ -1,0 +1,141 @@
+// The IPC framing and flow control, exercised directly: these are the pieces a
+// hostile worker talks to first.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ProtocolError } from '../src/shared/errors.js';
+import { CreditReceiver, StreamSender } from '../src/shared/flowControl.js';
+import {
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  FrameWriter,
+  INITIAL_STREAM_WINDOW,
+  MAX_DATA_PAYLOAD,
+  Msg,
+  decodeHead,
+  encodeHead,
+  type MsgType,
+} from '../src/shared/ipcProtocol.js';
+
+interface Frame {
+  type: MsgType;
+  streamId: number;
+  payload: Buffer;
+}
+
+/** A FrameWriter whose sink collects bytes synchronously. */
+function collectingWriter(): { writer: FrameWriter; bytes: () => Buffer } {
+  const chunks: Buffer[] = [];
+  const sink = { destroyed: false, cork() {}, uncork() {}, write: (c: Buffer) => chunks.push(Buffer.from(c)) > 0 };
+  return { writer: new FrameWriter(sink), bytes: () => Buffer.concat(chunks) };
+}
+
+function decodeAll(from: 'worker' | 'supervisor', bytes: Buffer, pieces: number[] = [bytes.length]): Frame[] {
+  const frames: Frame[] = [];
+  const decoder = new FrameDecoder(from, (type, streamId, payload) => frames.push({ type, streamId, payload: Buffer.from(payload) }));
+  let offset = 0;
+  for (const size of pieces) {
+    decoder.push(bytes.subarray(offset, offset + size));
+    offset += size;
+  }
+  if (offset < bytes.length) decoder.push(bytes.subarray(offset));
+  return frames;
+}
+
+function header(length: number, type: number, streamId: number): Buffer {
+  const b = Buffer.alloc(FRAME_HEADER_BYTES);
+  b.writeUInt32BE(length, 0);
+  b[4] = type;
+  b.writeUInt32BE(streamId, 5);
+  return b;
+}
+
+describe('frames', () => {
+  test('round-trip, whole and split at every byte boundary', () => {
+    const { writer, bytes } = collectingWriter();
+    const big = Buffer.alloc(MAX_DATA_PAYLOAD, 7);
+    writer.send(Msg.OPEN, 1, encodeHead(['Content-Type', 'application/json', 'X-A', 'é']));
+    writer.send(Msg.REQUEST_DATA, 1, Buffer.from('hello'));
+    writer.send(Msg.REQUEST_DATA, 1, big);
+    writer.send(Msg.REQUEST_END, 1);
+    writer.sendWindow(3, 1234);
+    const all = bytes();
+    const expected = decodeAll('worker', all);
+    assert.equal(expected.length, 5);
+    assert.deepEqual(decodeHead(expected[0]!.payload, false).headers, ['Content-Type', 'application/json', 'X-A', 'é']);
+    assert.equal(expected[2]!.payload.length, MAX_DATA_PAYLOAD);
+    assert.equal(expected[4]!.payload.readUInt32BE(0), 1234);
+    for (const cut of [1, 5, 9, 10, 100, all.length - 1]) {
+      assert.deepEqual(decodeAll('worker', all, [cut]), expected, `split at ${cut}`);
+    }
+    assert.deepEqual(decodeAll('worker', all, new Array<number>(all.length).fill(1)), expected, 'byte by byte');
+  });
+
+  const refused: Array<[string, 'worker' | 'supervisor', Buffer]> = [
+    ['unknown type', 'worker', header(0, 0x55, 1)],
+    ['supervisor type sent by the worker', 'worker', header(4, Msg.RESPONSE_HEAD, 1)],
+    ['oversize length (before any payload arrives)', 'worker', header(0x7fffffff, Msg.REQUEST_DATA, 1)],
+    ['empty DATA', 'worker', header(0, Msg.REQUEST_DATA, 1)],
+    ['stream message on stream 0', 'worker', header(0, Msg.REQUEST_END, 0)],
+    ['connection message on a stream', 'worker', header(0, Msg.READY, 3)],
+    ['WINDOW with a short payload', 'supervisor', Buffer.concat([header(2, Msg.WINDOW, 1), Buffer.alloc(2)])],
+  ];
+  for (const [name, from, bytes] of refused) {
+    test(`refuses ${name}`, () => {
+      assert.throws(() => decodeAll(from, bytes), ProtocolError);
+    });
+  }
+
+  test('a refused frame stops the decoder for good', () => {
+    let seen = 0;
+    const decoder = new FrameDecoder('worker', () => seen++);
+    assert.throws(() => decoder.push(header(0, 0x55, 1)), ProtocolError);
+    decoder.push(header(0, Msg.READY, 0));
+    assert.equal(seen, 0);
+  });
+
+  test('truncated or padded header lists are refused', () => {
+    const head = encodeHead(['a', 'b'], 200);
+    assert.deepEqual(decodeHead(head, true), { status: 200, headers: ['a', 'b'] });
+    assert.throws(() => decodeHead(head.subarray(0, head.length - 1), true), ProtocolError);
+    assert.throws(() => decodeHead(Buffer.concat([head, Buffer.from([0])]), true), ProtocolError);
+  });
+});
+
+describe('flow control', () => {
+  test('a sender stays within credit, pauses its source and resumes on grant', () => {
+    const { writer, bytes } = collectingWriter();
+    const source = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
+    const sender = new StreamSender(writer, Msg.REQUEST_DATA, 1, source);
+    sender.write(Buffer.alloc(INITIAL_STREAM_WINDOW + 1000, 1));
+    let frames = decodeAll('worker', bytes());
+    assert.equal(frames.reduce((n, f) => n + f.payload.length, 0), INITIAL_STREAM_WINDOW);
+    assert.ok(frames.every((f) => f.payload.length <= MAX_DATA_PAYLOAD));
+    assert.equal(source.paused, 1);
+    assert.equal(sender.heldBytes, 1000);
+    let ended = false;
+    sender.end(Msg.REQUEST_END, () => (ended = true));
+    assert.equal(ended, false, 'END waits for held bytes');
+    sender.grant(600);
+    assert.equal(sender.heldBytes, 400);
+    sender.grant(400);
+    frames = decodeAll('worker', bytes());
+    assert.equal(frames.at(-1)!.type, Msg.REQUEST_END);
+    assert.equal(ended, true);
+    assert.equal(source.resumed, 0, 'an ended stream is not resumed');
+  });
+
+  test('a receiver refuses data beyond the window and returns credit in batches', () => {
+    const { writer, bytes } = collectingWriter();
+    const receiver = new CreditReceiver(writer, 9);
+    receiver.received(INITIAL_STREAM_WINDOW);
+    assert.throws(() => receiver.received(1), ProtocolError);
+    receiver.consumed(1000);
+    assert.equal(bytes().length, 0, 'below the batch size nothing is sent');
+    receiver.consumed(INITIAL_STREAM_WINDOW / 4);
+    const [frame] = decodeAll('supervisor', bytes());
+    assert.equal(frame!.type, Msg.WINDOW);
+    assert.equal(frame!.payload.readUInt32BE(0), 1000 + INITIAL_STREAM_WINDOW / 4);
+    receiver.received(1000 + INITIAL_STREAM_WINDOW / 4); // credit returned: room again
+  });
+});
