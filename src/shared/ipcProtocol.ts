@@ -29,6 +29,7 @@ export const Msg = {
   READY: 0x01, //            the worker accepts connections
   SHUTDOWN: 0x02, //         a client asked for GET /shutdown (allowed by config)
   STARTUP_FAILED: 0x08, //   the worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason
+  DRAINED: 0x09, //          after DRAIN: the last open stream has finished
   OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
@@ -40,6 +41,7 @@ export const Msg = {
   RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
   RESPONSE_DATA: 0x83, //    stream: response body bytes
   RESPONSE_END: 0x84, //     stream: response complete
+  DRAIN: 0x86, //            stop accepting, finish open streams, then say DRAINED
   REQUEST_SCANNED: 0x85, //  stream (dumps only): request half closed; u8 body has key, u16 n, n x u16 header index with key
 } as const;
 
@@ -66,6 +68,8 @@ export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
   [Msg.READY, spec('READY', 'worker', false, 0, 0)],
   [Msg.SHUTDOWN, spec('SHUTDOWN', 'worker', false, 0, 0)],
   [Msg.STARTUP_FAILED, spec('STARTUP_FAILED', 'worker', false, 1, 1024)],
+  [Msg.DRAINED, spec('DRAINED', 'worker', false, 0, 0)],
+  [Msg.DRAIN, spec('DRAIN', 'supervisor', false, 0, 0)],
   [Msg.OPEN, spec('OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
   [Msg.REQUEST_DATA, spec('REQUEST_DATA', 'worker', true, 1, MAX_DATA_PAYLOAD)],
   [Msg.REQUEST_END, spec('REQUEST_END', 'worker', true, 0, 0)],

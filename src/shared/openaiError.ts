@@ -10,3 +10,7 @@ export function openAiError(status: number, message: string, type: string, code:
   const body = Buffer.from(JSON.stringify({ error: { message, type, code, param: null } }), 'utf8');
   return { status, body };
 }
+
+export function bodyTooLarge(limit: number): ProxyErrorResponse {
+  return openAiError(413, `The request body exceeds the proxy's limit of ${limit} bytes.`, 'invalid_request_error', 'request_too_large');
+}

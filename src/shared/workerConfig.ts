@@ -8,8 +8,10 @@ export interface WorkerConfig {
   /** Serve GET /shutdown (the --http-shutdown flag). */
   readonly httpShutdown: boolean;
   readonly logLevel: LogLevel;
-  /** Open requests beyond this get 503. */
+  /** Open requests beyond this get 503 (--max-concurrent). */
   readonly maxOpenStreams: number;
+  /** Request bodies beyond this get 413 (--max-body-bytes). */
+  readonly maxBodyBytes: number;
   /** --dump-dir (absolute, created by the supervisor), or null. */
   readonly dumpDir: string | null;
   readonly dumpMaxBytes: number;
@@ -31,11 +33,12 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     throw new ProtocolError('CONFIG.maxOpenStreams');
   }
   if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
-  if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart)) throw new ProtocolError('CONFIG.dump*');
+  if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
   return {
     httpShutdown: c.httpShutdown,
     logLevel: c.logLevel as LogLevel,
     maxOpenStreams: c.maxOpenStreams as number,
+    maxBodyBytes: c.maxBodyBytes as number,
     dumpDir: c.dumpDir,
     dumpMaxBytes: c.dumpMaxBytes as number,
     dumpSequenceStart: c.dumpSequenceStart as number,

@@ -2,7 +2,7 @@
 // (exit 2) with one line saying what is wrong.
 
 import mri from 'mri';
-import { DEFAULT_UPSTREAM_URL, PROGRAM_NAME } from '../shared/constants.js';
+import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
 import { UsageError } from '../shared/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
 
@@ -15,6 +15,10 @@ export interface ProxyOptions {
   readonly logLevel: LogLevel;
   readonly dumpDir: string | null;
   readonly dumpMaxBytes: number;
+  readonly maxBodyBytes: number;
+  readonly maxConcurrent: number;
+  readonly upstreamTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -33,18 +37,51 @@ Options:
                          (default: ${DEFAULT_UPSTREAM_URL})
   --dump-dir <DIR>       Write each request/response pair as JSON files into DIR
   --dump-max-bytes <N>   Keep at most N bytes of each dumped body (default: 16777216)
+  --max-body-bytes <N>   Answer 413 to request bodies over N bytes (default: 67108864)
+  --max-concurrent <N>   Answer 503 beyond N open requests (default: 256)
+  --upstream-timeout <S> Seconds to wait for the upstream's response headers, and
+                         between body chunks (default: 300)
+  --shutdown-timeout <S> Seconds in-flight requests may take to finish after
+                         SIGTERM, SIGINT or GET /shutdown (default: 10)
   --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help             Print this help
   -V, --version          Print the version
 `;
 
-const STRING_FLAGS = ['port', 'server-info', 'upstream-url', 'log-level', 'dump-dir', 'dump-max-bytes'] as const;
+const STRING_FLAGS = [
+  'port',
+  'server-info',
+  'upstream-url',
+  'log-level',
+  'dump-dir',
+  'dump-max-bytes',
+  'max-body-bytes',
+  'max-concurrent',
+  'upstream-timeout',
+  'shutdown-timeout',
+] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
 const BOOLEAN_FLAGS = ['http-shutdown', 'help', 'version'] as const;
 
+/** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
+function joinDashValues(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const next = argv[i + 1];
+    if ((STRING_FLAGS as readonly string[]).includes(arg.slice(2)) && arg.startsWith('--') && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${arg}=${next}`);
+      i++;
+    } else {
+      out.push(arg);
+    }
+  }
+  return out;
+}
+
 export function parseCommandLine(argv: readonly string[]): Command {
   let unknown: string | null = null;
-  const args = mri(argv as string[], {
+  const args = mri(joinDashValues(argv), {
     string: [...STRING_FLAGS],
     boolean: [...BOOLEAN_FLAGS],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
@@ -76,7 +113,11 @@ export function parseCommandLine(argv: readonly string[]): Command {
       upstreamUrl: parseUpstreamUrl(one('upstream-url') ?? DEFAULT_UPSTREAM_URL),
       logLevel: parseLogLevel(one('log-level') ?? 'info'),
       dumpDir: one('dump-dir') ?? null,
-      dumpMaxBytes: parseByteCount('dump-max-bytes', one('dump-max-bytes'), DEFAULT_DUMP_MAX_BYTES),
+      dumpMaxBytes: parseCount('dump-max-bytes', one('dump-max-bytes'), DEFAULT_DUMP_MAX_BYTES, 0),
+      maxBodyBytes: parseCount('max-body-bytes', one('max-body-bytes'), 64 * 1024 * 1024, 0),
+      maxConcurrent: parseCount('max-concurrent', one('max-concurrent'), 256, 1, MAX_OPEN_STREAMS),
+      upstreamTimeoutMs: parseSeconds('upstream-timeout', one('upstream-timeout'), 300),
+      shutdownTimeoutMs: parseSeconds('shutdown-timeout', one('shutdown-timeout'), 10),
     },
   };
 }
@@ -88,11 +129,18 @@ function parsePort(text: string | undefined): number {
   return port;
 }
 
-function parseByteCount(flag: string, text: string | undefined, fallback: number): number {
+function parseCount(flag: string, text: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
   if (text === undefined) return fallback;
   const n = /^\d{1,15}$/.test(text) ? Number(text) : NaN;
-  if (!Number.isSafeInteger(n)) throw new UsageError(`invalid value '${text}' for '--${flag} <N>': expected a whole number of bytes`);
+  if (!(n >= min && n <= max)) throw new UsageError(`invalid value '${text}' for '--${flag} <N>': expected a whole number from ${min} to ${max}`);
   return n;
+}
+
+function parseSeconds(flag: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback * 1000;
+  const seconds = /^\d{1,7}(\.\d{1,3})?$/.test(text) ? Number(text) : NaN;
+  if (!(seconds > 0)) throw new UsageError(`invalid value '${text}' for '--${flag} <SECONDS>': expected a positive number of seconds`);
+  return Math.round(seconds * 1000);
 }
 
 function parseUpstreamUrl(text: string): URL {

@@ -5,7 +5,7 @@
 
 import { mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
+import { PROGRAM_NAME } from '../shared/constants.js';
 import { ProxyError, errnoCode } from '../shared/errors.js';
 import { createLogger, writeStderr } from '../shared/logger.js';
 import { readAuthHeader } from './authHeader.js';
@@ -14,8 +14,6 @@ import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from './proxySupervisor.js';
 import { ServerInfoFile } from './serverInfo.js';
 import { DEFAULT_WORKER_ENTRY } from './workerProcess.js';
-
-const UPSTREAM_TIMEOUT_MS = 300_000;
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -43,12 +41,14 @@ async function main(): Promise<void> {
     auth,
     listen,
     upstreamUrl: options.upstreamUrl,
-    upstreamTimeoutMs: UPSTREAM_TIMEOUT_MS,
+    upstreamTimeoutMs: options.upstreamTimeoutMs,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
     workerConfig: {
       httpShutdown: options.httpShutdown,
       logLevel: options.logLevel,
-      maxOpenStreams: MAX_OPEN_STREAMS,
+      maxOpenStreams: options.maxConcurrent,
+      maxBodyBytes: options.maxBodyBytes,
       dumpDir,
       dumpMaxBytes: options.dumpMaxBytes,
       dumpSequenceStart: 1,
@@ -56,7 +56,13 @@ async function main(): Promise<void> {
     workerEntry: DEFAULT_WORKER_ENTRY,
     log,
   });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => supervisor.stop(0, `received ${signal}`));
+  process.on('SIGTERM', () => supervisor.shutdown('received SIGTERM'));
+  let interrupted = false;
+  process.on('SIGINT', () => {
+    if (interrupted) return supervisor.stop(0, 'received a second SIGINT');
+    interrupted = true;
+    supervisor.shutdown('received SIGINT');
+  });
   // From here on a bug in one request must not take the proxy down: log it, keep serving.
   process.removeListener('uncaughtException', fail);
   const survive = (err: unknown): void => log.error({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'unexpected error');

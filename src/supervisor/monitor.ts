@@ -14,6 +14,7 @@ export interface MonitorEvents {
   onReady(): void;
   onShutdownRequest(): void;
   onStartupFailed(reason: string): void;
+  onDrained(): void;
   onViolation(reason: string): void;
 }
 
@@ -29,6 +30,7 @@ export class Monitor {
   private readonly handlers: ReadonlyMap<number, Handler> = new Map<number, Handler>([
     [Msg.READY, () => this.onReady()],
     [Msg.SHUTDOWN, () => this.onShutdown()],
+    [Msg.DRAINED, () => this.events.onDrained()],
     [Msg.STARTUP_FAILED, (_id, payload) => this.events.onStartupFailed(printable(payload))],
     [Msg.OPEN, (id, payload) => this.onOpen(id, payload)],
     [Msg.REQUEST_DATA, (id, payload) => this.call(id)?.onRequestData(payload)],
@@ -58,6 +60,11 @@ export class Monitor {
 
   get openCalls(): number {
     return this.calls.size;
+  }
+
+  /** How many streams this worker has opened (ids are strictly increasing). */
+  get streamsOpened(): number {
+    return this.highestStreamId;
   }
 
   /** Abort every upstream call (the worker is gone or the proxy is stopping). */

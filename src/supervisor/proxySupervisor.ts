@@ -1,7 +1,10 @@
-// Runs the proxy once the key is held and the socket bound: starts the worker,
-// answers its requests through the Monitor, publishes the server-info file when
-// the worker serves, and stops everything (exit code, file removed, key zeroed)
-// on a signal, a shutdown request, a protocol violation or the worker's death.
+// Runs the proxy once the key is held and the socket bound. Keeps one worker
+// alive on the listening socket it owns for its whole life: a worker that
+// crashes or breaks the protocol is replaced (with backoff) on the same socket,
+// so the port and the server-info file never change and connections wait in
+// the kernel backlog meanwhile. Stops gracefully on SIGTERM/SIGINT/GET /shutdown
+// (stop accepting, let streams finish up to the shutdown timeout) and at once
+// on a second SIGINT, a crash loop or a worker that cannot start.
 
 import type { ChildProcess } from 'node:child_process';
 import { PROGRAM_NAME } from '../shared/constants.js';
@@ -9,7 +12,7 @@ import { FrameWriter, Msg } from '../shared/ipcProtocol.js';
 import { writeStderr, type Logger } from '../shared/logger.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import type { AuthHeader } from './authHeader.js';
-import type { ListenSocket } from './listenSocket.js';
+import { closeDescriptor, type ListenSocket } from './listenSocket.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './serverInfo.js';
 import { Upstream } from './upstream.js';
@@ -20,17 +23,34 @@ export interface SupervisorSetup {
   readonly listen: ListenSocket;
   readonly upstreamUrl: URL;
   readonly upstreamTimeoutMs: number;
+  readonly shutdownTimeoutMs: number;
   readonly serverInfo: ServerInfoFile | null;
   readonly workerConfig: WorkerConfig;
   readonly workerEntry: string;
   readonly log: Logger;
 }
 
+/** A crash loop: this many worker deaths within CRASH_WINDOW_MS ends the proxy. */
+export const CRASH_LIMIT = 5;
+export const CRASH_WINDOW_MS = 30_000;
+const FIRST_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 5_000;
+
+interface RunningWorker {
+  readonly child: ChildProcess;
+  readonly monitor: Monitor;
+  readonly writer: FrameWriter;
+}
+
 export class ProxySupervisor {
   private readonly upstream: Upstream;
-  private worker: ChildProcess | null = null;
-  private monitor: Monitor | null = null;
+  private worker: RunningWorker | null = null;
+  private crashes: number[] = [];
+  private served = false;
+  private draining = false;
   private stopping = false;
+  /** Streams opened by earlier workers: dump sequence numbers continue after them. */
+  private streamsOpenedBefore = 0;
 
   constructor(private readonly setup: SupervisorSetup) {
     this.upstream = new Upstream(setup.upstreamUrl, setup.auth, setup.upstreamTimeoutMs);
@@ -38,35 +58,49 @@ export class ProxySupervisor {
 
   start(): void {
     const { setup } = this;
+    const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
     const { child, channel } = spawnWorker(setup.workerEntry, setup.listen.fd);
-    this.worker = child;
     const writer = new FrameWriter(channel);
-    const { workerConfig } = setup;
-    const monitor = new Monitor(writer, this.upstream, workerConfig.httpShutdown, workerConfig.dumpDir !== null, setup.log, {
+    const monitor = new Monitor(writer, this.upstream, config.httpShutdown, config.dumpDir !== null, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
-      onShutdownRequest: () => this.stop(0, 'shutdown requested with GET /shutdown'),
+      onShutdownRequest: () => this.shutdown('shutdown requested with GET /shutdown'),
       onStartupFailed: (reason) => this.stop(1, reason),
-      onViolation: (reason) => this.stop(1, `the worker broke the IPC protocol (${reason}); stopping`),
+      onDrained: () => this.stop(0, 'all requests finished'),
+      onViolation: (reason) => {
+        setup.log.error({ workerPid: child.pid, reason }, 'worker broke the IPC protocol; replacing it');
+        child.kill('SIGKILL');
+      },
     });
-    this.monitor = monitor;
+    const worker: RunningWorker = { child, monitor, writer };
+    this.worker = worker;
     channel.on('data', (chunk: Buffer) => monitor.receive(chunk));
-    channel.on('error', () => {}); // the exit handler below reports the worker's end
+    channel.on('error', () => {}); // the exit handler reports the worker's end
     child.on('error', (err) => this.stop(1, `cannot start the worker: ${err.message}`));
-    child.on('exit', (code, signal) => {
-      this.stop(1, `the worker exited unexpectedly (${signal === null ? `code ${code}` : `signal ${signal}`}); stopping`);
-    });
-    writer.send(Msg.CONFIG, 0, encodeWorkerConfig(setup.workerConfig));
+    child.on('exit', (code, signal) => this.onWorkerExit(worker, signal === null ? `code ${code}` : `signal ${signal}`));
+    writer.send(Msg.CONFIG, 0, encodeWorkerConfig(config));
   }
 
-  /** Stop the proxy: abort calls, end the worker, remove the server-info file, exit. */
+  /** Graceful stop: accept nothing new, let open streams finish, then exit 0. */
+  shutdown(reason: string): void {
+    if (this.draining || this.stopping) return;
+    this.draining = true;
+    const { log, listen, shutdownTimeoutMs } = this.setup;
+    log.info({ reason, timeoutMs: shutdownTimeoutMs }, 'shutting down: finishing open requests');
+    closeDescriptor(listen.fd); // new connections are refused from now on
+    if (this.worker === null) return this.stop(0, reason); // between restarts: nothing is open
+    this.worker.writer.send(Msg.DRAIN, 0);
+    setTimeout(() => this.stop(0, `${reason}; open requests cut after ${shutdownTimeoutMs} ms`), shutdownTimeoutMs).unref();
+  }
+
+  /** Stop now: abort calls, end the worker, remove the server-info file, exit. */
   stop(exitCode: number, reason: string): void {
     if (this.stopping) return;
     this.stopping = true;
     const { log, serverInfo, auth } = this.setup;
-    if (exitCode === 0) log.info({ reason }, 'stopping');
-    else log.error({ reason }, 'stopping');
-    this.monitor?.cancelAll();
-    this.worker?.kill('SIGKILL');
+    if (exitCode === 0) log.info({ reason }, 'stopped');
+    else log.error({ reason }, 'stopped');
+    this.worker?.monitor.cancelAll();
+    this.worker?.child.kill('SIGKILL');
     serverInfo?.remove();
     auth.destroy();
     if (exitCode !== 0) writeStderr(`Error: ${reason}\n`);
@@ -75,6 +109,11 @@ export class ProxySupervisor {
 
   private onWorkerReady(workerPid: number): void {
     const { listen, serverInfo, log } = this.setup;
+    if (this.served) {
+      log.info({ workerPid }, 'replacement worker serving');
+      return;
+    }
+    this.served = true;
     try {
       serverInfo?.write(listen.port, process.pid);
     } catch (err) {
@@ -83,5 +122,26 @@ export class ProxySupervisor {
     log.info({ port: listen.port, workerPid, upstream: this.setup.upstreamUrl.origin }, 'listening');
     // The original's line, which scripts wait for.
     writeStderr(`${PROGRAM_NAME} listening on 127.0.0.1:${listen.port}\n`);
+  }
+
+  private onWorkerExit(worker: RunningWorker, how: string): void {
+    if (this.stopping) return;
+    // Its streams are lost: abort their upstream requests so nothing leaks.
+    worker.monitor.cancelAll();
+    this.streamsOpenedBefore += worker.monitor.streamsOpened;
+    this.worker = null;
+    if (this.draining) return this.stop(0, `worker exited (${how}) while shutting down`);
+    if (!this.served) return this.stop(1, `the worker exited (${how}) before it could serve; see the log lines above`);
+    const now = Date.now();
+    this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
+    this.crashes.push(now);
+    if (this.crashes.length >= CRASH_LIMIT) {
+      return this.stop(1, `the worker failed ${this.crashes.length} times within ${CRASH_WINDOW_MS / 1000} s (last: ${how}); giving up`);
+    }
+    const delay = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.crashes.length - 1));
+    this.setup.log.warn({ workerPid: worker.child.pid, exit: how, restartInMs: delay }, 'worker exited unexpectedly; restarting');
+    setTimeout(() => {
+      if (!this.stopping && !this.draining) this.start();
+    }, delay);
   }
 }

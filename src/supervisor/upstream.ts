@@ -6,16 +6,17 @@
 // the worker; the response half when RESPONSE_END or RESET has been sent. The
 // call is forgotten only when both are closed, so late frames stay accounted.
 
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { Pool } from 'undici';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
-import { INITIAL_STREAM_WINDOW, Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
+import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import type { AuthHeader } from './authHeader.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
+import { RequestBodyQueue } from './requestBody.js';
 
 export class Upstream {
   readonly pool: Pool;
@@ -26,11 +27,17 @@ export class Upstream {
   constructor(
     url: URL,
     readonly auth: AuthHeader,
-    headersTimeoutMs: number,
+    timeoutMs: number,
   ) {
     this.path = url.pathname + url.search;
     this.host = url.host;
-    this.pool = new Pool(url.origin, { headersTimeout: headersTimeoutMs, connect: { timeout: 30_000 } });
+    // headersTimeout: to the first byte; bodyTimeout: between chunks, so a long
+    // healthy stream is never cut, only one that goes silent.
+    this.pool = new Pool(url.origin, {
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connect: { timeout: Math.min(timeoutMs, 30_000) },
+    });
   }
 
   close(): Promise<void> {
@@ -60,8 +67,10 @@ export interface CallContext {
   readonly onDone: (id: number) => void;
 }
 
+const CANCELLED = new Error('request cancelled');
+
 export class UpstreamCall {
-  private readonly requestBody: Readable;
+  private readonly requestBody: RequestBodyQueue;
   private readonly requestCredit: CreditReceiver;
   private readonly abortController = new AbortController();
   private readonly scrubber: KeyScrubber;
@@ -69,8 +78,6 @@ export class UpstreamCall {
   private readonly keyHeaderIndexes: number[] = [];
   private responseBody: Readable | null = null;
   private responseSender: StreamSender | null = null;
-  private bytesPushed = 0;
-  private bytesTaken = 0;
   private requestClosed = false;
   private responseClosed = false;
 
@@ -83,13 +90,15 @@ export class UpstreamCall {
     this.detector = ctx.scanRequests ? new KeyDetector(ctx.upstream.auth) : null;
     if (this.detector !== null) this.keyHeaderIndexes = this.detector.headerIndexes(clientHeaders);
     this.requestCredit = new CreditReceiver(ctx.writer, id);
-    this.requestBody = new Readable({ highWaterMark: INITIAL_STREAM_WINDOW, read: () => this.returnRequestCredit() });
-    this.requestBody.on('error', () => {}); // undici reports body failures through the request
+    this.requestBody = new RequestBodyQueue((bytes, drained) => {
+      if (!this.requestClosed || !this.responseClosed) this.requestCredit.consumed(bytes, drained);
+    });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
     // TODO(issue 8): splice the key in below undici instead of a string.
     headers.push('authorization', ctx.upstream.auth.read((value) => value.toString('latin1')));
     ctx.upstream.pool
-      .request({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody, signal: this.abortController.signal })
+      // undici accepts any async iterable as a body; its types list only Readable.
+      .request({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody as unknown as Readable, signal: this.abortController.signal })
       .then(
         (response) => this.onResponse(response.statusCode, response.headers, response.body),
         (err: unknown) => this.onFailure(err),
@@ -101,13 +110,12 @@ export class UpstreamCall {
     if (this.requestClosed) throw new ProtocolError(`REQUEST_DATA after REQUEST_END on stream ${this.id}`);
     this.detector?.pushBody(payload);
     if (this.responseClosed) return; // the upstream has answered; the rest is not needed
-    this.bytesPushed += payload.length;
     this.requestBody.push(payload);
   }
 
   onRequestEnd(): void {
     if (this.requestClosed) throw new ProtocolError(`REQUEST_END twice on stream ${this.id}`);
-    this.requestBody.push(null);
+    this.requestBody.end();
     this.closeRequest();
   }
 
@@ -124,17 +132,9 @@ export class UpstreamCall {
       this.abortController.abort();
       this.responseBody?.destroy();
     }
-    this.requestBody.destroy();
+    this.requestBody.destroy(CANCELLED);
     this.closeRequest();
     this.ctx.onDone(this.id);
-  }
-
-  private returnRequestCredit(): void {
-    if (this.requestClosed && this.responseClosed) return;
-    const taken = this.bytesPushed - this.requestBody.readableLength;
-    const delta = taken - this.bytesTaken;
-    this.bytesTaken = taken;
-    if (delta > 0) this.requestCredit.consumed(delta, true);
   }
 
   private onResponse(status: number, headers: Record<string, string | string[] | undefined>, body: Readable): void {
@@ -199,7 +199,7 @@ export class UpstreamCall {
   private closeResponse(): void {
     if (this.responseClosed) return;
     this.responseClosed = true;
-    if (!this.requestClosed) this.requestBody.destroy();
+    if (!this.requestClosed) this.requestBody.destroy(CANCELLED);
     if (this.requestClosed) this.ctx.onDone(this.id);
   }
 }

@@ -12,6 +12,7 @@ import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import type { ExchangeDump } from './dumpWriter.js';
+import { bodyTooLarge } from '../shared/openaiError.js';
 
 export class ClientStream {
   private readonly toSupervisor: StreamSender;
@@ -19,6 +20,7 @@ export class ClientStream {
   private closed = false;
   /** REQUEST_END or RESET has been sent: the supervisor expects nothing more. */
   private requestClosed = false;
+  private resetSent = false;
   private undrained = 0;
   private status = 0;
   private bytesIn = 0;
@@ -31,6 +33,7 @@ export class ClientStream {
     private readonly res: ServerResponse,
     private readonly writer: FrameWriter,
     private readonly log: Logger,
+    private readonly maxBodyBytes: number,
     private readonly onClosed: (stream: ClientStream) => void,
     private readonly dump: ExchangeDump | null,
   ) {
@@ -43,6 +46,7 @@ export class ClientStream {
     this.writer.send(Msg.OPEN, this.id, encodeHead(req.rawHeaders));
     req.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
+      if (this.bytesIn > this.maxBodyBytes) return this.refuseBody();
       this.dump?.requestBody.add(chunk);
       this.toSupervisor.write(chunk);
     });
@@ -57,7 +61,7 @@ export class ClientStream {
     // 'close' without a finished response: the client went away first.
     res.on('close', () => {
       if (this.closed) return;
-      this.resetRequest();
+      this.sendReset();
       this.finish('client disconnected before the response ended');
     });
   }
@@ -86,7 +90,7 @@ export class ClientStream {
     this.closed = true;
     this.res.end();
     // An upstream may answer before reading the whole body: stop forwarding it.
-    this.resetRequest();
+    if (!this.requestClosed) this.sendReset();
     this.finish();
   }
 
@@ -104,12 +108,27 @@ export class ClientStream {
     if (this.closed) return;
     this.closed = true;
     this.res.destroy();
-    this.resetRequest();
+    this.sendReset();
     this.finish(reason);
   }
 
-  private resetRequest(): void {
-    if (this.requestClosed) return;
+  /** A chunked body grew past --max-body-bytes: abort upstream, answer 413 if still possible. */
+  private refuseBody(): void {
+    if (this.closed) return;
+    if (this.res.headersSent) return this.abort('request body too large');
+    this.sendReset();
+    this.closed = true;
+    const { status, body } = bodyTooLarge(this.maxBodyBytes);
+    this.status = status;
+    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, connection: 'close' });
+    this.res.end(body);
+    this.finish('request body too large');
+  }
+
+  /** Abandon the stream towards the supervisor (it aborts the upstream call) and stop reading the body. */
+  private sendReset(): void {
+    if (this.resetSent) return;
+    this.resetSent = true;
     this.requestClosed = true;
     this.writer.send(Msg.RESET, this.id);
     // Bytes still held for lack of credit never reached the supervisor: not dumped.

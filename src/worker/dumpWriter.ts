@@ -2,8 +2,9 @@
 // the original's format (NNNNNN-<unix ms>-request.json / -response.json, pretty
 // JSON). Written by the worker, so the privileged side stays small.
 //
-// Safe by construction: files are created O_CREAT|O_EXCL|O_NOFOLLOW with mode
-// 0600 (a planted file or symlink is refused, never followed); Authorization and
+// Safe by construction: each file is written to a fresh temporary name created
+// O_CREAT|O_EXCL|O_NOFOLLOW with mode 0600 (a planted file or symlink is refused,
+// never followed) and renamed into place, so no reader sees half a dump; Authorization and
 // every header whose name contains "cookie" are redacted; header values and
 // bodies that the supervisor found to contain the key (REQUEST_SCANNED) are
 // redacted; response bytes arrive already scrubbed by the supervisor. Bodies are
@@ -117,13 +118,15 @@ export class DumpWriter {
   }
 
   private async write(name: string, dump: Record<string, unknown>): Promise<void> {
+    const temporary = join(this.dir, `.${name}.${process.pid}.tmp`);
     try {
-      const handle = await fs.open(join(this.dir, name), CREATE_FLAGS, 0o600);
+      const handle = await fs.open(temporary, CREATE_FLAGS, 0o600);
       try {
         await handle.writeFile(`${JSON.stringify(dump, null, 2)}\n`);
       } finally {
         await handle.close();
       }
+      await fs.rename(temporary, join(this.dir, name));
     } catch (err) {
       // Disk full, directory removed...: say so once, keep proxying.
       if (this.failed) return;

@@ -6,7 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
-import { openAiError } from '../shared/openaiError.js';
+import { bodyTooLarge, openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import type { WorkerConfig } from '../shared/workerConfig.js';
 import { ClientStream } from './clientStream.js';
 import { ExchangeDump, type DumpWriter } from './dumpWriter.js';
@@ -17,6 +17,7 @@ export class HttpFrontend {
   /** Dumps whose request file waits for the supervisor's REQUEST_SCANNED. */
   private readonly awaitingScan = new Map<number, ExchangeDump>();
   private nextStreamId = 1;
+  private draining = false;
   private readonly server: Server;
 
   constructor(
@@ -25,9 +26,17 @@ export class HttpFrontend {
     private readonly log: Logger,
     private readonly dumps: DumpWriter | null,
   ) {
-    this.server = createServer({ noDelay: true, keepAliveTimeout: 5_000, headersTimeout: 30_000, maxHeaderSize: 16 * 1024 }, (req, res) =>
-      this.onRequest(req, res),
-    );
+    // Host is replaced upstream anyway; the original accepts requests without one.
+    // connectionsCheckingInterval makes the 30 s header deadline hold to within 2 s.
+    const options = {
+      noDelay: true,
+      keepAliveTimeout: 5_000,
+      headersTimeout: 30_000,
+      connectionsCheckingInterval: 2_000,
+      maxHeaderSize: 16 * 1024,
+      requireHostHeader: false,
+    };
+    this.server = createServer(options, (req, res) => this.onRequest(req, res));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
       this.log.debug({ code: err.code }, 'malformed request');
       if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
@@ -40,25 +49,25 @@ export class HttpFrontend {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const startedAt = process.hrtime.bigint();
     const route = routeRequest(req.method, req.url, this.config.httpShutdown);
     if (route === 'forward') return this.forward(req, res);
+    this.logWhenDone(req, res, startedAt);
     // Drain any body so the connection's framing stays right for keep-alive.
     req.resume();
-    if (route === 'shutdown') {
-      this.respondEmpty(req, res, 200);
-      res.on('finish', () => this.writer.send(Msg.SHUTDOWN, 0));
-      return;
-    }
-    this.respondEmpty(req, res, 403);
+    res.writeHead(route === 'shutdown' ? 200 : 403, { 'content-length': '0' });
+    res.end();
+    if (route === 'shutdown') res.on('finish', () => this.writer.send(Msg.SHUTDOWN, 0));
   }
 
   private forward(req: IncomingMessage, res: ServerResponse): void {
-    if (this.streams.size >= this.config.maxOpenStreams) {
-      req.resume();
-      const { status, body } = openAiError(503, 'The proxy is at its limit of concurrent requests; retry shortly.', 'server_error', 'proxy_overloaded');
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, 'retry-after': '1' });
+    const refusal = this.refusal(req);
+    if (refusal !== null) {
+      const { status, body } = refusal;
+      this.logWhenDone(req, res, process.hrtime.bigint());
+      // Do not read a body we refuse: answer and close the connection.
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, connection: 'close', ...(status === 503 ? { 'retry-after': '1' } : {}) });
       res.end(body);
-      this.log.warn({ method: req.method, path: req.url, status }, 'request refused: too many open requests');
       return;
     }
     const id = this.nextStreamId++;
@@ -67,15 +76,44 @@ export class HttpFrontend {
       dump = new ExchangeDump(this.dumps, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
-    const stream = new ClientStream(id, req, res, this.writer, this.log, (s) => this.streams.delete(s.id), dump);
+    const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, (s) => this.onStreamClosed(s), dump);
     this.streams.set(id, stream);
     stream.start();
   }
 
-  private respondEmpty(req: IncomingMessage, res: ServerResponse, status: number): void {
-    res.writeHead(status, { 'content-length': '0' });
-    res.end();
-    this.log.info({ method: req.method, path: req.url, status, bytesIn: 0, bytesOut: 0 }, 'request');
+  /** Why a forwardable request is answered here instead, or null. */
+  private refusal(req: IncomingMessage): ProxyErrorResponse | null {
+    if (this.draining) return openAiError(503, 'The proxy is shutting down.', 'server_error', 'proxy_shutting_down');
+    if (this.streams.size >= this.config.maxOpenStreams) {
+      return openAiError(503, `The proxy is at its limit of ${this.config.maxOpenStreams} concurrent requests; retry shortly.`, 'server_error', 'proxy_overloaded');
+    }
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > this.config.maxBodyBytes) return bodyTooLarge(this.config.maxBodyBytes);
+    return null;
+  }
+
+  /** One log line per answered request, once its body has been drained. */
+  private logWhenDone(req: IncomingMessage, res: ServerResponse, startedAt: bigint): void {
+    let bytesIn = 0;
+    req.on('data', (chunk: Buffer) => (bytesIn += chunk.length));
+    req.once('close', () => {
+      const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
+      this.log.info({ method: req.method, path: req.url, status: res.statusCode, bytesIn, bytesOut: 0, durationMs }, 'request');
+    });
+  }
+
+  private onStreamClosed(stream: ClientStream): void {
+    this.streams.delete(stream.id);
+    if (this.draining && this.streams.size === 0) this.writer.send(Msg.DRAINED, 0);
+  }
+
+  /** Stop accepting; say DRAINED once the open streams have finished. */
+  drain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.server.close();
+    this.server.closeIdleConnections();
+    if (this.streams.size === 0) this.writer.send(Msg.DRAINED, 0);
   }
 
   /** Cut every open stream (the supervisor is going away). */

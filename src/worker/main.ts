@@ -28,6 +28,11 @@ function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
     void start(config, log);
     return;
   }
+  if (type === Msg.DRAIN) {
+    if (frontend === null) writer.send(Msg.DRAINED, 0);
+    else frontend.drain();
+    return;
+  }
   if (frontend === null) return; // still starting: nothing can be open yet
   if (type === Msg.REQUEST_SCANNED) return frontend.onRequestScanned(streamId, decodeKeyScan(payload));
   const stream = frontend.streams.get(streamId);

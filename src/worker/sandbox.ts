@@ -87,7 +87,7 @@ export const DENIED_SYSCALLS: readonly string[] = [
 ];
 
 /** Syscall numbers: arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h. */
-const SYSCALL_NUMBERS: Readonly<Record<'x64' | 'arm64', Readonly<Record<string, number>>>> = {
+export const SYSCALL_NUMBERS: Readonly<Record<'x64' | 'arm64', Readonly<Record<string, number>>>> = {
   x64: {
     execve: 59, execveat: 322, fork: 57, vfork: 58, clone: 56, clone3: 435,
     ptrace: 101, process_vm_readv: 310, process_vm_writev: 311, pidfd_getfd: 438, kcmp: 312,

@@ -1,0 +1,290 @@
+// --dump-dir through the real proxy: format, redaction, teeing, truncation,
+// modes, failures.
+
+import assert from 'node:assert/strict';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { send, sendRaw } from './helpers/httpClient.js';
+import { MockUpstream } from './helpers/mockUpstream.js';
+import { ProxyProcess, TEST_KEY, runProxyToExit, waitFor } from './helpers/proxyProcess.js';
+
+interface Dump {
+  status?: number | null;
+  method?: string;
+  url?: string;
+  headers: Array<{ name: string; value: string }>;
+  body: unknown;
+  body_truncated?: boolean;
+  body_length?: number;
+  error?: string;
+}
+
+function dumpFiles(dir: string): string[] {
+  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+}
+
+function readDump(dir: string, name: string): Dump {
+  return JSON.parse(readFileSync(join(dir, name), 'utf8')) as Dump;
+}
+
+/** Wait until `count` dump files exist; returns their names. */
+async function waitForDumps(dir: string, count: number): Promise<string[]> {
+  await waitFor(() => dumpFiles(dir).length >= count, 5_000);
+  return dumpFiles(dir);
+}
+
+function allDumpText(dir: string): string {
+  return dumpFiles(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
+}
+
+describe('--dump-dir', { timeout: 60_000 }, () => {
+  let upstream: MockUpstream;
+  let proxy: ProxyProcess;
+  let root: string;
+  let dir: string;
+  /** Lets a test hold the upstream's SSE stream open until the client confirms. */
+  let release: (() => void) | null = null;
+
+  before(async () => {
+    root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    dir = join(root, 'nested', 'dumps');
+    upstream = await MockUpstream.start();
+    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'] });
+  });
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.close();
+    rmSync(root, { recursive: true, force: true });
+  });
+
+  test('one request/response pair per forwarded request, in the original format', async () => {
+    upstream.handler = (_req, res) => {
+      res.writeHead(201, { 'content-type': 'application/json', 'x-request-id': 'req_1', 'Set-Cookie': ['a=1', 'b=2'], authorization: 'Bearer upstream-echo' });
+      res.end('{"id":"resp_1","ok":true}');
+    };
+    const before = dumpFiles(dir).length;
+    assert.equal(statSync(dir).mode & 0o777, 0o700, 'directory is created 0700');
+    const reply = await send(proxy.port, {
+      headers: ['Content-Type', 'application/json', 'AUTHORIZATION', 'Bearer client-own', 'X-Cookie-Jar', 'c=3', 'cookie', 'd=4', 'Session-Id', 's1'],
+      body: '{"model":"m","input":"hi"}',
+    });
+    assert.equal(reply.status, 201);
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    assert.match(files[0]!, /^000001-\d{13}-request\.json$/);
+    assert.equal(files[1], files[0]!.replace('-request.json', '-response.json'), 'request and response share the prefix');
+    for (const f of files) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
+
+    const req = readDump(dir, files[0]!);
+    assert.equal(req.method, 'POST');
+    assert.equal(req.url, '/v1/responses');
+    assert.deepEqual(req.body, { model: 'm', input: 'hi' }, 'JSON body stored as JSON');
+    const reqHeaders = new Map(req.headers.map((h) => [h.name, h.value]));
+    assert.equal(reqHeaders.get('AUTHORIZATION'), '[REDACTED]', 'names as the client sent them, Authorization redacted');
+    assert.equal(reqHeaders.get('X-Cookie-Jar'), '[REDACTED]', 'any name containing cookie, any case');
+    assert.equal(reqHeaders.get('cookie'), '[REDACTED]');
+    assert.equal(reqHeaders.get('Session-Id'), 's1');
+    assert.equal(reqHeaders.get('Content-Type'), 'application/json');
+
+    const res = readDump(dir, files[1]!);
+    assert.equal(res.status, 201);
+    assert.deepEqual(res.body, { id: 'resp_1', ok: true });
+    assert.equal(res.error, undefined);
+    const resHeaders = res.headers.map((h) => `${h.name}: ${h.value}`);
+    assert.ok(resHeaders.includes('x-request-id: req_1'), 'upstream headers, lower-cased');
+    assert.deepEqual(resHeaders.filter((h) => h.startsWith('set-cookie')), ['set-cookie: [REDACTED]', 'set-cookie: [REDACTED]']);
+    assert.ok(resHeaders.includes('authorization: [REDACTED]'));
+  });
+
+  test('non-JSON bodies are stored as text; 403s are not dumped', async () => {
+    upstream.handler = (_req, res) => {
+      res.writeHead(400, { 'content-type': 'text/plain' });
+      res.end('not json at all');
+    };
+    const before = dumpFiles(dir).length;
+    await sendRaw(proxy.port, 'GET /v1/responses HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    await send(proxy.port, { body: 'plain {text' });
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    assert.equal(files.length, 2, 'the 403 left nothing');
+    assert.equal(readDump(dir, files[0]!).body, 'plain {text');
+    assert.equal(readDump(dir, files[1]!).body, 'not json at all');
+    assert.equal(readDump(dir, files[1]!).status, 400);
+  });
+
+  test('SSE is teed: the client gets events before the stream ends, the dump has the streamed text', async () => {
+    const released = new Promise<void>((resolve) => (release = resolve));
+    upstream.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: {"n":1}\n\n');
+      const timer = setTimeout(() => res.end('data: {"n":2}\n\n'), 5_000); // bound, should not be needed
+      void released.then(() => {
+        clearTimeout(timer);
+        res.end('data: {"n":2}\n\n');
+      });
+    };
+    const before = dumpFiles(dir).length;
+    const firstEventBeforeEnd = await new Promise<boolean>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
+        let text = '';
+        let sawFirstEarly = false;
+        res.setEncoding('utf8');
+        res.on('data', (s: string) => {
+          text += s;
+          if (!sawFirstEarly && text.includes('"n":1') && !text.includes('"n":2')) {
+            sawFirstEarly = true;
+            release?.();
+          }
+        });
+        res.on('end', () => resolve(sawFirstEarly));
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    assert.ok(firstEventBeforeEnd, 'event 1 reached the client while the upstream still held the stream open');
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    assert.equal(readDump(dir, files[1]!).body, 'data: {"n":1}\n\ndata: {"n":2}\n\n');
+  });
+
+  test('bodies beyond --dump-max-bytes are truncated, saying so, and the client still gets everything', async () => {
+    const big = 'x'.repeat(5_000);
+    upstream.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(big);
+    };
+    const before = dumpFiles(dir).length;
+    const reply = await send(proxy.port, { body: 'y'.repeat(3_000) });
+    assert.equal(reply.body.toString(), big);
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    const req = readDump(dir, files[0]!);
+    const res = readDump(dir, files[1]!);
+    assert.deepEqual([req.body, req.body_truncated, req.body_length], ['y'.repeat(1000), true, 3000]);
+    assert.deepEqual([res.body, res.body_truncated, res.body_length], ['x'.repeat(1000), true, 5000]);
+  });
+
+  test('the key never reaches a dump, whatever the client or upstream puts where', async () => {
+    upstream.handler = (req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-echo': String(req.headers.authorization) });
+      res.end(JSON.stringify({ echoed: req.headers.authorization }));
+    };
+    const before = dumpFiles(dir).length;
+    await send(proxy.port, { headers: { 'x-api-key': TEST_KEY, 'x-other': `pre${TEST_KEY}post` }, body: JSON.stringify({ input: `my key is ${TEST_KEY}` }) });
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    const text = allDumpText(dir);
+    assert.ok(!text.includes(TEST_KEY), 'no dump contains the key');
+    const req = readDump(dir, files[0]!);
+    assert.equal(req.body, '[REDACTED: contained the proxy API key]');
+    assert.equal(req.headers.find((h) => h.name === 'x-api-key')?.value, '[REDACTED: contained the proxy API key]');
+    const res = readDump(dir, files[1]!);
+    assert.deepEqual(res.body, { echoed: `Bearer ${'*'.repeat(TEST_KEY.length)}` });
+  });
+
+  test('a client that disconnects mid-stream still gets a response dump saying so', async () => {
+    upstream.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: first\n\n');
+      const timer = setInterval(() => res.write('data: more\n\n'), 50);
+      res.on('close', () => clearInterval(timer));
+    };
+    const before = dumpFiles(dir).length;
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
+        res.once('data', () => {
+          req.destroy();
+          resolve();
+        });
+      });
+      req.on('error', () => {});
+      req.on('timeout', () => reject(new Error('no data')));
+      req.setTimeout(5_000);
+      req.end('{}');
+    });
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    const res = readDump(dir, files.find((f) => f.endsWith('-response.json'))!);
+    assert.equal(res.status, 200);
+    assert.match(String(res.body), /^data: first\n\n/);
+    assert.equal(res.error, 'client disconnected before the response ended');
+  });
+
+  test('an upstream cut off mid-stream gives a response dump saying so', async () => {
+    upstream.handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: partial\n\n');
+      setTimeout(() => res.socket?.destroy(), 50);
+    };
+    const before = dumpFiles(dir).length;
+    await send(proxy.port, { body: '{}' }).catch(() => null);
+    const files = (await waitForDumps(dir, before + 2)).slice(before);
+    const res = readDump(dir, files[1]!);
+    assert.equal(res.body, 'data: partial\n\n');
+    assert.equal(res.error, 'upstream failed mid-response');
+  });
+
+  test('sequence numbers keep increasing', () => {
+    const sequences = dumpFiles(dir).map((f) => Number(f.slice(0, 6)));
+    const unique = [...new Set(sequences)];
+    assert.deepEqual(unique, unique.map((_, i) => i + 1));
+  });
+});
+
+describe('--dump-dir failures', { timeout: 60_000 }, () => {
+  test('a directory that cannot be created stops startup with one line, exit 1', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    const file = join(root, 'a-file');
+    writeFileSync(file, '');
+    try {
+      const result = await runProxyToExit({ args: ['--dump-dir', join(file, 'sub')] });
+      assert.equal(result.code, 1);
+      assert.match(result.stderr.trim(), /^Error: cannot create --dump-dir .*a-file\/sub: ENOTDIR$/);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a directory the worker cannot write stops startup with one line, exit 1', async (t) => {
+    if (process.getuid?.() === 0) {
+      // root bypasses mode bits; a read-only bind would need a mount. Use a non-directory target instead.
+      t.diagnostic('running as root: using a dump-dir path that is a symlink to a file');
+    }
+    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    const target = join(root, 'ro');
+    if (process.getuid?.() === 0) {
+      writeFileSync(join(root, 'file'), '');
+      symlinkSync(join(root, 'file'), target);
+    } else {
+      writeFileSync(join(root, 'placeholder'), '');
+      chmodSync(root, 0o500);
+    }
+    try {
+      const result = await runProxyToExit({ args: ['--dump-dir', process.getuid?.() === 0 ? target : join(root, 'sub')] });
+      assert.equal(result.code, 1);
+      const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0]!, /^Error: cannot (create|write to) --dump-dir /);
+    } finally {
+      chmodSync(root, 0o700);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a directory removed while running: logged once, proxying carries on', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    const dir = join(root, 'd');
+    const upstream = await MockUpstream.start();
+    const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
+    try {
+      assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
+      rmSync(dir, { recursive: true, force: true });
+      for (let i = 0; i < 3; i++) assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
+      await waitFor(() => proxy.stderr.includes('cannot write dump files'), 2_000);
+      const complaints = proxy.stderr.split('\n').filter((l) => l.includes('cannot write dump files'));
+      assert.equal(complaints.length, 1, 'logged once');
+      assert.equal(proxy.exitStatus, null, 'still running');
+    } finally {
+      await proxy.stop();
+      await upstream.close();
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
