@@ -2,7 +2,7 @@
 // modes, failures.
 
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +36,13 @@ async function waitForDumps(dir: string, count: number): Promise<string[]> {
   return dumpFiles(dir);
 }
 
+/** A temporary root the worker (nobody, when tests run as root) can pass through. */
+function traversableTempDir(): string {
+  const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+  chmodSync(root, 0o755);
+  return root;
+}
+
 function allDumpText(dir: string): string {
   return dumpFiles(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
 }
@@ -49,7 +56,7 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
   let release: (() => void) | null = null;
 
   before(async () => {
-    root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    root = traversableTempDir();
     dir = join(root, 'nested', 'dumps');
     upstream = await MockUpstream.start();
     proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'] });
@@ -230,46 +237,48 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
 
 describe('--dump-dir failures', { timeout: 60_000 }, () => {
   test('a directory that cannot be created stops startup with one line, exit 1', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    const root = traversableTempDir();
     const file = join(root, 'a-file');
     writeFileSync(file, '');
     try {
       const result = await runProxyToExit({ args: ['--dump-dir', join(file, 'sub')] });
       assert.equal(result.code, 1);
-      assert.match(result.stderr.trim(), /^Error: cannot create --dump-dir .*a-file\/sub: ENOTDIR$/);
+      const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
+      assert.equal(lines.length, 1, result.stderr);
+      assert.match(lines[0]!, /^Error: cannot create --dump-dir .*a-file\/sub: (EEXIST|ENOTDIR) \(a part of the path is a file, not a directory\)$/);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
   });
 
-  test('a directory the worker cannot write stops startup with one line, exit 1', async (t) => {
-    if (process.getuid?.() === 0) {
-      // root bypasses mode bits; a read-only bind would need a mount. Use a non-directory target instead.
-      t.diagnostic('running as root: using a dump-dir path that is a symlink to a file');
-    }
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
-    const target = join(root, 'ro');
-    if (process.getuid?.() === 0) {
-      writeFileSync(join(root, 'file'), '');
-      symlinkSync(join(root, 'file'), target);
-    } else {
-      writeFileSync(join(root, 'placeholder'), '');
-      chmodSync(root, 0o500);
-    }
+  test('an existing directory the worker cannot write stops startup with one line, exit 1', async () => {
+    // Read-only for everyone but root; the worker is never root (nobody when tests run as root).
+    const root = traversableTempDir();
+    const readOnly = join(root, 'ro');
+    mkdirSync(readOnly, { mode: 0o555 });
     try {
-      const result = await runProxyToExit({ args: ['--dump-dir', process.getuid?.() === 0 ? target : join(root, 'sub')] });
+      const result = await runProxyToExit({ args: ['--dump-dir', readOnly] });
       assert.equal(result.code, 1);
       const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
-      assert.equal(lines.length, 1, result.stderr);
-      assert.match(lines[0]!, /^Error: cannot (create|write to) --dump-dir /);
+      assert.deepEqual(lines, [`Error: cannot write to --dump-dir ${readOnly}: EACCES`]);
     } finally {
-      chmodSync(root, 0o700);
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
+  test('a directory the worker cannot reach is refused before start, saying why', { skip: process.getuid?.() !== 0 && 'needs root: the worker only runs as another user when started as root' }, async () => {
+    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: nobody cannot pass
+    try {
+      const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
+      assert.equal(result.code, 1);
+      assert.match(result.stderr, /^Error: user nobody cannot read .*\/d \(.*directory mode 0700.*\): choose a --dump-dir that user can reach, or pass --uid$/m);
+    } finally {
       rmSync(root, { recursive: true, force: true });
     }
   });
 
   test('a directory removed while running: logged once, proxying carries on', async () => {
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
+    const root = traversableTempDir();
     const dir = join(root, 'd');
     const upstream = await MockUpstream.start();
     const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });

@@ -1,5 +1,5 @@
-// The libc calls the hardening layers need and Node does not expose, bound
-// with koffi (as listenSocket.ts does for the socket calls). Linux/glibc only.
+// The libc calls Node does not expose, bound with koffi: a listening socket
+// the supervisor never accepts on, and the hardening layers. Linux/glibc only.
 //
 // Every wrapper reads errno right after its call and throws LibcError (a
 // ProxyError) naming the call and the errno, so a caller can say which layer
@@ -64,6 +64,12 @@ interface Bindings {
   geteuid: CFunction;
   getgid: CFunction;
   getegid: CFunction;
+  socket: CFunction;
+  setsockopt: CFunction;
+  bind: CFunction;
+  listen: CFunction;
+  getsockname: CFunction;
+  close: CFunction;
 }
 
 let bindings: Bindings | null = null;
@@ -121,6 +127,14 @@ function bind(): Bindings {
     geteuid: libc.func('uint32_t geteuid(void)'),
     getgid: libc.func('uint32_t getgid(void)'),
     getegid: libc.func('uint32_t getegid(void)'),
+    // A TCP socket bound and listening without libuv ever polling it: Node
+    // cannot bind without accepting, and the supervisor must never accept.
+    socket: libc.func('int socket(int domain, int type, int protocol)'),
+    setsockopt: libc.func('int setsockopt(int fd, int level, int name, const void *value, uint32_t len)'),
+    bind: libc.func('int bind(int fd, const void *addr, uint32_t len)'),
+    listen: libc.func('int listen(int fd, int backlog)'),
+    getsockname: libc.func('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *len)'),
+    close: libc.func('int close(int fd)'),
   };
   return bindings;
 }
@@ -274,4 +288,41 @@ export function getgid(): number {
 
 export function getegid(): number {
   return bind().getegid() as number;
+}
+
+// ---------------------------------------------------------------- sockets
+
+const AF_INET = 2;
+const SOCK_STREAM = 1;
+const SOCK_CLOEXEC = 0o2000000;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
+
+/** socket+bind+listen on an IPv4 address; returns the fd and the bound port. Throws LibcError. */
+export function listenTcp4(address: readonly [number, number, number, number], port: number, backlog: number): { fd: number; port: number } {
+  const b = bind();
+  const fd = b.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
+  if (fd < 0) throw new LibcError('socket', koffi.errno());
+  const check = (result: number, call: string): void => {
+    if (result === 0) return;
+    const errno = koffi.errno();
+    b.close(fd);
+    throw new LibcError(call, errno);
+  };
+  const one = Buffer.alloc(4);
+  one.writeInt32LE(1);
+  check(b.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, one, 4) as number, 'setsockopt');
+  const addr = Buffer.alloc(16); // struct sockaddr_in
+  addr.writeUInt16LE(AF_INET, 0);
+  addr.writeUInt16BE(port, 2);
+  addr.set(address, 4);
+  check(b.bind(fd, addr, addr.length) as number, 'bind');
+  check(b.listen(fd, backlog) as number, 'listen');
+  const bound = Buffer.alloc(16);
+  check(b.getsockname(fd, bound, [bound.length]) as number, 'getsockname');
+  return { fd, port: bound.readUInt16BE(2) };
+}
+
+export function closeFd(fd: number): void {
+  bind().close(fd);
 }

@@ -17,6 +17,10 @@ export interface WorkerConfig {
   readonly dumpMaxBytes: number;
   /** Sequence number of the next dump pair (continues across worker restarts). */
   readonly dumpSequenceStart: number;
+  /** Start even if a sandbox layer cannot be installed (--allow-weaker-sandbox). */
+  readonly allowWeakerSandbox: boolean;
+  /** Capabilities are expected (--uid 0 was asked for explicitly). */
+  readonly allowCapabilities: boolean;
 }
 
 export function encodeWorkerConfig(config: WorkerConfig): Buffer {
@@ -33,6 +37,7 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     throw new ProtocolError('CONFIG.maxOpenStreams');
   }
   if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
+  if (typeof c.allowWeakerSandbox !== 'boolean' || typeof c.allowCapabilities !== 'boolean') throw new ProtocolError('CONFIG sandbox');
   if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
   return {
     httpShutdown: c.httpShutdown,
@@ -42,6 +47,8 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     dumpDir: c.dumpDir,
     dumpMaxBytes: c.dumpMaxBytes as number,
     dumpSequenceStart: c.dumpSequenceStart as number,
+    allowWeakerSandbox: c.allowWeakerSandbox,
+    allowCapabilities: c.allowCapabilities,
   };
 }
 

@@ -19,6 +19,10 @@ export interface ProxyOptions {
   readonly maxConcurrent: number;
   readonly upstreamTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
+  readonly uid: string | undefined;
+  readonly gid: string | undefined;
+  readonly allowWeakerSandbox: boolean;
+  readonly checkSandbox: boolean;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -43,6 +47,11 @@ Options:
                          between body chunks (default: 300)
   --shutdown-timeout <S> Seconds in-flight requests may take to finish after
                          SIGTERM, SIGINT or GET /shutdown (default: 10)
+  --uid <USER|UID>       Run the worker as this user (as root, default: nobody)
+  --gid <GROUP|GID>      Run the worker with this group (default: the user's group)
+  --allow-weaker-sandbox Start even if a sandbox layer cannot be installed (logged)
+  --check-sandbox        Start a worker, print the sandbox layers in force, exit
+                         0 if all are, 1 if not (no key is read)
   --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help             Print this help
   -V, --version          Print the version
@@ -59,9 +68,11 @@ const STRING_FLAGS = [
   'max-concurrent',
   'upstream-timeout',
   'shutdown-timeout',
+  'uid',
+  'gid',
 ] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
-const BOOLEAN_FLAGS = ['http-shutdown', 'help', 'version'] as const;
+const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'help', 'version'] as const;
 
 /** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
 function joinDashValues(argv: readonly string[]): string[] {
@@ -85,7 +96,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
     string: [...STRING_FLAGS],
     boolean: [...BOOLEAN_FLAGS],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
-    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, 'http-shutdown'].map((f) => [f, []])) },
+    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 3)].map((f) => [f, []])) },
     unknown: (flag) => {
       unknown = flag;
     },
@@ -118,6 +129,10 @@ export function parseCommandLine(argv: readonly string[]): Command {
       maxConcurrent: parseCount('max-concurrent', one('max-concurrent'), 256, 1, MAX_OPEN_STREAMS),
       upstreamTimeoutMs: parseSeconds('upstream-timeout', one('upstream-timeout'), 300),
       shutdownTimeoutMs: parseSeconds('shutdown-timeout', one('shutdown-timeout'), 10),
+      uid: one('uid'),
+      gid: one('gid'),
+      allowWeakerSandbox: args['allow-weaker-sandbox'] === true,
+      checkSandbox: args['check-sandbox'] === true,
     },
   };
 }

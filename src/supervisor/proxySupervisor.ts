@@ -16,7 +16,7 @@ import { closeDescriptor, type ListenSocket } from './listenSocket.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './serverInfo.js';
 import { Upstream } from './upstream.js';
-import { spawnWorker } from './workerProcess.js';
+import { spawnWorker, type WorkerLaunch } from './workerProcess.js';
 
 export interface SupervisorSetup {
   readonly auth: AuthHeader;
@@ -26,8 +26,10 @@ export interface SupervisorSetup {
   readonly shutdownTimeoutMs: number;
   readonly serverInfo: ServerInfoFile | null;
   readonly workerConfig: WorkerConfig;
-  readonly workerEntry: string;
+  readonly worker: Omit<WorkerLaunch, 'listenFd'>;
   readonly log: Logger;
+  /** Called once, when the first worker serves (the sandbox report, --check-sandbox). */
+  readonly onServing?: (workerPid: number) => void;
 }
 
 /** A crash loop: this many worker deaths within CRASH_WINDOW_MS ends the proxy. */
@@ -51,6 +53,7 @@ export class ProxySupervisor {
   private stopping = false;
   /** Streams opened by earlier workers: dump sequence numbers continue after them. */
   private streamsOpenedBefore = 0;
+  private lastViolation: string | null = null;
 
   constructor(private readonly setup: SupervisorSetup) {
     this.upstream = new Upstream(setup.upstreamUrl, setup.auth, setup.upstreamTimeoutMs);
@@ -59,7 +62,7 @@ export class ProxySupervisor {
   start(): void {
     const { setup } = this;
     const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
-    const { child, channel } = spawnWorker(setup.workerEntry, setup.listen.fd);
+    const { child, channel } = spawnWorker({ ...setup.worker, listenFd: setup.listen.fd });
     const writer = new FrameWriter(channel);
     const monitor = new Monitor(writer, this.upstream, config.httpShutdown, config.dumpDir !== null, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
@@ -68,6 +71,7 @@ export class ProxySupervisor {
       onDrained: () => this.stop(0, 'all requests finished'),
       onViolation: (reason) => {
         setup.log.error({ workerPid: child.pid, reason }, 'worker broke the IPC protocol; replacing it');
+        this.lastViolation = reason;
         child.kill('SIGKILL');
       },
     });
@@ -93,7 +97,7 @@ export class ProxySupervisor {
   }
 
   /** Stop now: abort calls, end the worker, remove the server-info file, exit. */
-  stop(exitCode: number, reason: string): void {
+  stop(exitCode: number, reason: string, quiet = false): void {
     if (this.stopping) return;
     this.stopping = true;
     const { log, serverInfo, auth } = this.setup;
@@ -103,7 +107,7 @@ export class ProxySupervisor {
     this.worker?.child.kill('SIGKILL');
     serverInfo?.remove();
     auth.destroy();
-    if (exitCode !== 0) writeStderr(`Error: ${reason}\n`);
+    if (exitCode !== 0 && !quiet) writeStderr(`Error: ${reason}\n`);
     process.exit(exitCode);
   }
 
@@ -119,6 +123,8 @@ export class ProxySupervisor {
     } catch (err) {
       return this.stop(1, `cannot write --server-info ${serverInfo?.path}: ${(err as Error).message}`);
     }
+    this.setup.onServing?.(workerPid);
+    if (this.stopping) return;
     log.info({ port: listen.port, workerPid, upstream: this.setup.upstreamUrl.origin }, 'listening');
     // The original's line, which scripts wait for.
     writeStderr(`${PROGRAM_NAME} listening on 127.0.0.1:${listen.port}\n`);
@@ -131,7 +137,10 @@ export class ProxySupervisor {
     this.streamsOpenedBefore += worker.monitor.streamsOpened;
     this.worker = null;
     if (this.draining) return this.stop(0, `worker exited (${how}) while shutting down`);
-    if (!this.served) return this.stop(1, `the worker exited (${how}) before it could serve; see the log lines above`);
+    if (!this.served) {
+      const why = this.lastViolation === null ? 'see the log lines above' : `it broke the IPC protocol: ${this.lastViolation}`;
+      return this.stop(1, `the worker exited (${how}) before it could serve; ${why}`);
+    }
     const now = Date.now();
     this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
     this.crashes.push(now);

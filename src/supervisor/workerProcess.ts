@@ -1,12 +1,20 @@
 // Starts the worker: a fresh Node image (spawn, never fork), an empty
 // environment, stdin and stdout closed, stderr shared for logs, the listening
-// socket as fd 3 and a dedicated socketpair as fd 4.
+// socket as fd 3 and a dedicated socketpair as fd 4. As root it runs under
+// another uid/gid (libuv's setgid/setuid path also clears supplementary
+// groups) and, where this Node has one, under the permission model.
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
+import { dirname, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
+import { permissionModelFlags, type PermissionModelFlags } from './workerIdentity.js';
 
 export const DEFAULT_WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
+/** The package's own directory (dist/ and, installed standalone, node_modules/). */
+const PACKAGE_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
 export interface WorkerProcess {
   readonly child: ChildProcess;
@@ -14,12 +22,48 @@ export interface WorkerProcess {
   readonly channel: Socket;
 }
 
-export function spawnWorker(entry: string, listenFd: number): WorkerProcess {
-  const child = spawn(process.execPath, [entry], {
-    stdio: ['ignore', 'ignore', 'inherit', listenFd, 'pipe'],
+export interface WorkerLaunch {
+  readonly entry: string;
+  readonly listenFd: number;
+  /** Set only when the supervisor is root and switches identity. */
+  readonly uid?: number;
+  readonly gid?: number;
+  /** Node flags placed before the entry point (permission model). */
+  readonly nodeFlags: readonly string[];
+}
+
+export function spawnWorker(launch: WorkerLaunch): WorkerProcess {
+  const child = spawn(process.execPath, ['--no-warnings', ...launch.nodeFlags, launch.entry], {
+    stdio: ['ignore', 'ignore', 'inherit', launch.listenFd, 'pipe'],
     env: {},
     cwd: '/',
+    ...(launch.uid === undefined ? {} : { uid: launch.uid }),
+    ...(launch.gid === undefined ? {} : { gid: launch.gid }),
   });
   const channel = child.stdio[4] as Socket;
   return { child, channel };
 }
+
+/** The node_modules directory a dependency is loaded from (hoisted or nested). */
+function modulesDirOf(name: string): string {
+  const resolved = createRequire(import.meta.url).resolve(name);
+  const marker = `${sep}node_modules${sep}`;
+  return resolved.slice(0, resolved.lastIndexOf(marker) + marker.length - 1);
+}
+
+/** Everything the worker must read: its code, its dependencies, its own status. */
+export function workerReadPaths(entry: string): string[] {
+  const paths = new Set([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), ...WORKER_SANDBOX_READ_PATHS]);
+  return [...paths];
+}
+
+/**
+ * Permission-model flags for this Node: reads limited as above, writes only to
+ * the dump directory (which must be readable too: the model checks rename for
+ * read and write on both names).
+ */
+export function workerPermissionFlags(entry: string, dumpDir: string | null): PermissionModelFlags {
+  const dumps = dumpDir === null ? [] : [dumpDir];
+  return permissionModelFlags(process.versions.node, [...workerReadPaths(entry), ...dumps], dumps);
+}
+

@@ -8,6 +8,7 @@ import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindow
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
+import { installWorkerSandbox } from './sandbox.js';
 import { HttpFrontend } from './httpServer.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
@@ -53,6 +54,11 @@ function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
   }
 }
 
+function startupFailed(reason: string): void {
+  writer.send(Msg.STARTUP_FAILED, 0, Buffer.from(reason.slice(0, 1000)));
+  // The supervisor stops us.
+}
+
 async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   let dumps: DumpWriter | null = null;
   if (config.dumpDir !== null) {
@@ -60,10 +66,15 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
     try {
       await dumps.probe();
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? String(err);
-      writer.send(Msg.STARTUP_FAILED, 0, Buffer.from(`cannot write to --dump-dir ${config.dumpDir}: ${code}`));
-      return; // the supervisor stops us
+      return startupFailed(`cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
+  }
+  // Every layer in place before the first connection is accepted.
+  try {
+    const layers = installWorkerSandbox({ allowWeaker: config.allowWeakerSandbox, allowCapabilities: config.allowCapabilities });
+    for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
+  } catch (err) {
+    return startupFailed(err instanceof Error ? err.message : String(err));
   }
   const server = new HttpFrontend(config, writer, logger, dumps);
   frontend = server;

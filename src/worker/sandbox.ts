@@ -11,9 +11,10 @@
 // Fail closed: a layer that cannot be installed throws SandboxError naming the
 // layer and the errno, unless { allowWeaker: true }, which records it instead.
 
-import { readFileSync } from 'node:fs';
+import { readProcStatus } from '../shared/procStatus.js';
 import { constants as osConstants } from 'node:os';
 import { ProxyError } from '../shared/errors.js';
+export { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
 import {
   LibcError,
   SECCOMP_FILTER_FLAG_TSYNC,
@@ -63,8 +64,6 @@ export class SandboxError extends ProxyError {
   }
 }
 
-/** What the worker must be allowed to read under Node's permission model for this module. */
-export const WORKER_SANDBOX_READ_PATHS: readonly string[] = ['/proc/self/status'];
 
 // ---------------------------------------------------------------- syscall table
 
@@ -247,12 +246,11 @@ interface ProcStatus {
 }
 
 /** CapEff and Seccomp from /proc/self/status (the kernel's own account). */
-function readProcStatus(): ProcStatus {
-  const text = readFileSync('/proc/self/status', 'utf8');
-  const field = (name: string): string | undefined => new RegExp(`^${name}:\\s*(\\S+)`, 'm').exec(text)?.[1];
-  const capEff = field('CapEff');
+function ownStatus(): ProcStatus {
+  const status = readProcStatus('self');
+  const capEff = status.get('CapEff');
   if (capEff === undefined || !/^[0-9a-f]+$/i.test(capEff)) throw new Error('no CapEff line in /proc/self/status');
-  const seccomp = field('Seccomp');
+  const seccomp = status.get('Seccomp');
   return { capEff, seccompMode: seccomp === undefined ? null : Number(seccomp) };
 }
 
@@ -322,7 +320,7 @@ export function installWorkerSandbox(options: SandboxOptions = {}): SandboxLayer
   let capEff = 'unknown';
   let seccompMode: number | null = null;
   try {
-    const status = readProcStatus();
+    const status = ownStatus();
     capEff = status.capEff;
     seccompMode = status.seccompMode;
   } catch (err) {

@@ -1,0 +1,177 @@
+// The proxy's startup, in the one order that is safe: usage errors before
+// stdin is touched; the supervisor hardened (not dumpable, no core) before the
+// key is read; key errors before any port is opened; nothing listens until the
+// key is valid and the worker's sandbox is in place.
+
+import { chownSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { PROGRAM_NAME } from '../shared/constants.js';
+import { ProxyError, errnoCode } from '../shared/errors.js';
+import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
+import { readAuthHeader, type AuthHeader } from './authHeader.js';
+import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
+import { hardenSupervisor } from './hardening.js';
+import { bindLoopback } from './listenSocket.js';
+import { ProxySupervisor } from './proxySupervisor.js';
+import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
+import { ServerInfoFile } from './serverInfo.js';
+import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
+import { DEFAULT_WORKER_ENTRY, workerPermissionFlags, workerReadPaths } from './workerProcess.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/**
+ * Run the proxy from a command line. `workerEntry` is for tests that start a
+ * misbehaving worker; the CLI always uses the real one.
+ */
+export function runCommandLine(argv: readonly string[], workerEntry = DEFAULT_WORKER_ENTRY): void {
+  process.on('uncaughtException', fail);
+  try {
+    const command = parseCommandLine(argv);
+    if (command.kind === 'help') return void process.stdout.write(USAGE);
+    if (command.kind === 'version') return void process.stdout.write(`${PROGRAM_NAME} ${version()}\n`);
+    startProxy(command.options, workerEntry).catch(fail);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+async function startProxy(options: ProxyOptions, workerEntry: string): Promise<void> {
+  const log = createLogger('supervisor', options.logLevel);
+
+  const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
+  const identity = resolveWorkerIdentity({ uid: options.uid, gid: options.gid });
+  if (identity.switchUser) {
+    const unreadable = findUnreadablePath(workerReadPaths(workerEntry), identity.uid, identity.gid);
+    if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
+  }
+
+  const auth = options.checkSandbox ? placeholderAuth() : readAuthHeader();
+  const dumpDir = options.dumpDir === null || options.checkSandbox ? null : createDumpDir(options.dumpDir, identity);
+  const serverInfo =
+    options.serverInfo === null || options.checkSandbox
+      ? null
+      : await ServerInfoFile.claim(options.serverInfo, (err) => log.error({ err: err.message }, 'server-info lock compromised'));
+  let listen;
+  try {
+    listen = bindLoopback(options.checkSandbox ? 0 : options.port);
+  } catch (err) {
+    serverInfo?.remove();
+    throw err;
+  }
+  const permission = workerPermissionFlags(workerEntry, dumpDir);
+  // Said only now, so that a startup failure stays a single line.
+  for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
+  for (const note of identity.notes) log.info(note);
+  for (const warning of identity.warnings) log.warn(warning);
+  if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
+
+  const supervisor: ProxySupervisor = new ProxySupervisor({
+    auth,
+    listen,
+    upstreamUrl: options.upstreamUrl,
+    upstreamTimeoutMs: options.upstreamTimeoutMs,
+    shutdownTimeoutMs: options.shutdownTimeoutMs,
+    serverInfo,
+    workerConfig: {
+      httpShutdown: options.httpShutdown,
+      logLevel: options.logLevel,
+      maxOpenStreams: options.maxConcurrent,
+      maxBodyBytes: options.maxBodyBytes,
+      dumpDir,
+      dumpMaxBytes: options.dumpMaxBytes,
+      dumpSequenceStart: 1,
+      allowWeakerSandbox: options.allowWeakerSandbox,
+      allowCapabilities: identity.uid === 0,
+    },
+    worker: {
+      entry: workerEntry,
+      nodeFlags: permission.flags,
+      ...(identity.switchUser ? { uid: identity.uid, gid: identity.gid } : {}),
+    },
+    log,
+    onServing: (workerPid) => {
+      const report = sandboxReport({
+        workerPid,
+        expectedUid: identity.uid,
+        expectedGid: identity.gid,
+        switchedUser: identity.switchUser,
+        permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
+        hardening,
+      });
+      if (options.checkSandbox) {
+        process.stdout.write(formatReport(report));
+        return supervisor.stop(report.complete ? 0 : 1, report.complete ? 'sandbox check passed' : 'sandbox check: some layers are missing', true);
+      }
+      logReport(log, report.complete, reportFields(report));
+    },
+  });
+  process.on('SIGTERM', () => supervisor.shutdown('received SIGTERM'));
+  let interrupted = false;
+  process.on('SIGINT', () => {
+    if (interrupted) return supervisor.stop(0, 'received a second SIGINT');
+    interrupted = true;
+    supervisor.shutdown('received SIGINT');
+  });
+  // From here on a bug in one request must not take the proxy down: log it, keep serving.
+  process.removeListener('uncaughtException', fail);
+  const survive = (err: unknown): void => log.error({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'unexpected error');
+  process.on('uncaughtException', survive);
+  process.on('unhandledRejection', survive);
+  supervisor.start();
+}
+
+function logReport(log: Logger, complete: boolean, fields: Record<string, string>): void {
+  if (complete) log.info(fields, 'sandbox: every layer in force');
+  else log.warn(fields, 'sandbox: some layers are missing');
+}
+
+/** --check-sandbox reads no key; the worker it starts is stopped before any request. */
+function placeholderAuth(): AuthHeader {
+  const placeholder = Buffer.from('check-sandbox-no-key\n');
+  let given = false;
+  return readAuthHeader((buffer, offset) => {
+    if (given) return 0;
+    given = true;
+    return placeholder.copy(buffer, offset);
+  });
+}
+
+/**
+ * Create --dump-dir: missing parents 0755 (the worker must pass through them),
+ * the directory itself 0700 and owned by the worker's user. An existing
+ * directory is left as it is; the worker proves it can write there.
+ */
+function createDumpDir(dir: string, identity: WorkerIdentity): string {
+  const absolute = resolve(dir);
+  try {
+    mkdirSync(dirname(absolute), { recursive: true, mode: 0o755 });
+    const created = mkdirSync(absolute, { recursive: true, mode: 0o700 }) !== undefined;
+    if (created && identity.switchUser) chownSync(absolute, identity.uid, identity.gid);
+  } catch (err) {
+    const code = errnoCode(err) ?? String(err);
+    const hint = code === 'EEXIST' || code === 'ENOTDIR' ? ' (a part of the path is a file, not a directory)' : '';
+    throw new ProxyError('ERR_DUMP_DIR', `cannot create --dump-dir ${absolute}: ${code}${hint}`);
+  }
+  if (identity.switchUser) {
+    const blocked = findUnreadablePath([absolute], identity.uid, identity.gid);
+    if (blocked !== null) {
+      throw new ProxyError('ERR_DUMP_DIR', `${unreadableMessage(identity, blocked).replace(/: install the proxy.*$/, '')}: choose a --dump-dir that user can reach, or pass --uid`);
+    }
+  }
+  return absolute;
+}
+
+/** Expected failures: one line, the right exit code, no stack. */
+function fail(err: unknown): never {
+  if (err instanceof ProxyError) {
+    writeStderr(err.exitCode === 2 ? `error: ${err.message}\n` : `Error: ${err.message}\n`);
+    process.exit(err.exitCode);
+  }
+  writeStderr(`Error: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+}
+

@@ -1,0 +1,147 @@
+// Runs test/fixtures/supervisorWithWorker.js (the real supervisor with a
+// hostile worker entry) as a child process, by pid, and reads what it left:
+// its stderr, its exit status and the worker instances it started.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { TEST_KEY, killQuietly, type ExitStatus } from './proxyProcess.js';
+
+export const SUPERVISOR_WITH_WORKER = fileURLToPath(new URL('../fixtures/supervisorWithWorker.js', import.meta.url));
+
+export interface WorkerInstance {
+  readonly pid: number;
+  readonly role: 'hostile' | 'real';
+}
+
+export interface HostileRunOptions {
+  readonly workDir: string;
+  /** A hostileWorker.ts mode. */
+  readonly mode: string;
+  /** Say READY (the worker "served") before misbehaving. */
+  readonly readyFirst: boolean;
+  /** How many worker instances are hostile before the real worker takes over. */
+  readonly hostileInstances: number | 'all';
+  readonly proxyArgs: readonly string[];
+}
+
+export class HostileRun {
+  stderr = '';
+  exitStatus: ExitStatus | null = null;
+  private readonly exited: Promise<ExitStatus>;
+
+  private constructor(
+    readonly child: ChildProcess,
+    private readonly workDir: string,
+  ) {
+    child.stdout?.resume();
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
+    this.exited = new Promise((resolve) =>
+      child.on('exit', (code, signal) => {
+        this.exitStatus = { code, signal };
+        resolve(this.exitStatus);
+      }),
+    );
+  }
+
+  static start(options: HostileRunOptions): HostileRun {
+    const args = [SUPERVISOR_WITH_WORKER, options.workDir, options.mode, options.readyFirst ? 'ready' : 'silent', String(options.hostileInstances), '--', ...options.proxyArgs];
+    const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    child.stdin?.on('error', () => {});
+    child.stdin?.end(`${TEST_KEY}\n`);
+    return new HostileRun(child, options.workDir);
+  }
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  /** Worker instances started so far, in order. */
+  instances(): WorkerInstance[] {
+    const file = `${this.workDir}/dumps/instances.log`;
+    if (!existsSync(file)) return [];
+    return readFileSync(file, 'utf8')
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [pid, role] = line.split(' ');
+        return { pid: Number(pid), role: role === 'real' ? 'real' : 'hostile' };
+      });
+  }
+
+  /** stderr lines meant for people (not JSON log records) that contain every one of `parts`. */
+  humanLinesWith(...parts: string[]): string[] {
+    return this.linesWith(...parts).filter((line) => !line.startsWith('{'));
+  }
+
+  /** JSON log records on stderr whose `msg` matches `pattern`. */
+  logRecords(pattern: RegExp): Array<Record<string, unknown>> {
+    const records: Array<Record<string, unknown>> = [];
+    for (const line of this.stderr.split('\n')) {
+      if (!line.startsWith('{')) continue;
+      try {
+        const record = JSON.parse(line) as Record<string, unknown>;
+        if (typeof record.msg === 'string' && pattern.test(record.msg)) records.push(record);
+      } catch {
+        // not a log record
+      }
+    }
+    return records;
+  }
+
+  /** stderr lines that contain every one of `parts`. */
+  linesWith(...parts: string[]): string[] {
+    return this.stderr.split('\n').filter((line) => parts.every((p) => line.includes(p)));
+  }
+
+  /** The port from the "listening on" line, or 0. */
+  get port(): number {
+    const match = /listening on 127\.0\.0\.1:(\d+)/.exec(this.stderr);
+    return match ? Number(match[1]) : 0;
+  }
+
+  async waitForExit(timeoutMs: number): Promise<ExitStatus | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), timeoutMs)));
+    const result = await Promise.race([this.exited, timeout]);
+    clearTimeout(timer);
+    return result;
+  }
+
+  /** SIGKILL the supervisor and every worker instance it started (by pid). */
+  async kill(): Promise<void> {
+    if (this.exitStatus === null) killQuietly(this.pid);
+    for (const { pid } of this.instances()) killQuietly(pid);
+    await this.waitForExit(5_000);
+  }
+}
+
+/** A TCP server on 127.0.0.1 that accepts and never answers (a TLS handshake to it hangs). */
+export class SilentServer {
+  private readonly sockets = new Set<Socket>();
+
+  private constructor(private readonly server: Server) {
+    server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.on('error', () => {});
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  static async start(): Promise<SilentServer> {
+    const server = createServer();
+    const silent = new SilentServer(server);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return silent;
+  }
+
+  get port(): number {
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
