@@ -16,6 +16,7 @@ import { ProtocolError, errnoCode } from '../shared/errors.js';
 import type { AuthHeader } from './authHeader.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
+import { KeySplicer } from './keySplice.js';
 import { RequestBodyQueue } from './requestBody.js';
 
 export class Upstream {
@@ -23,6 +24,8 @@ export class Upstream {
   /** Path and query of the upstream URL, kept as given (Azure's ?api-version=...). */
   readonly path: string;
   readonly host: string;
+  /** The Authorization value undici sees; the key is spliced in below it. */
+  readonly authorizationPlaceholder: string;
 
   constructor(
     url: URL,
@@ -31,12 +34,14 @@ export class Upstream {
   ) {
     this.path = url.pathname + url.search;
     this.host = url.host;
+    const splicer = new KeySplicer(auth);
+    this.authorizationPlaceholder = splicer.placeholder;
     // headersTimeout: to the first byte; bodyTimeout: between chunks, so a long
     // healthy stream is never cut, only one that goes silent.
     this.pool = new Pool(url.origin, {
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
-      connect: { timeout: Math.min(timeoutMs, 30_000) },
+      connect: splicer.connector({ timeout: Math.min(timeoutMs, 30_000) }),
     });
   }
 
@@ -94,8 +99,7 @@ export class UpstreamCall {
       if (!this.requestClosed || !this.responseClosed) this.requestCredit.consumed(bytes, drained);
     });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
-    // TODO(issue 8): splice the key in below undici instead of a string.
-    headers.push('authorization', ctx.upstream.auth.read((value) => value.toString('latin1')));
+    headers.push('authorization', ctx.upstream.authorizationPlaceholder);
     ctx.upstream.pool
       // undici accepts any async iterable as a body; its types list only Readable.
       .request({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody as unknown as Readable, signal: this.abortController.signal })
