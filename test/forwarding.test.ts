@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'node:http';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
-import { MockUpstream, jsonOk } from './helpers/mockUpstream.js';
-import { ProxyProcess, TEST_KEY, sleep } from './helpers/proxyProcess.js';
+import { jsonOk, type MockUpstream } from './helpers/mockUpstream.js';
+import { proxyWithUpstream } from './helpers/proxyFixture.js';
+import { TEST_KEY, sleep } from './helpers/proxyProcess.js';
 import { withDeadline } from './helpers/deadline.js';
 import { RawConnection, rawHeaderValues } from './helpers/rawHttp.js';
 
@@ -17,34 +18,23 @@ const BODY = '{"model":"gpt-test","input":"hello","stream":true}';
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 describe('forwarding to the upstream', () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
-
-  before(async () => {
-    upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
+  const ctx = proxyWithUpstream();
 
   /** Send raw request bytes on their own connection and return what the upstream recorded. */
   async function forwardRaw(headerLines: string[], body = BODY): Promise<MockUpstream['requests'][number]> {
-    upstream.handler = jsonOk;
-    const before = upstream.requests.length;
-    const conn = await RawConnection.open(proxy.port);
+    ctx.upstream.handler = jsonOk;
+    const before = ctx.upstream.requests.length;
+    const conn = await RawConnection.open(ctx.proxy.port);
     try {
-      const head = ['POST /v1/responses HTTP/1.1', `Host: 127.0.0.1:${proxy.port}`, ...headerLines, `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close'];
+      const head = ['POST /v1/responses HTTP/1.1', `Host: 127.0.0.1:${ctx.proxy.port}`, ...headerLines, `Content-Length: ${Buffer.byteLength(body)}`, 'Connection: close'];
       conn.write(`${head.join('\r\n')}\r\n\r\n${body}`);
       const response = await conn.readResponse(5_000);
       assert.equal(response.status, 200, `proxy answered ${response.statusLine}`);
     } finally {
       conn.close();
     }
-    assert.equal(upstream.requests.length, before + 1, 'upstream saw exactly one request');
-    const seen = upstream.requests[before];
+    assert.equal(ctx.upstream.requests.length, before + 1, 'upstream saw exactly one request');
+    const seen = ctx.upstream.requests[before];
     assert.ok(seen);
     assert.equal(seen.method, 'POST');
     assert.equal(seen.body.toString(), body);
@@ -66,7 +56,7 @@ describe('forwarding to the upstream', () => {
 
   test('Host is the upstream host:port, exactly once', { timeout: 10_000 }, async () => {
     const seen = await forwardRaw(['Content-Type: application/json']);
-    assert.deepEqual(rawHeaderValues(seen.rawHeaders, 'host'), [`127.0.0.1:${upstream.port}`]);
+    assert.deepEqual(rawHeaderValues(seen.rawHeaders, 'host'), [`127.0.0.1:${ctx.upstream.port}`]);
   });
 
   test('hop-by-hop request headers and the names listed in Connection are not forwarded', { timeout: 10_000 }, async () => {
@@ -106,11 +96,11 @@ describe('forwarding to the upstream', () => {
       'user-agent': 'codex_exec/0.169.0 (Linux 6.8; x86_64) test',
       cookie: '__cf_bm=abc123; _cfuvid=def456',
     };
-    upstream.handler = jsonOk;
-    const before = upstream.requests.length;
-    const reply = await send(proxy.port, { headers: sent, body: BODY });
+    ctx.upstream.handler = jsonOk;
+    const before = ctx.upstream.requests.length;
+    const reply = await send(ctx.proxy.port, { headers: sent, body: BODY });
     assert.equal(reply.status, 200);
-    const seen = upstream.requests[before];
+    const seen = ctx.upstream.requests[before];
     assert.ok(seen, 'upstream saw the request');
     assert.equal(seen.method, 'POST');
     for (const [name, value] of Object.entries(sent)) {
@@ -125,7 +115,7 @@ describe('forwarding to the upstream', () => {
       { status: 429, body: '{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}', extra: { 'retry-after': '7', 'x-ratelimit-remaining-requests': '0' } },
     ];
     for (const c of cases) {
-      upstream.handler = (_req, res) => {
+      ctx.upstream.handler = (_req, res) => {
         res.setHeader('content-type', 'application/json; charset=utf-8');
         res.setHeader('x-request-id', `req_${c.status}`);
         res.setHeader('set-cookie', [`__cf_bm=one${c.status}; Path=/; HttpOnly`, `_cfuvid=two${c.status}; Path=/; Secure`]);
@@ -133,7 +123,7 @@ describe('forwarding to the upstream', () => {
         res.writeHead(c.status);
         res.end(c.body);
       };
-      const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
+      const reply = await send(ctx.proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
       assert.equal(reply.status, c.status);
       assert.equal(reply.body.toString(), c.body, `${c.status} body byte-exact`);
       assert.equal(reply.headers['content-type'], 'application/json; charset=utf-8');
@@ -144,7 +134,7 @@ describe('forwarding to the upstream', () => {
   });
 
   test('hop-by-hop response headers are not mirrored', { timeout: 10_000 }, async () => {
-    upstream.handler = (_req, res) => {
+    ctx.upstream.handler = (_req, res) => {
       // Raw header list so Node sends exactly these (chunked body, so Trailer is legal).
       res.writeHead(200, [
         'Content-Type', 'application/json',
@@ -160,7 +150,7 @@ describe('forwarding to the upstream', () => {
     };
     // send() uses a fresh agent, so the client asks for Connection: close and
     // the proxy adds no Keep-Alive header of its own.
-    const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
+    const reply = await send(ctx.proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
     assert.equal(reply.status, 200);
     assert.equal(reply.body.toString(), '{"ok":true}');
     assert.equal(reply.headers['x-resp-kept'], 'kept');
@@ -173,25 +163,25 @@ describe('forwarding to the upstream', () => {
 
   test('a 5 MB random request body arrives byte-exact', { timeout: 15_000 }, async () => {
     const body = randomBytes(5 * 1024 * 1024);
-    upstream.handler = (_req, res, received) => {
+    ctx.upstream.handler = (_req, res, received) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ length: received.length, sha256: sha256(received) }));
     };
-    const before = upstream.requests.length;
-    const reply = await withDeadline(send(proxy.port, { headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: 10_000 }), 10_000, 'the 5 MB request');
+    const before = ctx.upstream.requests.length;
+    const reply = await withDeadline(send(ctx.proxy.port, { headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: 10_000 }), 10_000, 'the 5 MB request');
     assert.equal(reply.status, 200);
     assert.deepEqual(JSON.parse(reply.body.toString()), { length: body.length, sha256: sha256(body) });
-    assert.equal(upstream.requests.length, before + 1);
+    assert.equal(ctx.upstream.requests.length, before + 1);
   });
 
   test('ten 1 MB request bodies in a row each arrive byte-exact (request credit is always returned)', { timeout: 30_000 }, async () => {
-    upstream.handler = (_req, res, received) => {
+    ctx.upstream.handler = (_req, res, received) => {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ length: received.length, sha256: sha256(received) }));
     };
     for (let i = 0; i < 10; i++) {
       const body = randomBytes(1024 * 1024);
-      const reply = await send(proxy.port, { headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: 2_500 }).catch((err: Error) => {
+      const reply = await send(ctx.proxy.port, { headers: { 'content-type': 'application/octet-stream' }, body, timeoutMs: 2_500 }).catch((err: Error) => {
         throw new Error(`request ${i + 1} of 10 (1 MiB body) stalled: ${err.message}`);
       });
       assert.equal(reply.status, 200, `request ${i + 1}`);
@@ -204,10 +194,10 @@ describe('forwarding to the upstream', () => {
     // (large bodies are covered above).
     const parts = [Buffer.from('{"model":"gpt-test",'), randomBytes(100_000), Buffer.from('"input":"chunked"}'), randomBytes(1), randomBytes(70_000)];
     const expected = Buffer.concat(parts);
-    upstream.handler = jsonOk;
-    const before = upstream.requests.length;
+    ctx.upstream.handler = jsonOk;
+    const before = ctx.upstream.requests.length;
     const { status, chunkedSent } = await new Promise<{ status: number; chunkedSent: boolean }>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
+      const req = request({ host: '127.0.0.1', port: ctx.proxy.port, method: 'POST', path: '/v1/responses', agent: false, headers: { 'content-type': 'application/octet-stream' } }, (res) => {
         res.resume();
         res.on('end', () => resolve({ status: res.statusCode ?? 0, chunkedSent: req.chunkedEncoding }));
         res.on('error', reject);
@@ -225,21 +215,21 @@ describe('forwarding to the upstream', () => {
     });
     assert.equal(chunkedSent, true, 'the client really used chunked encoding');
     assert.equal(status, 200);
-    assert.equal(upstream.requests.length, before + 1);
-    assert.equal(sha256(upstream.requests[before]?.body ?? Buffer.alloc(0)), sha256(expected));
+    assert.equal(ctx.upstream.requests.length, before + 1);
+    assert.equal(sha256(ctx.upstream.requests[before]?.body ?? Buffer.alloc(0)), sha256(expected));
   });
 
   test('Expect: 100-continue gets a 100 and the body then arrives byte-exact', { timeout: 15_000 }, async () => {
     // Under one 256 KiB credit window: this checks the 100-continue handshake only.
     const body = randomBytes(200_000);
-    upstream.handler = jsonOk;
-    const before = upstream.requests.length;
+    ctx.upstream.handler = jsonOk;
+    const before = ctx.upstream.requests.length;
     const outcome = await new Promise<{ status: number; continued: boolean; text: string }>((resolve, reject) => {
       let continued = false;
       const req = request(
         {
           host: '127.0.0.1',
-          port: proxy.port,
+          port: ctx.proxy.port,
           method: 'POST',
           path: '/v1/responses',
           agent: false,
@@ -261,8 +251,8 @@ describe('forwarding to the upstream', () => {
     });
     assert.equal(outcome.continued, true, 'client received 100 Continue');
     assert.equal(outcome.status, 200, outcome.text);
-    assert.equal(upstream.requests.length, before + 1);
-    assert.equal(sha256(upstream.requests[before]?.body ?? Buffer.alloc(0)), sha256(body));
+    assert.equal(ctx.upstream.requests.length, before + 1);
+    assert.equal(sha256(ctx.upstream.requests[before]?.body ?? Buffer.alloc(0)), sha256(body));
   });
 
   test('50 concurrent SSE streams each receive their own byte-exact body', { timeout: 30_000 }, async () => {
@@ -271,7 +261,7 @@ describe('forwarding to the upstream', () => {
     const event = (id: number, seq: number): string =>
       `event: response.output_text.delta\ndata: ${JSON.stringify({ type: 'response.output_text.delta', stream: id, sequence_number: seq, delta: `s${id}-e${seq}-${'x'.repeat((id * 7 + seq * 13) % 50)}` })}\n\n`;
     const expected = (id: number): string => Array.from({ length: EVENTS }, (_, seq) => event(id, seq)).join('') + 'data: [DONE]\n\n';
-    upstream.handler = (_req, res, received) => {
+    ctx.upstream.handler = (_req, res, received) => {
       const id = (JSON.parse(received.toString()) as { stream_id: number }).stream_id;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'x-stream-id': String(id) });
       let seq = 0;
@@ -283,10 +273,10 @@ describe('forwarding to the upstream', () => {
       };
       tick();
     };
-    const before = upstream.requests.length;
+    const before = ctx.upstream.requests.length;
     const replies = await Promise.all(
       Array.from({ length: STREAMS }, (_, id) =>
-        send(proxy.port, { headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ model: 'gpt-test', stream: true, stream_id: id }), timeoutMs: 20_000 }),
+        send(ctx.proxy.port, { headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ model: 'gpt-test', stream: true, stream_id: id }), timeoutMs: 20_000 }),
       ),
     );
     replies.forEach((reply, id) => {
@@ -295,34 +285,23 @@ describe('forwarding to the upstream', () => {
       assert.equal(reply.headers['x-stream-id'], String(id), `stream ${id} got its own head`);
       assert.equal(reply.body.toString(), expected(id), `stream ${id} body byte-exact`);
     });
-    assert.equal(upstream.requests.length, before + STREAMS);
+    assert.equal(ctx.upstream.requests.length, before + STREAMS);
   });
 });
 
 describe('upstream URL path and query', () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
   const azurePath = '/openai/deployments/D/responses?api-version=2025-04-01-preview';
-
-  before(async () => {
-    upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(azurePath)] });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
+  const ctx = proxyWithUpstream(azurePath);
 
   test('an Azure-style upstream URL keeps its path and ?api-version query; method is POST', { timeout: 10_000 }, async () => {
-    const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
+    const reply = await send(ctx.proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
     assert.equal(reply.status, 200);
     await sleep(50);
-    assert.equal(upstream.requests.length, 1);
-    const seen = upstream.requests[0];
+    assert.equal(ctx.upstream.requests.length, 1);
+    const seen = ctx.upstream.requests[0];
     assert.equal(seen?.method, 'POST');
     assert.equal(seen?.url, azurePath);
-    assert.deepEqual(rawHeaderValues(seen?.rawHeaders ?? [], 'host'), [`127.0.0.1:${upstream.port}`]);
+    assert.deepEqual(rawHeaderValues(seen?.rawHeaders ?? [], 'host'), [`127.0.0.1:${ctx.upstream.port}`]);
     assert.deepEqual(rawHeaderValues(seen?.rawHeaders ?? [], 'authorization'), [`Bearer ${TEST_KEY}`]);
     assert.equal(seen?.body.toString(), BODY);
   });

@@ -3,10 +3,10 @@
 // rejected request's body is consumed so keep-alive framing stays intact.
 
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { sendRaw } from './helpers/httpClient.js';
-import { MockUpstream } from './helpers/mockUpstream.js';
-import { ProxyProcess, sleep } from './helpers/proxyProcess.js';
+import { proxyWithUpstream } from './helpers/proxyFixture.js';
+import { sleep } from './helpers/proxyProcess.js';
 import { RawConnection, headerValues, parseAllResponses, type RawResponse } from './helpers/rawHttp.js';
 
 const BODY = '{"model":"gpt-test","input":"hi","stream":true}';
@@ -25,20 +25,9 @@ function assertEmpty403(response: RawResponse, label: string): void {
 }
 
 describe('rejected request targets and methods', () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
+  const ctx = proxyWithUpstream();
   /** Valid requests this suite sent on purpose (control cases). */
   let validSent = 0;
-
-  before(async () => {
-    upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
 
   // [method, target, has body]
   const cases: Array<[string, (port: number) => string, boolean]> = [
@@ -66,33 +55,33 @@ describe('rejected request targets and methods', () => {
   for (const [method, target, hasBody] of cases) {
     const name = `${method} ${target(0).replace(':0', ':P')} is 403 with Content-Length: 0 and never reaches the upstream`;
     test(name, { timeout: 10_000 }, async () => {
-      const before = upstream.requests.length;
-      const raw = await sendRaw(proxy.port, rawRequest(method, target(proxy.port), proxy.port, hasBody ? BODY : null, ['Connection: close']), 5_000);
+      const before = ctx.upstream.requests.length;
+      const raw = await sendRaw(ctx.proxy.port, rawRequest(method, target(ctx.proxy.port), ctx.proxy.port, hasBody ? BODY : null, ['Connection: close']), 5_000);
       const { responses, rest } = parseAllResponses(raw);
       assert.equal(responses.length, 1, `exactly one response, got ${JSON.stringify(raw)}`);
       assertEmpty403(responses[0] as RawResponse, name);
       assert.equal(rest.length, 0, 'no bytes after the response');
-      assert.equal(upstream.requests.length, before, 'upstream received nothing');
+      assert.equal(ctx.upstream.requests.length, before, 'upstream received nothing');
     });
   }
 
   test('GET /shutdown without --http-shutdown leaves the proxy running', { timeout: 10_000 }, async () => {
-    await sendRaw(proxy.port, rawRequest('GET', '/shutdown', proxy.port, null, ['Connection: close']), 5_000);
+    await sendRaw(ctx.proxy.port, rawRequest('GET', '/shutdown', ctx.proxy.port, null, ['Connection: close']), 5_000);
     await sleep(200);
-    assert.equal(proxy.exitStatus, null, 'proxy still running');
-    // And it still forwards: a valid request reaches the upstream.
-    const before = upstream.requests.length;
+    assert.equal(ctx.proxy.exitStatus, null, 'proxy still running');
+    // And it still forwards: a valid request reaches the ctx.upstream.
+    const before = ctx.upstream.requests.length;
     validSent++;
-    const raw = await sendRaw(proxy.port, rawRequest('POST', '/v1/responses', proxy.port, BODY, ['Connection: close']), 5_000);
+    const raw = await sendRaw(ctx.proxy.port, rawRequest('POST', '/v1/responses', ctx.proxy.port, BODY, ['Connection: close']), 5_000);
     const { responses } = parseAllResponses(raw);
     assert.equal(responses[0]?.status, 200);
-    assert.equal(upstream.requests.length, before + 1);
+    assert.equal(ctx.upstream.requests.length, before + 1);
   });
 
   test('after all rejections settle the upstream saw only the valid control requests', { timeout: 10_000 }, async () => {
     await sleep(300);
-    assert.equal(upstream.requests.length, validSent);
-    for (const seen of upstream.requests) {
+    assert.equal(ctx.upstream.requests.length, validSent);
+    for (const seen of ctx.upstream.requests) {
       assert.equal(seen.method, 'POST');
       assert.equal(seen.url, '/v1/responses');
       assert.equal(seen.body.toString(), BODY);
@@ -101,40 +90,29 @@ describe('rejected request targets and methods', () => {
 });
 
 describe('keep-alive framing after a rejected request with a body', () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
-
-  before(async () => {
-    upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
+  const ctx = proxyWithUpstream();
 
   // A rejected body that is itself a valid request: if the proxy failed to
-  // consume it, it would be parsed as a second request and reach the upstream.
+  // consume it, it would be parsed as a second request and reach the ctx.upstream.
   const smuggled = (port: number): string =>
     `POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n{"smuggled":1}\n`;
 
   async function rejectedThenValid(first: string): Promise<void> {
-    const before = upstream.requests.length;
-    const conn = await RawConnection.open(proxy.port);
+    const before = ctx.upstream.requests.length;
+    const conn = await RawConnection.open(ctx.proxy.port);
     try {
       conn.write(first);
       const rejected = await conn.readResponse(5_000);
       assertEmpty403(rejected, 'rejected request');
       assert.equal(conn.closed, false, 'connection kept alive after the 403');
       const valid = '{"model":"gpt-test","input":"second"}';
-      conn.write(rawRequest('POST', '/v1/responses', proxy.port, valid));
+      conn.write(rawRequest('POST', '/v1/responses', ctx.proxy.port, valid));
       const second = await conn.readResponse(5_000);
       assert.equal(second.status, 200, `second response: ${second.statusLine}`);
       assert.deepEqual(JSON.parse(second.body.toString()), { id: 'resp_1', object: 'response', status: 'completed' });
       await sleep(200);
-      assert.equal(upstream.requests.length, before + 1, 'upstream saw exactly one request');
-      const seen = upstream.requests[before];
+      assert.equal(ctx.upstream.requests.length, before + 1, 'upstream saw exactly one request');
+      const seen = ctx.upstream.requests[before];
       assert.equal(seen?.url, '/v1/responses');
       assert.equal(seen?.body.toString(), valid);
       assert.equal(conn.pendingBytes.length, 0, 'no stray bytes on the connection');
@@ -144,16 +122,16 @@ describe('keep-alive framing after a rejected request with a body', () => {
   }
 
   test('Content-Length body of a rejected POST is consumed; next POST on the same connection is forwarded', { timeout: 15_000 }, async () => {
-    const body = smuggled(proxy.port);
-    await rejectedThenValid(rawRequest('POST', '/v1/responses?a=1', proxy.port, body));
+    const body = smuggled(ctx.proxy.port);
+    await rejectedThenValid(rawRequest('POST', '/v1/responses?a=1', ctx.proxy.port, body));
   });
 
   test('chunked body of a rejected POST is consumed; next POST on the same connection is forwarded', { timeout: 15_000 }, async () => {
-    const body = smuggled(proxy.port);
+    const body = smuggled(ctx.proxy.port);
     const half = Math.floor(body.length / 2);
     const chunks = [body.slice(0, half), body.slice(half)];
     const chunked = chunks.map((c) => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`).join('') + '0\r\n\r\n';
-    const head = [`POST /v1/responses/ HTTP/1.1`, `Host: 127.0.0.1:${proxy.port}`, 'Content-Type: application/json', 'Transfer-Encoding: chunked'].join('\r\n');
+    const head = [`POST /v1/responses/ HTTP/1.1`, `Host: 127.0.0.1:${ctx.proxy.port}`, 'Content-Type: application/json', 'Transfer-Encoding: chunked'].join('\r\n');
     await rejectedThenValid(`${head}\r\n\r\n${chunked}`);
   });
 });

@@ -4,9 +4,9 @@
 
 import assert from 'node:assert/strict';
 import { request, type IncomingMessage } from 'node:http';
-import { after, before, describe, test } from 'node:test';
-import { MockUpstream } from './helpers/mockUpstream.js';
-import { ProxyProcess, waitFor } from './helpers/proxyProcess.js';
+import { describe, test } from 'node:test';
+import { proxyWithUpstream } from './helpers/proxyFixture.js';
+import { waitFor } from './helpers/proxyProcess.js';
 
 const BODY = '{"model":"gpt-test","input":"stream please","stream":true}';
 const EVENT1 = 'event: response.created\ndata: {"type":"response.created","sequence_number":0}\n\n';
@@ -78,24 +78,13 @@ function streamFromProxy(port: number, onData: (soFar: string, res: IncomingMess
 }
 
 describe('streaming through the proxy', () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
-
-  before(async () => {
-    upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-  });
-
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
+  const ctx = proxyWithUpstream();
 
   test('each SSE event reaches the client before the upstream sends the next one', { timeout: 20_000 }, async () => {
     const gotEvent1 = boundedSignal(5_000);
     const gotEvent2 = boundedSignal(5_000);
     const upstreamSaw: string[] = [];
-    upstream.handler = (_req, res) => {
+    ctx.upstream.handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       res.write(EVENT1);
       void gotEvent1.outcome.then((o1) => {
@@ -107,7 +96,7 @@ describe('streaming through the proxy', () => {
         res.end(EVENT3);
       });
     };
-    const reply = await streamFromProxy(proxy.port, (soFar) => {
+    const reply = await streamFromProxy(ctx.proxy.port, (soFar) => {
       if (soFar.includes(EVENT1)) gotEvent1.signal();
       if (soFar.includes(EVENT2)) gotEvent2.signal();
     });
@@ -120,7 +109,7 @@ describe('streaming through the proxy', () => {
   test('an upstream that dies mid-stream makes the client response fail, not end cleanly', { timeout: 20_000 }, async () => {
     const gotBoth = boundedSignal(5_000);
     let upstreamSaw = '';
-    upstream.handler = (req, res) => {
+    ctx.upstream.handler = (req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(EVENT1);
       res.write(EVENT2);
@@ -129,7 +118,7 @@ describe('streaming through the proxy', () => {
         req.socket.destroy();
       });
     };
-    const reply = await streamFromProxy(proxy.port, (soFar) => {
+    const reply = await streamFromProxy(ctx.proxy.port, (soFar) => {
       if (soFar.includes(EVENT1 + EVENT2)) gotBoth.signal();
     });
     assert.equal(upstreamSaw, 'signalled', 'both events reached the client before the upstream died');
@@ -141,35 +130,35 @@ describe('streaming through the proxy', () => {
   });
 
   test('a client that disconnects mid-stream closes the upstream response within 2 s', { timeout: 20_000 }, async () => {
-    const abortsBefore = upstream.clientAborts.length;
+    const abortsBefore = ctx.upstream.clientAborts.length;
     let upstreamClosed = false;
-    upstream.handler = (_req, res) => {
+    ctx.upstream.handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(EVENT1);
       // Then nothing more: the upstream must learn of the disconnect without writing.
       res.on('close', () => (upstreamClosed = true));
     };
     let disconnectedAt = 0;
-    const reply = await streamFromProxy(proxy.port, (soFar, _res, destroy) => {
+    const reply = await streamFromProxy(ctx.proxy.port, (soFar, _res, destroy) => {
       if (soFar.includes(EVENT1) && disconnectedAt === 0) {
         disconnectedAt = Date.now();
         destroy();
       }
     });
     assert.notEqual(disconnectedAt, 0, `client received event 1 (outcome ${reply.outcome})`);
-    const closed = await waitFor(() => upstreamClosed && upstream.clientAborts.length > abortsBefore, 2_000);
+    const closed = await waitFor(() => upstreamClosed && ctx.upstream.clientAborts.length > abortsBefore, 2_000);
     assert.ok(closed, `upstream response still open ${Date.now() - disconnectedAt} ms after the client left`);
   });
 
   test('the proxy still serves a stream after the failures above', { timeout: 15_000 }, async () => {
-    upstream.handler = (_req, res) => {
+    ctx.upstream.handler = (_req, res) => {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       res.write(EVENT1);
       res.end(EVENT3);
     };
-    const reply = await streamFromProxy(proxy.port, () => {});
+    const reply = await streamFromProxy(ctx.proxy.port, () => {});
     assert.equal(reply.outcome, 'end');
     assert.equal(reply.body, EVENT1 + EVENT3);
-    assert.equal(proxy.exitStatus, null);
+    assert.equal(ctx.proxy.exitStatus, null);
   });
 });
