@@ -29,7 +29,7 @@ export const Msg = {
   READY: 0x01, //            the worker accepts connections
   SHUTDOWN: 0x02, //         a client asked for GET /shutdown (allowed by config)
   STARTUP_FAILED: 0x08, //   the worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason
-  DRAINED: 0x09, //          after DRAIN: the last open stream has finished
+  DRAINED: 0x09, //          after DRAIN: the last open stream has finished (it exits once its connections close)
   OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
@@ -41,7 +41,7 @@ export const Msg = {
   RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
   RESPONSE_DATA: 0x83, //    stream: response body bytes
   RESPONSE_END: 0x84, //     stream: response complete
-  DRAIN: 0x86, //            stop accepting, finish open streams, then say DRAINED
+  DRAIN: 0x86, //            stop accepting, finish open streams, say DRAINED, close connections, exit
   REQUEST_SCANNED: 0x85, //  stream (dumps only): request half closed; u8 body has key, u16 n, n x u16 header index with key
 } as const;
 

@@ -3,7 +3,8 @@
 // crashes or breaks the protocol is replaced (with backoff) on the same socket,
 // so the port and the server-info file never change and connections wait in
 // the kernel backlog meanwhile. Stops gracefully on SIGTERM/SIGINT/GET /shutdown
-// (stop accepting, let streams finish up to the shutdown timeout) and at once
+// (stop accepting, let streams finish and connections close, up to the
+// shutdown timeout; the worker exits when it is done) and at once
 // on a second SIGINT, a crash loop or a worker that cannot start.
 
 import type { ChildProcess } from 'node:child_process';
@@ -68,7 +69,8 @@ export class ProxySupervisor {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
       onShutdownRequest: () => this.shutdown('shutdown requested with GET /shutdown'),
       onStartupFailed: (reason) => this.stop(1, reason),
-      onDrained: () => this.stop(0, 'all requests finished'),
+      // The worker exits by itself once its connections have closed (exit handler below).
+      onDrained: () => setup.log.info('open requests finished; the worker is closing its connections'),
       onViolation: (reason) => {
         setup.log.error({ workerPid: child.pid, reason }, 'worker broke the IPC protocol; replacing it');
         this.lastViolation = reason;

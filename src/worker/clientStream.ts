@@ -12,6 +12,7 @@ import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import type { ExchangeDump } from './dumpWriter.js';
+import { drainThenClose } from './linger.js';
 import { bodyTooLarge } from '../shared/openaiError.js';
 
 export class ClientStream {
@@ -21,6 +22,7 @@ export class ClientStream {
   /** REQUEST_END or RESET has been sent: the supervisor expects nothing more. */
   private requestClosed = false;
   private resetSent = false;
+  private finished = false;
   private undrained = 0;
   private status = 0;
   private bytesIn = 0;
@@ -88,10 +90,12 @@ export class ClientStream {
 
   onResponseEnd(): void {
     this.closed = true;
-    this.res.end();
     // An upstream may answer before reading the whole body: stop forwarding it.
     if (!this.requestClosed) this.sendReset();
-    this.finish();
+    // Done only once the bytes are with the kernel (or the client has gone):
+    // a graceful drain must not end the worker while a response is queued.
+    this.res.once('close', () => this.finish());
+    this.res.end(() => this.finish());
   }
 
   /** The supervisor abandoned the stream (upstream failed mid-body, or stopping). */
@@ -120,8 +124,9 @@ export class ClientStream {
     this.closed = true;
     const { status, body } = bodyTooLarge(this.maxBodyBytes);
     this.status = status;
-    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, connection: 'close' });
+    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
     this.res.end(body);
+    drainThenClose(this.req);
     this.finish('request body too large');
   }
 
@@ -138,6 +143,8 @@ export class ClientStream {
   }
 
   private finish(outcome?: string): void {
+    if (this.finished) return;
+    this.finished = true;
     this.closed = true;
     this.onClosed(this);
     this.dump?.writeResponse(outcome);

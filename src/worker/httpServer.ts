@@ -3,6 +3,7 @@
 // supervisor.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -10,6 +11,7 @@ import { bodyTooLarge, openAiError, type ProxyErrorResponse } from '../shared/op
 import type { WorkerConfig } from '../shared/workerConfig.js';
 import { ClientStream } from './clientStream.js';
 import { ExchangeDump, type DumpWriter } from './dumpWriter.js';
+import { drainThenClose } from './linger.js';
 import { routeRequest } from './route.js';
 
 export class HttpFrontend {
@@ -18,6 +20,7 @@ export class HttpFrontend {
   private readonly awaitingScan = new Map<number, ExchangeDump>();
   private nextStreamId = 1;
   private draining = false;
+  private readonly connections = new Set<Socket>();
   private readonly server: Server;
 
   constructor(
@@ -37,6 +40,10 @@ export class HttpFrontend {
       requireHostHeader: false,
     };
     this.server = createServer(options, (req, res) => this.onRequest(req, res));
+    this.server.on('connection', (socket: Socket) => {
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+    });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
       this.log.debug({ code: err.code }, 'malformed request');
       if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
@@ -65,9 +72,9 @@ export class HttpFrontend {
     if (refusal !== null) {
       const { status, body } = refusal;
       this.logWhenDone(req, res, process.hrtime.bigint());
-      // Do not read a body we refuse: answer and close the connection.
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, connection: 'close', ...(status === 503 ? { 'retry-after': '1' } : {}) });
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, ...(status === 503 ? { 'retry-after': '1' } : {}) });
       res.end(body);
+      drainThenClose(req);
       return;
     }
     const id = this.nextStreamId++;
@@ -104,16 +111,26 @@ export class HttpFrontend {
 
   private onStreamClosed(stream: ClientStream): void {
     this.streams.delete(stream.id);
-    if (this.draining && this.streams.size === 0) this.writer.send(Msg.DRAINED, 0);
+    if (this.draining && this.streams.size === 0) this.drained();
   }
 
-  /** Stop accepting; say DRAINED once the open streams have finished. */
+  /** Stop accepting; once the open streams have finished, close and exit. */
   drain(): void {
     if (this.draining) return;
     this.draining = true;
-    this.server.close();
-    this.server.closeIdleConnections();
-    if (this.streams.size === 0) this.writer.send(Msg.DRAINED, 0);
+    // Exit once every connection is closed; the supervisor then exits 0.
+    this.server.close(() => process.exit(0));
+    if (this.streams.size === 0) this.drained();
+  }
+
+  /**
+   * Every response is with the kernel: end each connection with a FIN after
+   * its queued bytes (destroying it, or dying, could reset a client that has
+   * not read everything yet).
+   */
+  private drained(): void {
+    this.writer.send(Msg.DRAINED, 0);
+    for (const socket of this.connections) socket.end();
   }
 
   /** Cut every open stream (the supervisor is going away). */

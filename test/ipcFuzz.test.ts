@@ -1,0 +1,734 @@
+// Property-based fuzzing (fast-check) of the supervisor's side of the IPC
+// channel: the REAL Monitor (frame decoder + dispatch table + UpstreamCall
+// handlers) reading from a REAL AF_UNIX socketpair, with a real Upstream
+// (undici pool, real AuthHeader in secure memory). A hostile worker may write
+// any byte sequence; whatever it writes, the Monitor must never throw out of
+// receive(), must report at most one violation, must keep its memory bounded
+// (decoder buffer ≤ the largest frame, open calls ≤ MAX_OPEN_STREAMS), and
+// after a violation must ignore everything that follows.
+//
+// Seeded: every run prints its seed; rerun a failure with FC_SEED=<seed>.
+// Shrinking is off by default (bounded run time); FC_SHRINK=1 turns it on.
+// FC_RUNS_FACTOR=<n> multiplies the number of cases (deeper local runs).
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { MAX_OPEN_STREAMS } from '../src/shared/constants.js';
+import { FRAME_HEADER_BYTES, FrameWriter, INITIAL_STREAM_WINDOW, MAX_DATA_PAYLOAD, MESSAGE_SPECS, Msg, encodeHead, type FrameDecoder, type MsgType } from '../src/shared/ipcProtocol.js';
+import { createLogger } from '../src/shared/logger.js';
+import { readAuthHeader, type AuthHeader } from '../src/supervisor/authHeader.js';
+import { Monitor, type MonitorEvents } from '../src/supervisor/monitor.js';
+import { Upstream } from '../src/supervisor/upstream.js';
+import { reserveClosedPort, type ClosedPort } from './helpers/closedPort.js';
+import { ControlledUpstream } from './helpers/controlledUpstream.js';
+import { socketPair } from './helpers/socketPair.js';
+
+const SEED = process.env.FC_SEED !== undefined ? Number(process.env.FC_SEED) : Date.now() % 0x7fffffff;
+const SHRINK = process.env.FC_SHRINK === '1';
+/** FC_RUNS_FACTOR=10 for a deeper local run (CI uses 1). */
+const RUNS_FACTOR = Math.max(1, Number(process.env.FC_RUNS_FACTOR ?? 1));
+
+const ALL_TYPES = [...MESSAGE_SPECS.keys()];
+const WORKER_TYPES = [...MESSAGE_SPECS].filter(([, s]) => s.from !== 'supervisor').map(([t]) => t);
+const SUPERVISOR_TYPES = [...MESSAGE_SPECS].filter(([, s]) => s.from === 'supervisor').map(([t]) => t);
+const UNKNOWN_TYPES = Array.from({ length: 256 }, (_, t) => t).filter((t) => !MESSAGE_SPECS.has(t));
+const STREAM_TYPES = WORKER_TYPES.filter((t) => MESSAGE_SPECS.get(t)?.onStream === true);
+const CONNECTION_TYPES = WORKER_TYPES.filter((t) => MESSAGE_SPECS.get(t)?.onStream === false);
+/** The largest frame any side may send: the decoder must never hold more than this. */
+const LARGEST_FRAME = FRAME_HEADER_BYTES + Math.max(...[...MESSAGE_SPECS.values()].map((s) => s.maxPayload));
+const TEST_KEY = 'sk-fuzzKEY_0123456789abcdef';
+const silentLog = createLogger('supervisor', 'silent');
+
+// ------------------------------------------------------------------ frames
+
+function header(type: number, length: number, streamId: number): Buffer {
+  const h = Buffer.alloc(FRAME_HEADER_BYTES);
+  h.writeUInt32BE(length >>> 0, 0);
+  h[4] = type;
+  h.writeUInt32BE(streamId >>> 0, 5);
+  return h;
+}
+
+function frame(type: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  return Buffer.concat([header(type, payload.length, streamId), payload]);
+}
+
+function u32(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n >>> 0, 0);
+  return b;
+}
+
+/** Cut `bytes` at the given points (mod length): the chunks the worker end writes one by one. */
+function split(bytes: Buffer, cuts: readonly number[]): Buffer[] {
+  if (bytes.length === 0) return [];
+  const points = [...new Set(cuts.map((c) => c % bytes.length))].filter((p) => p > 0).sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const p of points) {
+    out.push(bytes.subarray(prev, p));
+    prev = p;
+  }
+  out.push(bytes.subarray(prev));
+  return out;
+}
+
+// ------------------------------------------------------------------ the harness
+
+interface CaseReport {
+  throws: unknown[];
+  violations: string[];
+  dispatched: number;
+  dispatchedAfterViolation: number;
+  eventsAfterViolation: number;
+  events: Record<'ready' | 'shutdown' | 'startupFailed' | 'drained', number>;
+  maxBuffered: number;
+  maxOpenCalls: number;
+  openCallsAtViolation: number | null;
+  finalBuffered: number;
+  finalOpenCalls: number;
+  written: number;
+  received: number;
+  timedOut: boolean;
+}
+
+interface MonitorInternals {
+  dispatch(type: MsgType, streamId: number, payload: Buffer): void;
+  readonly decoder: FrameDecoder;
+}
+
+interface CaseOptions {
+  readonly httpShutdown?: boolean;
+  /** Wait for each chunk to be consumed before writing the next (keeps chunk boundaries). */
+  readonly stepwise?: boolean;
+  /** With stepwise: also wait this long after each chunk (lets asynchronous upstream events interleave). */
+  readonly delayMs?: number;
+}
+
+const CONSUME_TIMEOUT_MS = 5_000;
+
+/** Totals over the cases of one property, printed so a run shows what it exercised. */
+const stats = { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenCalls: 0 };
+
+function resetStats(): void {
+  Object.assign(stats, { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenCalls: 0 });
+}
+
+/**
+ * A fresh Monitor on a fresh socketpair: write `chunks` into the worker end,
+ * wait until the supervisor end has read every byte, report what happened.
+ */
+async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: CaseOptions = {}): Promise<CaseReport> {
+  const pair = socketPair();
+  const supervisorEnd = pair.a;
+  const workerEnd = pair.b;
+  const report: CaseReport = {
+    throws: [],
+    violations: [],
+    dispatched: 0,
+    dispatchedAfterViolation: 0,
+    eventsAfterViolation: 0,
+    events: { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 },
+    maxBuffered: 0,
+    maxOpenCalls: 0,
+    openCallsAtViolation: null,
+    finalBuffered: 0,
+    finalOpenCalls: 0,
+    written: 0,
+    received: 0,
+    timedOut: false,
+  };
+  let violated = false;
+  const note = (event: keyof CaseReport['events']): void => {
+    if (violated) report.eventsAfterViolation++;
+    report.events[event]++;
+  };
+  // eslint-disable-next-line prefer-const -- assigned after the events that refer to it
+  let monitor: Monitor;
+  const events: MonitorEvents = {
+    onReady: () => note('ready'),
+    onShutdownRequest: () => note('shutdown'),
+    onStartupFailed: () => note('startupFailed'),
+    onDrained: () => note('drained'),
+    onViolation: (reason) => {
+      report.violations.push(reason);
+      report.openCallsAtViolation = monitor.openCalls;
+      violated = true;
+    },
+  };
+  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, options.httpShutdown ?? false, false, silentLog, events);
+  const internals = monitor as unknown as MonitorInternals;
+  const realDispatch = internals.dispatch.bind(monitor);
+  internals.dispatch = (type, streamId, payload) => {
+    if (violated) report.dispatchedAfterViolation++;
+    else report.dispatched++;
+    try {
+      realDispatch(type, streamId, payload);
+    } finally {
+      report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openCalls);
+    }
+  };
+
+  let received = 0;
+  let wake: (() => void) | null = null;
+  supervisorEnd.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    try {
+      monitor.receive(chunk);
+    } catch (err) {
+      report.throws.push(err);
+    }
+    report.maxBuffered = Math.max(report.maxBuffered, internals.decoder.bufferedBytes);
+    report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openCalls);
+    wake?.();
+  });
+  workerEnd.resume(); // whatever the supervisor answers (WINDOW, RESPONSE_*) is drained
+
+  const consumed = (target: number): Promise<boolean> =>
+    new Promise((resolve) => {
+      if (received >= target) return resolve(true);
+      const timer = setTimeout(() => {
+        wake = null;
+        resolve(received >= target);
+      }, CONSUME_TIMEOUT_MS);
+      wake = () => {
+        if (received < target) return;
+        clearTimeout(timer);
+        wake = null;
+        resolve(true);
+      };
+    });
+
+  try {
+    for (const chunk of chunks) {
+      if (chunk.length === 0) continue;
+      workerEnd.write(chunk);
+      report.written += chunk.length;
+      if (options.stepwise && !(await consumed(report.written))) {
+        report.timedOut = true;
+        break;
+      }
+      if (options.stepwise && options.delayMs) await new Promise((resolve) => setTimeout(resolve, options.delayMs));
+    }
+    if (!report.timedOut && !(await consumed(report.written))) report.timedOut = true;
+    report.received = received;
+    report.finalBuffered = internals.decoder.bufferedBytes;
+    report.finalOpenCalls = monitor.openCalls;
+    stats.cases++;
+    stats.bytes += report.received;
+    stats.frames += report.dispatched;
+    stats.violations += report.violations.length;
+    stats.maxBuffered = Math.max(stats.maxBuffered, report.maxBuffered);
+    stats.maxOpenCalls = Math.max(stats.maxOpenCalls, report.maxOpenCalls);
+  } finally {
+    monitor.cancelAll();
+    pair.destroy();
+  }
+  return report;
+}
+
+/** What must hold whatever the worker wrote. */
+function checkInvariants(r: CaseReport): void {
+  assert.equal(r.timedOut, false, `the supervisor end did not read all ${r.written} bytes within ${CONSUME_TIMEOUT_MS} ms (read ${r.received})`);
+  assert.equal(r.received, r.written, 'every byte written was read');
+  assert.deepEqual(r.throws.map(String), [], 'Monitor.receive() threw');
+  assert.ok(r.violations.length <= 1, `more than one violation reported: ${JSON.stringify(r.violations)}`);
+  assert.ok(r.maxBuffered <= LARGEST_FRAME, `decoder held ${r.maxBuffered} bytes (largest frame ${LARGEST_FRAME})`);
+  assert.ok(r.maxOpenCalls <= MAX_OPEN_STREAMS, `${r.maxOpenCalls} open calls (limit ${MAX_OPEN_STREAMS})`);
+  if (r.violations.length === 1) {
+    assert.equal(r.dispatchedAfterViolation, 0, 'frames were dispatched after the violation');
+    assert.equal(r.eventsAfterViolation, 0, 'events fired after the violation');
+    assert.equal(r.openCallsAtViolation, 0, 'open calls were not all cancelled at the violation');
+    assert.equal(r.finalOpenCalls, 0, 'calls opened after the violation');
+    assert.equal(r.finalBuffered, 0, 'the decoder kept bytes after the violation');
+  }
+}
+
+// ------------------------------------------------------------------ arbitraries
+
+const chunkingArb = fc.record({ cuts: fc.array(fc.nat(), { maxLength: 16 }), stepwise: fc.boolean() });
+const u32Arb = fc.integer({ min: 0, max: 0xffffffff });
+const bytesArb = (maxLength: number): fc.Arbitrary<Buffer> => fc.uint8Array({ maxLength }).map((u) => Buffer.from(u));
+
+const TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
+const VALUE_CHARS = ' \tabcdefghijklmnopqrstuvwxyz0123456789-_=;,/:"{}[]\u00e9\u00ff'.split('');
+const tokenArb = fc.string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 24 }).filter((n) => !['host', 'authorization', 'content-length', 'transfer-encoding', 'expect'].includes(n.toLowerCase()));
+const valueArb = fc.string({ unit: fc.constantFrom(...VALUE_CHARS), maxLength: 64 });
+/** A header list the worker's HTTP parser could have produced. */
+const headersArb = fc.array(fc.tuple(tokenArb, valueArb), { maxLength: 8 }).map((pairs) => pairs.flat());
+/** Anything at all, as latin1 strings (names and values the parser could never produce included). */
+const junkHeadersArb = fc.array(fc.tuple(fc.string({ unit: 'binary', maxLength: 16 }), fc.string({ unit: 'binary', maxLength: 32 })), { maxLength: 6 }).map((pairs) => pairs.flat().map((s) => Buffer.from(s, 'utf8').toString('latin1')));
+
+/** Random bytes, and random frame headers followed by random bytes. */
+const randomSegmentArb = fc.oneof(
+  { weight: 3, arbitrary: bytesArb(1024) },
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(
+        fc.oneof(fc.constantFrom(...ALL_TYPES), fc.integer({ min: 0, max: 255 })),
+        fc.oneof(fc.integer({ min: 0, max: 16 }), fc.integer({ min: 0, max: 70_000 }), u32Arb),
+        fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 8 }), u32Arb),
+        bytesArb(512),
+      )
+      .map(([t, l, id, rest]) => Buffer.concat([header(t, l, id), rest])),
+  },
+  { weight: 1, arbitrary: fc.integer({ min: 1, max: 70_000 }).map((n) => Buffer.alloc(n, 0)) },
+  {
+    // Frames that pass the decoder's header checks, with random payloads: reaches the handlers.
+    weight: 4,
+    arbitrary: fc
+      .tuple(fc.constantFrom(...WORKER_TYPES), fc.integer({ min: 1, max: 4 }), bytesArb(1100))
+      .map(([type, id, bytes]) => {
+        const spec = MESSAGE_SPECS.get(type);
+        const length = Math.max(spec?.minPayload ?? 0, Math.min(bytes.length, spec?.maxPayload ?? 0));
+        const payload = Buffer.concat([bytes, Buffer.alloc(Math.max(0, length - bytes.length))]).subarray(0, length);
+        return frame(type, spec?.onStream ? id : 0, payload);
+      }),
+  },
+);
+
+// A model of a well-behaved worker: ops interpreted against the protocol state.
+type Op =
+  | { readonly k: 'ready' }
+  | { readonly k: 'drained' }
+  | { readonly k: 'startupFailed'; readonly text: Buffer }
+  | { readonly k: 'open'; readonly gap: number; readonly headers: string[] }
+  | { readonly k: 'data'; readonly pick: number; readonly size: number }
+  | { readonly k: 'end'; readonly pick: number }
+  | { readonly k: 'reset'; readonly pick: number }
+  | { readonly k: 'shutdown' };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 1, arbitrary: fc.constant({ k: 'ready' as const }) },
+  { weight: 1, arbitrary: fc.constant({ k: 'drained' as const }) },
+  { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((t) => ({ k: 'startupFailed' as const, text: Buffer.from(t) })) },
+  { weight: 4, arbitrary: fc.record({ k: fc.constant('open' as const), gap: fc.integer({ min: 1, max: 3 }), headers: headersArb }) },
+  {
+    weight: 4,
+    arbitrary: fc.record({ k: fc.constant('data' as const), pick: fc.nat(), size: fc.oneof(fc.integer({ min: 1, max: 512 }), fc.integer({ min: 1, max: MAX_DATA_PAYLOAD })) }),
+  },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('end' as const), pick: fc.nat() }) },
+  { weight: 2, arbitrary: fc.record({ k: fc.constant('reset' as const), pick: fc.nat() }) },
+  { weight: 1, arbitrary: fc.constant({ k: 'shutdown' as const }) },
+);
+
+interface StreamModel {
+  sent: number;
+  ended: boolean;
+  reset: boolean;
+}
+
+interface Model {
+  ready: boolean;
+  highest: number;
+  readonly streams: Map<number, StreamModel>;
+  readonly frames: Buffer[];
+  readonly expected: CaseReport['events'];
+}
+
+const HEAD = encodeHead(['content-type', 'application/json']);
+
+function newModel(): Model {
+  return { ready: false, highest: 0, streams: new Map(), frames: [], expected: { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 } };
+}
+
+function liveStreams(m: Model): number[] {
+  return [...m.streams].filter(([, s]) => !s.ended).map(([id]) => id);
+}
+
+function openStream(m: Model, gap = 1, head = HEAD): number {
+  const id = m.highest + gap;
+  m.highest = id;
+  m.streams.set(id, { sent: 0, ended: false, reset: false });
+  m.frames.push(frame(Msg.OPEN, id, head));
+  return id;
+}
+
+/** Frames a correct worker could send; skips ops that would be invalid in the current state. */
+function applyValidOps(m: Model, ops: readonly Op[], httpShutdown: boolean): void {
+  for (const op of ops) {
+    switch (op.k) {
+      case 'ready':
+        if (m.ready) break;
+        m.ready = true;
+        m.expected.ready++;
+        m.frames.push(frame(Msg.READY, 0));
+        break;
+      case 'drained':
+        m.expected.drained++;
+        m.frames.push(frame(Msg.DRAINED, 0));
+        break;
+      case 'startupFailed':
+        m.expected.startupFailed++;
+        m.frames.push(frame(Msg.STARTUP_FAILED, 0, op.text));
+        break;
+      case 'shutdown':
+        if (!httpShutdown) break;
+        m.expected.shutdown++;
+        m.frames.push(frame(Msg.SHUTDOWN, 0));
+        break;
+      case 'open':
+        if (m.streams.size >= MAX_OPEN_STREAMS) break;
+        openStream(m, op.gap, encodeHead(op.headers));
+        break;
+      case 'data': {
+        const live = liveStreams(m);
+        if (live.length === 0) break;
+        const id = live[op.pick % live.length] as number;
+        const s = m.streams.get(id) as StreamModel;
+        // Stay within the initial window whether or not credit comes back.
+        const size = Math.min(op.size, MAX_DATA_PAYLOAD, INITIAL_STREAM_WINDOW - s.sent);
+        if (size <= 0) break;
+        s.sent += size;
+        m.frames.push(frame(Msg.REQUEST_DATA, id, Buffer.alloc(size, 0x61 + (id % 26))));
+        break;
+      }
+      case 'end': {
+        const live = liveStreams(m);
+        if (live.length === 0) break;
+        const id = live[op.pick % live.length] as number;
+        (m.streams.get(id) as StreamModel).ended = true;
+        m.frames.push(frame(Msg.REQUEST_END, id));
+        break;
+      }
+      case 'reset': {
+        // RESET is valid for any opened stream, ended or not (late frames are normal).
+        const all = [...m.streams.keys()];
+        if (all.length === 0) break;
+        const id = all[op.pick % all.length] as number;
+        const s = m.streams.get(id) as StreamModel;
+        s.ended = true;
+        s.reset = true;
+        m.frames.push(frame(Msg.RESET, id));
+        break;
+      }
+    }
+  }
+}
+
+/** A live stream (opened, request half open: it cannot have been forgotten), opened now if there is none. */
+function aLiveStream(m: Model, pick: number): number {
+  const live = liveStreams(m);
+  return live.length > 0 ? (live[pick % live.length] as number) : openStream(m);
+}
+
+// One invalid frame (or short run of frames ending in one), with the reason the Monitor must give.
+type Bad =
+  | { readonly k: 'unknownType'; readonly type: number; readonly streamId: number; readonly length: number }
+  | { readonly k: 'wrongSide'; readonly type: number; readonly streamId: number }
+  | { readonly k: 'badLength'; readonly type: number; readonly length: number }
+  | { readonly k: 'wrongStream'; readonly type: number; readonly streamId: number }
+  | { readonly k: 'unopened'; readonly type: number; readonly gap: number }
+  | { readonly k: 'reuse'; readonly pick: number }
+  | { readonly k: 'readyTwice' }
+  | { readonly k: 'shutdownDenied' }
+  | { readonly k: 'badHead'; readonly headers: string[]; readonly trailing: boolean }
+  | { readonly k: 'badHeaderField'; readonly name: string }
+  | { readonly k: 'windowZero'; readonly pick: number }
+  | { readonly k: 'windowEarly'; readonly pick: number; readonly increment: number }
+  | { readonly k: 'overrun'; readonly pick: number; readonly extra: number };
+
+const badArb: fc.Arbitrary<Bad> = fc.oneof(
+  fc.record({ k: fc.constant('unknownType' as const), type: fc.constantFrom(...UNKNOWN_TYPES), streamId: u32Arb, length: u32Arb }),
+  fc.record({ k: fc.constant('wrongSide' as const), type: fc.constantFrom(...SUPERVISOR_TYPES), streamId: fc.integer({ min: 0, max: 5 }) }),
+  fc.record({ k: fc.constant('badLength' as const), type: fc.constantFrom(...WORKER_TYPES), length: u32Arb }).filter(({ type, length }) => {
+    const s = MESSAGE_SPECS.get(type);
+    return s !== undefined && (length < s.minPayload || length > s.maxPayload);
+  }),
+  fc.oneof(
+    fc.record({ k: fc.constant('wrongStream' as const), type: fc.constantFrom(...STREAM_TYPES), streamId: fc.constant(0) }),
+    fc.record({ k: fc.constant('wrongStream' as const), type: fc.constantFrom(...CONNECTION_TYPES), streamId: fc.integer({ min: 1, max: 0xffffffff }) }),
+  ),
+  fc.record({ k: fc.constant('unopened' as const), type: fc.constantFrom(Msg.REQUEST_DATA, Msg.REQUEST_END, Msg.RESET, Msg.WINDOW), gap: fc.integer({ min: 1, max: 1000 }) }),
+  fc.record({ k: fc.constant('reuse' as const), pick: fc.nat() }),
+  fc.constant({ k: 'readyTwice' as const }),
+  fc.constant({ k: 'shutdownDenied' as const }),
+  fc.record({ k: fc.constant('badHead' as const), headers: headersArb, trailing: fc.boolean() }),
+  fc.record({ k: fc.constant('badHeaderField' as const), name: fc.constantFrom('', 'bad name', 'x:y', 'caf\u00e9', 'a\r\nb', '(x)') }),
+  fc.record({ k: fc.constant('windowZero' as const), pick: fc.nat() }),
+  fc.record({ k: fc.constant('windowEarly' as const), pick: fc.nat(), increment: fc.integer({ min: 1, max: 0xffffffff }) }),
+  fc.record({ k: fc.constant('overrun' as const), pick: fc.nat(), extra: fc.integer({ min: 1, max: 1000 }) }),
+);
+
+/** A payload of a length the spec accepts, for frames that must pass the decoder. */
+function validPayloadFor(type: number): Buffer {
+  if (type === Msg.OPEN) return HEAD;
+  if (type === Msg.WINDOW) return u32(1);
+  const s = MESSAGE_SPECS.get(type);
+  return Buffer.alloc(s?.minPayload ?? 0, 0x41);
+}
+
+/** Append the invalid frame(s) to the model's frames; returns the expected reason. */
+function applyBad(m: Model, bad: Bad): RegExp {
+  switch (bad.k) {
+    case 'unknownType':
+      m.frames.push(header(bad.type, bad.length, bad.streamId));
+      return new RegExp(`^unknown message type 0x${bad.type.toString(16)}$`);
+    case 'wrongSide':
+      m.frames.push(header(bad.type, 0, bad.streamId));
+      return /may not be sent by the worker$/;
+    case 'badLength':
+      m.frames.push(header(bad.type, bad.length, MESSAGE_SPECS.get(bad.type)?.onStream ? m.highest + 1 : 0));
+      return new RegExp(`payload of ${bad.length} bytes is outside \\d+\\.\\.\\d+$`);
+    case 'wrongStream':
+      m.frames.push(frame(bad.type, bad.streamId, validPayloadFor(bad.type)));
+      return new RegExp(`on stream ${bad.streamId} is not allowed$`);
+    case 'unopened': {
+      const id = m.highest + bad.gap;
+      m.frames.push(frame(bad.type, id, validPayloadFor(bad.type)));
+      return new RegExp(`^frame for stream ${id}, which was never opened$`);
+    }
+    case 'reuse': {
+      if (m.highest === 0) openStream(m);
+      const id = 1 + (bad.pick % m.highest);
+      m.frames.push(frame(Msg.OPEN, id, HEAD));
+      return new RegExp(`^OPEN reuses stream id ${id}$`);
+    }
+    case 'readyTwice':
+      if (!m.ready) m.frames.push(frame(Msg.READY, 0));
+      m.frames.push(frame(Msg.READY, 0));
+      return /^READY sent twice$/;
+    case 'shutdownDenied':
+      m.frames.push(frame(Msg.SHUTDOWN, 0));
+      return /^SHUTDOWN without --http-shutdown$/;
+    case 'badHead': {
+      const good = encodeHead(bad.headers);
+      let payload: Buffer;
+      if (bad.trailing) {
+        payload = Buffer.concat([good, Buffer.from([0x7a])]);
+      } else {
+        payload = Buffer.from(good);
+        payload.writeUInt16BE(payload.readUInt16BE(0) + 1, 0); // one header more than present
+      }
+      m.frames.push(frame(Msg.OPEN, m.highest + 1, payload));
+      return bad.trailing ? /^trailing bytes after header list$/ : /^truncated header list$/;
+    }
+    case 'badHeaderField':
+      m.frames.push(frame(Msg.OPEN, m.highest + 1, encodeHead(['content-type', 'application/json', bad.name, 'v'])));
+      return /^invalid header field from the worker$/;
+    case 'windowZero': {
+      const id = aLiveStream(m, bad.pick);
+      m.frames.push(frame(Msg.WINDOW, id, u32(0)));
+      return /^WINDOW increment of 0$/;
+    }
+    case 'windowEarly': {
+      // The upstream refuses connections: no response data is ever sent, so no credit may come back.
+      const id = aLiveStream(m, bad.pick);
+      m.frames.push(frame(Msg.WINDOW, id, u32(bad.increment)));
+      return new RegExp(`^WINDOW before any response data on stream ${id}$`);
+    }
+    case 'overrun': {
+      // No credit is ever returned (the upstream never takes the body): one byte past the window is fatal.
+      const id = aLiveStream(m, bad.pick);
+      const s = m.streams.get(id) as StreamModel;
+      let beyond = INITIAL_STREAM_WINDOW - s.sent + bad.extra;
+      while (beyond > 0) {
+        const n = Math.min(beyond, MAX_DATA_PAYLOAD);
+        m.frames.push(frame(Msg.REQUEST_DATA, id, Buffer.alloc(n, 0x62)));
+        s.sent += n;
+        beyond -= n;
+      }
+      return new RegExp(`^stream ${id} sent \\d+ bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window$`);
+    }
+  }
+}
+
+/** After a violation: frames that would be dispatched (and open calls) if the Monitor still listened. */
+const suffixArb = fc.array(
+  fc.oneof(
+    fc.constant('ready' as const),
+    fc.constant('drained' as const),
+    fc.constant('open' as const),
+    fc.constant('startupFailed' as const),
+    bytesArb(256),
+  ),
+  { maxLength: 8 },
+);
+
+function suffixBytes(m: Model, items: ReadonlyArray<'ready' | 'drained' | 'open' | 'startupFailed' | Buffer>): Buffer[] {
+  let next = m.highest + 1;
+  return items.map((item) => {
+    if (item === 'ready') return frame(Msg.READY, 0);
+    if (item === 'drained') return frame(Msg.DRAINED, 0);
+    if (item === 'startupFailed') return frame(Msg.STARTUP_FAILED, 0, Buffer.from('late'));
+    if (item === 'open') return frame(Msg.OPEN, next++, HEAD);
+    return item;
+  });
+}
+
+/** Frames of every kind with loosely valid contents, for the mixed property. */
+const mixedFrameArb: fc.Arbitrary<Buffer> = fc.oneof(
+  { weight: 4, arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(headersArb, junkHeadersArb)).map(([id, h]) => frame(Msg.OPEN, id, encodeHead(h))) },
+  {
+    weight: 4,
+    arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(fc.integer({ min: 0, max: 2048 }), fc.integer({ min: 0, max: 70_000 }))).map(([id, n]) => frame(Msg.REQUEST_DATA, id, Buffer.alloc(n, 0x63))),
+  },
+  { weight: 2, arbitrary: fc.integer({ min: 0, max: 24 }).map((id) => frame(Msg.REQUEST_END, id)) },
+  { weight: 2, arbitrary: fc.integer({ min: 0, max: 24 }).map((id) => frame(Msg.RESET, id)) },
+  { weight: 3, arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(fc.integer({ min: 0, max: 300_000 }), u32Arb)).map(([id, inc]) => frame(Msg.WINDOW, id, u32(inc))) },
+  { weight: 1, arbitrary: fc.constantFrom(Msg.READY, Msg.DRAINED, Msg.SHUTDOWN).map((t) => frame(t, 0)) },
+  { weight: 1, arbitrary: bytesArb(1100).map((b) => frame(Msg.STARTUP_FAILED, 0, b)) },
+  { weight: 1, arbitrary: randomSegmentArb },
+);
+
+// ------------------------------------------------------------------ the properties
+
+function authHeaderFor(key: string): AuthHeader {
+  const bytes = Buffer.from(`${key}\n`);
+  let given = false;
+  return readAuthHeader((buffer, offset, length) => {
+    if (given) return 0;
+    given = true;
+    return bytes.copy(buffer, offset, 0, Math.min(length, bytes.length));
+  });
+}
+
+describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout: 120_000 }, () => {
+  let closedPort: ClosedPort;
+  let mock: ControlledUpstream;
+  let auth: AuthHeader;
+  /** An upstream that refuses every connection: calls fail, request halves stay as the worker leaves them. */
+  let refusing: Upstream;
+  /** A real upstream that answers with a body larger than one credit window. */
+  let answering: Upstream;
+  let totalRuns = 0;
+  let seedOffset = 0;
+
+  before(async () => {
+    closedPort = reserveClosedPort();
+    mock = await ControlledUpstream.start((ex) => {
+      void ex.body.then(() => {
+        if (ex.res.destroyed) return;
+        ex.res.writeHead(200, { 'content-type': 'text/event-stream' });
+        ex.res.write(Buffer.alloc(300 * 1024, 0x64));
+        ex.res.end('done');
+      });
+    });
+    auth = authHeaderFor(TEST_KEY);
+    refusing = new Upstream(new URL(`http://127.0.0.1:${closedPort.port}/v1/responses`), auth, 5_000);
+    answering = new Upstream(new URL(mock.url()), auth, 5_000);
+  });
+
+  after(async () => {
+    await refusing?.close();
+    await answering?.close();
+    await mock?.close();
+    closedPort?.release();
+    auth?.destroy();
+  });
+
+  /** fc.assert with a printed, reproducible seed (one per property, derived from SEED). */
+  async function check<T>(t: { diagnostic(msg: string): void }, name: string, arb: fc.Arbitrary<T>, numRuns: number, predicate: (value: T) => Promise<void>): Promise<void> {
+    const seed = (SEED + seedOffset++) % 0x7fffffff;
+    numRuns *= RUNS_FACTOR;
+    t.diagnostic(`${name}: ${numRuns} runs, seed ${seed} (whole file: FC_SEED=${SEED})`);
+    const startedAt = Date.now();
+    resetStats();
+    await fc.assert(fc.asyncProperty(arb, predicate), { numRuns, seed, endOnFailure: !SHRINK, includeErrorInReport: true });
+    totalRuns += numRuns;
+    t.diagnostic(
+      `${name}: passed in ${Date.now() - startedAt} ms; ${stats.cases} cases, ${stats.bytes} bytes read, ${stats.frames} frames dispatched, ` +
+        `${stats.violations} violations, max decoder buffer ${stats.maxBuffered} B, max open calls ${stats.maxOpenCalls}`,
+    );
+  }
+
+  test('random bytes: never throws, at most one violation, bounded memory, deaf after a violation', { timeout: 60_000 }, async (t) => {
+    const arb = fc.record({ segments: fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' }), chunking: chunkingArb });
+    await check(t, 'random bytes', arb, 700, async ({ segments, chunking }) => {
+      const report = await runCase(refusing, split(Buffer.concat(segments), chunking.cuts), { stepwise: chunking.stepwise });
+      checkInvariants(report);
+    });
+  });
+
+  test('valid frame sequences, arbitrarily chunked: no violation, every frame dispatched once, every event delivered', { timeout: 60_000 }, async (t) => {
+    const arb = fc.record({ ops: fc.array(opArb, { maxLength: 40, size: 'max' }), httpShutdown: fc.boolean(), chunking: chunkingArb });
+    await check(t, 'valid sequences', arb, 500, async ({ ops, httpShutdown, chunking }) => {
+      const m = newModel();
+      applyValidOps(m, ops, httpShutdown);
+      const report = await runCase(refusing, split(Buffer.concat(m.frames), chunking.cuts), { httpShutdown, stepwise: chunking.stepwise });
+      checkInvariants(report);
+      assert.deepEqual(report.violations, [], 'a valid sequence was refused');
+      assert.equal(report.dispatched, m.frames.length, 'every frame dispatched exactly once');
+      assert.deepEqual(report.events, m.expected, 'events delivered');
+      assert.equal(report.finalBuffered, 0, 'nothing left in the decoder after whole frames');
+      // Open request halves are always tracked; reset streams never are; ended ones until their response half closes.
+      const live = liveStreams(m).length;
+      const endedOnly = [...m.streams.values()].filter((s) => s.ended && !s.reset).length;
+      assert.ok(report.finalOpenCalls >= live && report.finalOpenCalls <= live + endedOnly, `${report.finalOpenCalls} open calls; ${live} live, ${endedOnly} ended`);
+    });
+  });
+
+  test('a valid prefix, then one invalid frame, then more input: exactly one violation with the right reason, the rest ignored', { timeout: 60_000 }, async (t) => {
+    const arb = fc.record({ ops: fc.array(opArb, { maxLength: 30, size: 'max' }), bad: badArb, suffix: suffixArb, chunking: chunkingArb });
+    await check(t, 'invalid frame', arb, 700, async ({ ops, bad, suffix, chunking }) => {
+      const m = newModel();
+      applyValidOps(m, ops, false);
+      const reason = applyBad(m, bad);
+      const bytes = Buffer.concat([...m.frames, ...suffixBytes(m, suffix)]);
+      const report = await runCase(refusing, split(bytes, chunking.cuts), { stepwise: chunking.stepwise });
+      checkInvariants(report);
+      assert.equal(report.violations.length, 1, `exactly one violation for ${bad.k}; got ${JSON.stringify(report.violations)}`);
+      assert.match(report.violations[0] as string, reason);
+    });
+  });
+
+  test('floods of OPENs: the 1025th open stream is a violation, never more than 1024 calls; opened-and-reset streams never accumulate', { timeout: 60_000 }, async (t) => {
+    const held = fc.record({ n: fc.oneof(fc.integer({ min: 1, max: 1100 }), fc.integer({ min: 1020, max: 1100 })), chunking: chunkingArb });
+    await check(t, 'flood of held OPENs', held, 24, async ({ n, chunking }) => {
+      const frames: Buffer[] = [];
+      for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
+      frames.push(frame(Msg.READY, 0)); // must be ignored after a violation
+      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), { stepwise: chunking.stepwise });
+      checkInvariants(report);
+      if (n > MAX_OPEN_STREAMS) {
+        assert.deepEqual(report.violations, [`more than ${MAX_OPEN_STREAMS} open streams`]);
+        assert.equal(report.maxOpenCalls, MAX_OPEN_STREAMS);
+        assert.equal(report.events.ready, 0);
+      } else {
+        assert.deepEqual(report.violations, []);
+        assert.equal(report.finalOpenCalls, n, 'every open request half is tracked');
+        assert.equal(report.events.ready, 1);
+      }
+    });
+    const churn = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS + 1, max: 1400 }), chunking: chunkingArb });
+    await check(t, 'flood of OPEN+RESET', churn, 16, async ({ n, chunking }) => {
+      const frames: Buffer[] = [];
+      for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));
+      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), { stepwise: chunking.stepwise });
+      checkInvariants(report);
+      assert.deepEqual(report.violations, [], 'streams that were reset do not count as open');
+      assert.ok(report.maxOpenCalls <= 1, `reset calls were not forgotten (max ${report.maxOpenCalls})`);
+      assert.equal(report.finalOpenCalls, 0);
+    });
+  });
+
+  test('mixed valid and invalid frames against a real answering upstream: the invariants hold', { timeout: 60_000 }, async (t) => {
+    const itemArb = fc.oneof(
+      { weight: 8, arbitrary: opArb.map((op) => ({ op })) },
+      { weight: 3, arbitrary: fc.record({ window: fc.nat(), increment: fc.oneof(fc.integer({ min: 1, max: 300_000 }), u32Arb) }) },
+      { weight: 1, arbitrary: mixedFrameArb.map((noise) => ({ noise })) },
+    );
+    const arb = fc.record({ items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }), httpShutdown: fc.boolean(), delayMs: fc.integer({ min: 0, max: 1 }) });
+    await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs }) => {
+      // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
+      const m = newModel();
+      const chunks: Buffer[] = [];
+      for (const item of items) {
+        const before = m.frames.length;
+        if ('op' in item) applyValidOps(m, [item.op], httpShutdown);
+        else if ('noise' in item) m.frames.push(item.noise);
+        else if (m.highest > 0) m.frames.push(frame(Msg.WINDOW, 1 + (item.window % m.highest), u32(item.increment)));
+        if (m.frames.length > before) chunks.push(Buffer.concat(m.frames.slice(before)));
+      }
+      const report = await runCase(answering, chunks, { httpShutdown, stepwise: true, delayMs });
+      checkInvariants(report);
+    });
+  });
+
+  test('at least 2000 cases ran in this file', { timeout: 5_000 }, (t) => {
+    t.diagnostic(`total fast-check runs: ${totalRuns}; FC_SEED=${SEED}`);
+    assert.ok(totalRuns >= 2000, `only ${totalRuns} runs`);
+  });
+});
