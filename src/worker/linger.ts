@@ -14,17 +14,23 @@ const LINGER_MAX_MS = 5_000;
 export function drainThenClose(req: IncomingMessage): void {
   if (req.complete) return;
   const socket = req.socket;
-  socket.destroySoon = () => void socket.end();
+  let closing = false;
+  socket.destroySoon = () => {
+    closing = true;
+    socket.end();
+  };
   let drained = 0;
   const timer = setTimeout(() => socket.destroy(), LINGER_MAX_MS);
   timer.unref();
-  const discard = (chunk: Buffer): void => {
+  req.on('data', (chunk: Buffer) => {
     drained += chunk.length;
     if (drained > LINGER_MAX_BYTES) socket.destroy();
-  };
-  req.on('data', discard);
-  socket.on('data', discard);
-  socket.once('end', () => socket.destroy());
+  });
+  // The whole body is read: nothing unread is left to cause a reset.
+  req.once('end', () => {
+    clearTimeout(timer);
+    if (closing) socket.destroy();
+  });
   socket.once('close', () => clearTimeout(timer));
   req.resume();
 }
