@@ -1,0 +1,149 @@
+// What the load client talks to: `ours` (this proxy, both processes),
+// `original` (the pinned @openai/codex's native responses-api-proxy), or
+// `direct` (the mock upstream itself, the client adding Authorization).
+// Proxies are started and stopped by pid.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { processTree } from './procTree.js';
+import { sleep } from './common.js';
+
+export type TargetName = 'direct' | 'ours' | 'original';
+
+export interface Target {
+  readonly name: TargetName;
+  readonly port: number;
+  /** Root of the proxy's process tree; null for direct. */
+  readonly pid: number | null;
+  /** Headers the client adds (Authorization for direct). */
+  readonly headers: Record<string, string>;
+  /** warn/error lines the proxy logged so far, and its last stderr lines. */
+  readonly log: { warnOrWorse: number; tail: string[] };
+  stop(): Promise<void>;
+}
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const OURS_MAIN = join(REPO, 'dist/src/supervisor/main.js');
+const LISTENING = /responses-api-proxy listening on 127\.0\.0\.1:(\d+)/;
+
+/** The native binary of the pinned @openai/codex, or its node wrapper, or null. */
+export function originalCommand(): { file: string; args: string[]; native: boolean } | null {
+  const triples: Record<string, string> = { x64: 'x86_64-unknown-linux-musl', arm64: 'aarch64-unknown-linux-musl' };
+  const triple = triples[process.arch];
+  if (triple !== undefined) {
+    const native = join(REPO, `node_modules/@openai/codex-linux-${process.arch}/vendor/${triple}/bin/codex`);
+    if (existsSync(native)) return { file: native, args: ['responses-api-proxy'], native: true };
+  }
+  const wrapper = join(REPO, 'node_modules/.bin/codex');
+  if (existsSync(wrapper)) return { file: wrapper, args: ['responses-api-proxy'], native: false };
+  return null;
+}
+
+/** Every child started here, so an interrupted run can still stop them by pid. */
+export const started = new Set<ChildProcess>();
+
+export function killTree(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  for (const pid of processTree(child.pid).reverse()) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) {
+    started.delete(child);
+    return;
+  }
+  const pid = child.pid as number;
+  const descendants = processTree(pid).filter((p) => p !== pid);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const inTime = await Promise.race([exited.then(() => true), sleep(4000).then(() => false)]);
+  if (!inTime) child.kill('SIGKILL');
+  await Promise.race([exited, sleep(2000)]);
+  for (const p of descendants) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // gone with its parent, as it should be
+    }
+  }
+  started.delete(child);
+}
+
+function startProxy(name: TargetName, file: string, args: string[], env: NodeJS.ProcessEnv, key: string, cleanup: () => void): Promise<Target> {
+  const child = spawn(file, args, { stdio: ['pipe', 'ignore', 'pipe'], env });
+  started.add(child);
+  const log = { warnOrWorse: 0, tail: [] as string[] };
+  let stderr = '';
+  let port = 0;
+  child.stdin?.on('error', () => {});
+  child.stdin?.end(`${key}\n`);
+  return new Promise<Target>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      void stopChild(child).then(cleanup);
+      reject(new Error(`${name} did not listen within 15 s:\n${stderr.slice(-2000)}`));
+    }, 15_000);
+    child.on('exit', (code, signal) => {
+      if (port === 0) {
+        clearTimeout(timer);
+        cleanup();
+        reject(new Error(`${name} exited (${code ?? signal}) before listening:\n${stderr.slice(-2000)}`));
+      }
+    });
+    child.stderr?.setEncoding('latin1').on('data', (s: string) => {
+      stderr = (stderr + s).slice(-8192);
+      for (const line of s.split('\n')) {
+        if (line === '') continue;
+        if (/"level":(4|5|6)\d/.test(line) || /\b(WARN|ERROR)\b/.test(line)) log.warnOrWorse++;
+      }
+      log.tail = stderr.split('\n').slice(-6);
+      if (port !== 0) return;
+      const m = LISTENING.exec(stderr);
+      if (m === null) return;
+      port = Number(m[1]);
+      clearTimeout(timer);
+      resolve({
+        name,
+        port,
+        pid: child.pid as number,
+        headers: {},
+        log,
+        stop: async () => {
+          await stopChild(child);
+          cleanup();
+        },
+      });
+    });
+  });
+}
+
+/** `nodeFlags` go to the supervisor only (e.g. --cpu-prof); the worker is spawned with its own. */
+export function startOurs(upstreamUrl: string, key: string, extraArgs: readonly string[], nodeFlags: readonly string[] = []): Promise<Target> {
+  const args = [...nodeFlags, OURS_MAIN, '--upstream-url', upstreamUrl, ...extraArgs];
+  return startProxy('ours', process.execPath, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+}
+
+export function oursCommandLine(upstreamUrl: string, extraArgs: readonly string[]): string {
+  return ['node', 'dist/src/supervisor/main.js', '--upstream-url', upstreamUrl, ...extraArgs].join(' ');
+}
+
+export function startOriginal(upstreamUrl: string, key: string): Promise<Target> {
+  const cmd = originalCommand();
+  if (cmd === null) return Promise.reject(new Error('the original is not installed'));
+  // The original wants a CODEX_HOME it can write to; a fresh one per start.
+  const home = mkdtempSync(join(tmpdir(), 'rap-bench-codex-home-'));
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, RUST_LOG: 'error' };
+  return startProxy('original', cmd.file, [...cmd.args, '--upstream-url', upstreamUrl], env, key, () => rmSync(home, { recursive: true, force: true }));
+}
+
+export function direct(port: number, key: string): Target {
+  return { name: 'direct', port, pid: null, headers: { authorization: `Bearer ${key}` }, log: { warnOrWorse: 0, tail: [] }, stop: async () => {} };
+}
