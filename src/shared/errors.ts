@@ -40,3 +40,12 @@ export function errnoCode(err: unknown): string | undefined {
   if (err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
   return undefined;
 }
+
+/** A protection layer (supervisor hardening, worker sandbox) is not in force: startup fails closed. */
+export class LayerMissingError<Layer extends string> extends ProxyError {
+  readonly layer: Layer;
+  constructor(code: string, what: string, layer: Layer, reason: string) {
+    super(code, `${what}: ${layer} is not in force: ${reason} (pass --allow-weaker-sandbox to run without it)`);
+    this.layer = layer;
+  }
+}

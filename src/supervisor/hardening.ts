@@ -9,7 +9,7 @@
 // Both are read back (PR_GET_DUMPABLE, getrlimit) so the report states what is
 // in force, not what was asked for.
 
-import { ProxyError } from '../shared/errors.js';
+import { LayerMissingError } from '../shared/errors.js';
 import { RLIMIT_CORE, formatRlimitValue, getDumpable, getrlimit, setDumpable, setrlimit } from '../shared/libc.js';
 
 export type HardeningLayer = 'not_dumpable' | 'no_core';
@@ -29,12 +29,10 @@ export interface HardeningReport {
   readonly missing: readonly { readonly layer: HardeningLayer; readonly reason: string }[];
 }
 
-export class HardeningError extends ProxyError {
-  readonly layer: HardeningLayer;
+export class HardeningError extends LayerMissingError<HardeningLayer> {
   constructor(layer: HardeningLayer, reason: string) {
-    super('ERR_HARDENING', `supervisor hardening: ${layer} is not in force: ${reason} (pass --allow-weaker-sandbox to run without it)`);
+    super('ERR_HARDENING', 'supervisor hardening', layer, reason);
     this.name = 'HardeningError';
-    this.layer = layer;
   }
 }
 

@@ -13,7 +13,7 @@
 
 import { readProcStatus } from '../shared/procStatus.js';
 import { constants as osConstants } from 'node:os';
-import { ProxyError } from '../shared/errors.js';
+import { LayerMissingError } from '../shared/errors.js';
 export { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
 import {
   LibcError,
@@ -55,12 +55,10 @@ export interface SandboxLayers {
 }
 
 /** A sandbox layer could not be installed; `layer` says which one. */
-export class SandboxError extends ProxyError {
-  readonly layer: SandboxLayer;
+export class SandboxError extends LayerMissingError<SandboxLayer> {
   constructor(layer: SandboxLayer, reason: string) {
-    super('ERR_SANDBOX', `worker sandbox: ${layer} is not in force: ${reason} (pass --allow-weaker-sandbox to run without it)`);
+    super('ERR_SANDBOX', 'worker sandbox', layer, reason);
     this.name = 'SandboxError';
-    this.layer = layer;
   }
 }
 
