@@ -75,7 +75,8 @@ export class ClientStream {
       this.res.writeHead(status, withoutHopByHop(headers, NOT_MIRRORED));
       this.res.flushHeaders();
     } catch (err) {
-      this.log.warn({ stream: this.id, err: (err as Error).message }, 'upstream response head rejected');
+      // The code only: Node's message quotes the offending header value (a cookie, say).
+      this.log.warn({ stream: this.id, code: (err as NodeJS.ErrnoException).code }, 'upstream response head rejected');
       this.abort('upstream response head rejected');
     }
   }
