@@ -284,7 +284,9 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
     const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
     try {
       assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
-      rmSync(dir, { recursive: true, force: true });
+      // Let the first pair land, so the removal does not race the worker's own writes.
+      assert.ok(await waitFor(() => dumpFiles(dir).length === 2, 5_000), 'the first exchange was dumped');
+      rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 20 });
       for (let i = 0; i < 3; i++) assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
       await waitFor(() => proxy.stderr.includes('cannot write dump files'), 2_000);
       const complaints = proxy.stderr.split('\n').filter((l) => l.includes('cannot write dump files'));
