@@ -146,11 +146,7 @@ describe('faults', { timeout: 120_000 }, () => {
   });
 
   after(async () => {
-    for (const proxy of proxies) {
-      for (const pid of proxy.exitStatus === null ? childPids(proxy.pid) : []) strayPids.add(pid);
-      await proxy.stop('SIGKILL', 2_000);
-    }
-    strayPids.killAll();
+    await strayPids.stopAll(proxies);
     await upstream?.close();
     if (root) rmSync(root, { recursive: true, force: true });
   });

@@ -3,7 +3,7 @@
 // unrelated process that reused a pid after ours exited.
 
 import { readFileSync } from 'node:fs';
-import { killQuietly } from './proxyProcess.js';
+import { childPids, killQuietly, type ProxyProcess } from './proxyProcess.js';
 
 /** The process's start time in clock ticks since boot, or null if it is gone. */
 export function startTime(pid: number): string | null {
@@ -23,6 +23,15 @@ export class StrayPids {
     if (this.known.has(pid)) return;
     const start = startTime(pid);
     if (start !== null) this.known.set(pid, start);
+  }
+
+  /** Stop every proxy by pid (SIGKILL) and then any worker it left behind. */
+  async stopAll(proxies: readonly ProxyProcess[]): Promise<void> {
+    for (const proxy of proxies) {
+      for (const pid of proxy.exitStatus === null ? childPids(proxy.pid) : []) this.add(pid);
+      await proxy.stop('SIGKILL', 2_000);
+    }
+    this.killAll();
   }
 
   /** SIGKILL each remembered process that is still the same process. */

@@ -303,11 +303,7 @@ describe('soak', { timeout: 180_000, concurrency: true }, () => {
   });
 
   after(async () => {
-    for (const proxy of proxies) {
-      for (const pid of proxy.exitStatus === null ? childPids(proxy.pid) : []) strayPids.add(pid);
-      await proxy.stop('SIGKILL', 2_000);
-    }
-    strayPids.killAll();
+    await strayPids.stopAll(proxies);
     await upstream?.close();
   });
 
