@@ -157,7 +157,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
       violated = true;
     },
   };
-  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, options.httpShutdown ?? false, false, silentLog, events);
+  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: null }, silentLog, events);
   const internals = monitor as unknown as MonitorInternals;
   const realDispatch = internals.dispatch.bind(monitor);
   internals.dispatch = (type, streamId, payload) => {

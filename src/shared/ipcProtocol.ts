@@ -23,6 +23,8 @@ export const INITIAL_STREAM_WINDOW = 256 * 1024;
 /** Request or response head: status and header list. */
 export const MAX_HEAD_PAYLOAD = 64 * 1024;
 const MAX_CONFIG_PAYLOAD = 64 * 1024;
+/** RFC 6455: a close frame's reason fits 123 bytes. */
+export const MAX_CLOSE_REASON = 123;
 
 export const Msg = {
   // worker -> supervisor
@@ -33,9 +35,18 @@ export const Msg = {
   OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
+  WS_OPEN: 0x0a, //          stream (--websocket only): a GET /v1/responses upgrade head (client header list)
   // either direction
   RESET: 0x06, //            stream: abandon it (client gone / upstream failed mid-stream)
   WINDOW: 0x07, //           stream: u32 more bytes of credit for the peer
+  // WebSocket streams: a message travels as *_PART frames and one *_END frame
+  // (a message of up to MAX_DATA_PAYLOAD bytes, even 0, is a single *_END),
+  // counted against the same credit as body bytes.
+  WS_TEXT_PART: 0x0b, //     stream: part of a text message, more follows
+  WS_TEXT_END: 0x0c, //      stream: last part of a text message
+  WS_BINARY_PART: 0x0d, //   stream: part of a binary message, more follows
+  WS_BINARY_END: 0x0e, //    stream: last part of a binary message
+  WS_CLOSE: 0x0f, //         stream: this side's socket closed: u16 code + UTF-8 reason (what its peer said)
   // supervisor -> worker
   CONFIG: 0x81, //           JSON WorkerConfig, first frame the worker receives
   RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
@@ -80,6 +91,12 @@ export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
   [Msg.RESPONSE_DATA, spec('RESPONSE_DATA', 'supervisor', true, 1, MAX_DATA_PAYLOAD)],
   [Msg.RESPONSE_END, spec('RESPONSE_END', 'supervisor', true, 0, 0)],
   [Msg.REQUEST_SCANNED, spec('REQUEST_SCANNED', 'supervisor', true, 3, MAX_HEAD_PAYLOAD)],
+  [Msg.WS_OPEN, spec('WS_OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
+  [Msg.WS_TEXT_PART, spec('WS_TEXT_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],
+  [Msg.WS_TEXT_END, spec('WS_TEXT_END', 'either', true, 0, MAX_DATA_PAYLOAD)],
+  [Msg.WS_BINARY_PART, spec('WS_BINARY_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],
+  [Msg.WS_BINARY_END, spec('WS_BINARY_END', 'either', true, 0, MAX_DATA_PAYLOAD)],
+  [Msg.WS_CLOSE, spec('WS_CLOSE', 'either', true, 2, 2 + MAX_CLOSE_REASON)],
 ]);
 
 export function messageName(type: number): string {

@@ -21,6 +21,15 @@ export interface WorkerConfig {
   readonly allowWeakerSandbox: boolean;
   /** Capabilities are expected (--uid 0 was asked for explicitly). */
   readonly allowCapabilities: boolean;
+  /** --websocket: serve GET /v1/responses upgrades; null when off. */
+  readonly webSocket: WebSocketLimits | null;
+}
+
+export interface WebSocketLimits {
+  /** --ws-max-message-bytes */
+  readonly maxMessageBytes: number;
+  /** --ws-idle-timeout: close a socket with no message either way for this long. */
+  readonly idleTimeoutMs: number;
 }
 
 export function encodeWorkerConfig(config: WorkerConfig): Buffer {
@@ -39,6 +48,8 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
   if (typeof c.allowWeakerSandbox !== 'boolean' || typeof c.allowCapabilities !== 'boolean') throw new ProtocolError('CONFIG sandbox');
   if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
+  const ws = c.webSocket as Record<string, unknown> | null;
+  if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');
   return {
     httpShutdown: c.httpShutdown,
     logLevel: c.logLevel as LogLevel,
@@ -49,6 +60,7 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     dumpSequenceStart: c.dumpSequenceStart as number,
     allowWeakerSandbox: c.allowWeakerSandbox,
     allowCapabilities: c.allowCapabilities,
+    webSocket: ws === null ? null : { maxMessageBytes: ws.maxMessageBytes as number, idleTimeoutMs: ws.idleTimeoutMs as number },
   };
 }
 

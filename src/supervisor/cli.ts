@@ -5,6 +5,7 @@ import mri from 'mri';
 import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
 import { UsageError } from '../shared/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
+import type { WebSocketLimits } from '../shared/workerConfig.js';
 
 export interface ProxyOptions {
   /** 0 = let the kernel choose. */
@@ -23,6 +24,8 @@ export interface ProxyOptions {
   readonly gid: string | undefined;
   readonly allowWeakerSandbox: boolean;
   readonly checkSandbox: boolean;
+  /** --websocket and its limits, or null. */
+  readonly webSocket: WebSocketLimits | null;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -42,7 +45,15 @@ Options:
   --dump-dir <DIR>       Write each request/response pair as JSON files into DIR
   --dump-max-bytes <N>   Keep at most N bytes of each dumped body (default: 16777216)
   --max-body-bytes <N>   Answer 413 to request bodies over N bytes (default: 67108864)
-  --max-concurrent <N>   Answer 503 beyond N open requests (default: 256)
+  --max-concurrent <N>   Answer 503 beyond N open requests and WebSockets (default: 256)
+  --websocket            Also relay the Responses API WebSocket mode: a GET
+                         /v1/responses upgrade opens a WebSocket to the upstream
+                         URL (ws/wss), the key injected the same way
+  --ws-max-message-bytes <N>
+                         Close a WebSocket (1009) whose peer sends a message over
+                         N bytes (default: 67108864)
+  --ws-idle-timeout <S>  Close a WebSocket (1001) after S seconds without a message
+                         either way (default: 300)
   --upstream-timeout <S> Seconds to wait for the upstream's response headers, and
                          between body chunks (default: 300)
   --shutdown-timeout <S> Seconds in-flight requests may take to finish after
@@ -70,9 +81,11 @@ const STRING_FLAGS = [
   'shutdown-timeout',
   'uid',
   'gid',
+  'ws-max-message-bytes',
+  'ws-idle-timeout',
 ] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
-const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'help', 'version'] as const;
+const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'help', 'version'] as const;
 
 /** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
 function joinDashValues(argv: readonly string[]): string[] {
@@ -96,7 +109,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
     string: [...STRING_FLAGS],
     boolean: [...BOOLEAN_FLAGS],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
-    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 3)].map((f) => [f, []])) },
+    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 4)].map((f) => [f, []])) },
     unknown: (flag) => {
       unknown = flag;
     },
@@ -133,8 +146,19 @@ export function parseCommandLine(argv: readonly string[]): Command {
       gid: one('gid'),
       allowWeakerSandbox: args['allow-weaker-sandbox'] === true,
       checkSandbox: args['check-sandbox'] === true,
+      webSocket: parseWebSocket(args.websocket === true, one('ws-max-message-bytes'), one('ws-idle-timeout')),
     },
   };
+}
+
+function parseWebSocket(enabled: boolean, maxMessageBytes: string | undefined, idleTimeout: string | undefined): WebSocketLimits | null {
+  const limits = {
+    maxMessageBytes: parseCount('ws-max-message-bytes', maxMessageBytes, 64 * 1024 * 1024, 1),
+    idleTimeoutMs: parseSeconds('ws-idle-timeout', idleTimeout, 300),
+  };
+  if (enabled) return limits;
+  if (maxMessageBytes !== undefined || idleTimeout !== undefined) throw new UsageError(`--ws-max-message-bytes and --ws-idle-timeout need --websocket`);
+  return null;
 }
 
 function parsePort(text: string | undefined): number {

@@ -36,12 +36,12 @@ export class KeySplicer {
     return (opts, callback) =>
       connect(opts, (err, socket) => {
         if (err !== null) return callback(err, null);
-        this.wrap(socket as Socket);
-        callback(null, socket);
+        callback(null, this.wrap(socket as Socket));
       });
   }
 
-  private wrap(socket: Socket): void {
+  /** Splice the key into the request head written on `socket` (also used for the WebSocket handshake). */
+  wrap<S extends Socket>(socket: S): S {
     const write = socket.write.bind(socket) as (chunk: string | Buffer, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback) => boolean;
     socket.write = ((chunk: unknown, encoding?: unknown, cb?: unknown): boolean => {
       if (typeof chunk === 'string') {
@@ -53,6 +53,7 @@ export class KeySplicer {
       }
       return write(chunk as string, encoding as BufferEncoding, cb as WriteCallback);
     }) as Socket['write'];
+    return socket;
   }
 
   private spliceWrite(write: (chunk: Buffer, cb?: WriteCallback) => boolean, head: string, at: number, done?: WriteCallback): boolean {

@@ -9,6 +9,7 @@ import { ProtocolError } from '../shared/errors.js';
 import { FrameDecoder, Msg, decodeHead, decodeWindowIncrement, messageName, type FrameWriter, type MsgType } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { UpstreamCall, type Upstream } from './upstream.js';
+import { UpstreamSocket } from './upstreamSocket.js';
 
 export interface MonitorEvents {
   onReady(): void;
@@ -20,8 +21,20 @@ export interface MonitorEvents {
 
 type Handler = (streamId: number, payload: Buffer) => void;
 
+export interface MonitorOptions {
+  /** GET /shutdown is allowed (--http-shutdown). */
+  readonly httpShutdown: boolean;
+  /** Look for the key in requests (for dump redaction, only with --dump-dir). */
+  readonly scanRequests: boolean;
+  /** --websocket: the largest message; null when WebSocket mode is off. */
+  readonly webSocketMaxMessageBytes: number | null;
+}
+
+type Stream = UpstreamCall | UpstreamSocket;
+const MESSAGE_FRAMES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END] as const;
+
 export class Monitor {
-  private readonly calls = new Map<number, UpstreamCall>();
+  private readonly calls = new Map<number, Stream>();
   private readonly decoder = new FrameDecoder('worker', (type, streamId, payload) => this.dispatch(type, streamId, payload));
   private highestStreamId = 0;
   private ready = false;
@@ -33,17 +46,19 @@ export class Monitor {
     [Msg.DRAINED, () => this.events.onDrained()],
     [Msg.STARTUP_FAILED, (_id, payload) => this.events.onStartupFailed(printable(payload))],
     [Msg.OPEN, (id, payload) => this.onOpen(id, payload)],
-    [Msg.REQUEST_DATA, (id, payload) => this.call(id)?.onRequestData(payload)],
-    [Msg.REQUEST_END, (id) => this.call(id)?.onRequestEnd()],
+    [Msg.REQUEST_DATA, (id, payload) => this.call(id, UpstreamCall)?.onRequestData(payload)],
+    [Msg.REQUEST_END, (id) => this.call(id, UpstreamCall)?.onRequestEnd()],
     [Msg.RESET, (id) => this.call(id)?.cancel()],
     [Msg.WINDOW, (id, payload) => this.call(id)?.onWindow(decodeWindowIncrement(payload))],
+    [Msg.WS_OPEN, (id, payload) => this.onWebSocketOpen(id, payload)],
+    ...MESSAGE_FRAMES.map((type): [number, Handler] => [type, (id, payload) => this.call(id, UpstreamSocket)?.onMessageFrame(type, payload)]),
+    [Msg.WS_CLOSE, (id, payload) => this.call(id, UpstreamSocket)?.onWorkerClose(payload)],
   ]);
 
   constructor(
     private readonly writer: FrameWriter,
     private readonly upstream: Upstream,
-    private readonly httpShutdown: boolean,
-    private readonly scanRequests: boolean,
+    private readonly options: MonitorOptions,
     private readonly log: Logger,
     private readonly events: MonitorEvents,
   ) {}
@@ -67,9 +82,12 @@ export class Monitor {
     return this.highestStreamId;
   }
 
-  /** Abort every upstream call (the worker is gone or the proxy is stopping). */
+  /** Abort every upstream call, close every upstream socket "going away" (the worker is gone or the proxy is stopping). */
   cancelAll(): void {
-    for (const call of [...this.calls.values()]) call.cancel();
+    for (const call of [...this.calls.values()]) {
+      if (call instanceof UpstreamSocket) call.cancel(true);
+      else call.cancel();
+    }
   }
 
   private dispatch(type: MsgType, streamId: number, payload: Buffer): void {
@@ -87,10 +105,18 @@ export class Monitor {
     this.events.onViolation(reason);
   }
 
-  /** A live call, null for a stream that already ended here (late frames are normal). */
-  private call(streamId: number): UpstreamCall | null {
+  /**
+   * A live stream (of the given kind: an HTTP frame on a WebSocket stream is a
+   * violation), null for one that already ended here (late frames are normal).
+   */
+  private call(streamId: number): Stream | null;
+  private call<K extends Stream>(streamId: number, kind: abstract new (...args: never[]) => K): K | null;
+  private call(streamId: number, kind?: abstract new (...args: never[]) => Stream): Stream | null {
     const call = this.calls.get(streamId);
-    if (call !== undefined) return call;
+    if (call !== undefined) {
+      if (kind !== undefined && !(call instanceof kind)) throw new ProtocolError(`frame of the wrong kind for stream ${streamId}`);
+      return call;
+    }
     if (streamId <= this.highestStreamId) return null;
     throw new ProtocolError(`frame for stream ${streamId}, which was never opened`);
   }
@@ -102,23 +128,38 @@ export class Monitor {
   }
 
   private onShutdown(): void {
-    if (!this.httpShutdown) throw new ProtocolError('SHUTDOWN without --http-shutdown');
+    if (!this.options.httpShutdown) throw new ProtocolError('SHUTDOWN without --http-shutdown');
     this.events.onShutdownRequest();
   }
 
   private onOpen(streamId: number, payload: Buffer): void {
+    const headers = this.newStream(streamId, payload);
+    this.calls.set(streamId, new UpstreamCall(streamId, headers, this.callContext()));
+  }
+
+  private onWebSocketOpen(streamId: number, payload: Buffer): void {
+    const maxMessageBytes = this.options.webSocketMaxMessageBytes;
+    if (maxMessageBytes === null) throw new ProtocolError('WS_OPEN without --websocket');
+    const headers = this.newStream(streamId, payload);
+    this.calls.set(streamId, new UpstreamSocket(streamId, headers, { ...this.callContext(), maxMessageBytes }));
+  }
+
+  /** Checks shared by every kind of stream; returns the client's header list. */
+  private newStream(streamId: number, payload: Buffer): string[] {
     if (streamId <= this.highestStreamId) throw new ProtocolError(`OPEN reuses stream id ${streamId}`);
     if (this.calls.size >= MAX_OPEN_STREAMS) throw new ProtocolError(`more than ${MAX_OPEN_STREAMS} open streams`);
     this.highestStreamId = streamId;
-    const { headers } = decodeHead(payload, false);
-    const call = new UpstreamCall(streamId, headers, {
+    return decodeHead(payload, false).headers;
+  }
+
+  private callContext() {
+    return {
       writer: this.writer,
       upstream: this.upstream,
       log: this.log,
-      scanRequests: this.scanRequests,
-      onDone: (id) => this.calls.delete(id),
-    });
-    this.calls.set(streamId, call);
+      scanRequests: this.options.scanRequests,
+      onDone: (id: number) => this.calls.delete(id),
+    };
   }
 }
 

@@ -86,6 +86,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       dumpSequenceStart: 1,
       allowWeakerSandbox: options.allowWeakerSandbox,
       allowCapabilities: identity.uid === 0,
+      webSocket: options.webSocket,
     },
     worker: {
       entry: workerEntry,

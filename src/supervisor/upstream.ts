@@ -24,17 +24,23 @@ export class Upstream {
   /** Path and query of the upstream URL, kept as given (Azure's ?api-version=...). */
   readonly path: string;
   readonly host: string;
-  /** The Authorization value undici sees; the key is spliced in below it. */
+  /** The Authorization value undici (and ws) sees; the key is spliced in below it. */
   readonly authorizationPlaceholder: string;
+  /** --websocket: the upstream URL with ws/wss for http/https, query kept. */
+  readonly webSocketUrl: URL;
+  readonly splicer: KeySplicer;
 
   constructor(
     url: URL,
     readonly auth: AuthHeader,
-    timeoutMs: number,
+    readonly timeoutMs: number,
   ) {
     this.path = url.pathname + url.search;
     this.host = url.host;
+    this.webSocketUrl = new URL(url);
+    this.webSocketUrl.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const splicer = new KeySplicer(auth);
+    this.splicer = splicer;
     this.authorizationPlaceholder = splicer.placeholder;
     // headersTimeout: to the first byte; bodyTimeout: between chunks, so a long
     // healthy stream is never cut, only one that goes silent.

@@ -53,7 +53,7 @@ function modulesDirOf(name: string): string {
 
 /** Everything the worker must read: its code, its dependencies, its own status. */
 export function workerReadPaths(entry: string): string[] {
-  const paths = new Set([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), ...WORKER_SANDBOX_READ_PATHS]);
+  const paths = new Set([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), modulesDirOf('ws'), ...WORKER_SANDBOX_READ_PATHS]);
   return [...paths];
 }
 

@@ -174,3 +174,111 @@ export class ExchangeDump {
     this.writer.response(this.prefix, { status: this.status, headers: dumpHeaders(this.responseHeaders), ...this.responseBody.fields(), ...(error === undefined ? {} : { error }) });
   }
 }
+
+type Direction = 'client_to_upstream' | 'upstream_to_client';
+
+interface DumpedMessage {
+  readonly direction: Direction;
+  readonly type: 'text' | 'binary' | 'close';
+  readonly data?: Buffer;
+  readonly code?: number;
+  readonly reason?: string;
+}
+
+/**
+ * The dump of one WebSocket session (--websocket): the handshake as the
+ * request file; the upstream's answer and every message (direction, type,
+ * data: text as is, binary as base64) and close as the response file, both
+ * written when the session ends and the supervisor has said whether the key
+ * was in what the client sent. Message data is kept up to maxBodyBytes in all.
+ */
+export class WebSocketDump {
+  /** A refused upgrade: the upstream's answer body instead of messages. */
+  readonly refusalBody: BodyCapture;
+  private readonly prefix: string;
+  private status: number | null = null;
+  private responseHeaders: HeaderList = [];
+  private readonly messages: DumpedMessage[] = [];
+  private kept = 0;
+  private total = 0;
+  private upstreamParts: Buffer[] = [];
+  private upstreamLength = 0;
+  private scan: KeyScanResult | null = null;
+  private outcome: { error?: string } | null = null;
+
+  constructor(
+    private readonly writer: DumpWriter,
+    private readonly url: string,
+    private readonly requestHeaders: HeaderList,
+  ) {
+    this.prefix = writer.nextPrefix();
+    this.refusalBody = new BodyCapture(writer.maxBodyBytes);
+  }
+
+  onResponseHead(status: number, headers: HeaderList): void {
+    this.status = status;
+    this.responseHeaders = headers;
+  }
+
+  clientMessage(data: Buffer, binary: boolean): void {
+    this.record('client_to_upstream', binary, data.length, () => data);
+  }
+
+  /** One fragment of a message from the upstream, as relayed. */
+  upstreamFragment(data: Buffer, binary: boolean, fin: boolean): void {
+    this.upstreamLength += data.length;
+    if (this.fits(this.upstreamLength)) this.upstreamParts.push(data);
+    if (!fin) return;
+    const parts = this.upstreamParts;
+    this.record('upstream_to_client', binary, this.upstreamLength, () => Buffer.concat(parts));
+    this.upstreamParts = [];
+    this.upstreamLength = 0;
+  }
+
+  closed(direction: Direction, code: number, reason: string): void {
+    this.messages.push({ direction, type: 'close', code, reason });
+  }
+
+  /** The supervisor has seen all the client sent (REQUEST_SCANNED). */
+  writeRequest(scan: KeyScanResult): void {
+    this.scan = scan;
+    this.writer.request(this.prefix, { method: 'GET', url: this.url, headers: dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes)), body: '' });
+    if (this.outcome !== null) this.writeResponse();
+  }
+
+  /** The session ended; the response file follows once the scan is known. */
+  end(error?: string): void {
+    if (this.outcome !== null) return;
+    this.outcome = error === undefined ? {} : { error };
+    if (this.scan !== null) this.writeResponse();
+  }
+
+  /** Whether a message of `length` bytes would still be kept (none is, after the first that was not). */
+  private fits(length: number): boolean {
+    return this.kept === this.total && this.kept + length <= this.writer.maxBodyBytes;
+  }
+
+  private record(direction: Direction, binary: boolean, length: number, data: () => Buffer): void {
+    if (this.fits(length)) {
+      this.kept += length;
+      this.messages.push({ direction, type: binary ? 'binary' : 'text', data: data() });
+    }
+    this.total += length;
+  }
+
+  private writeResponse(): void {
+    const clientSentKey = this.scan?.bodyHasKey === true;
+    const body =
+      this.status !== 101
+        ? this.refusalBody.fields()
+        : {
+            body: this.messages.map(({ direction, type, data, code, reason }) => {
+              if (type === 'close') return { direction, type, code, reason };
+              if (clientSentKey && direction === 'client_to_upstream') return { direction, type, data: KEY_REDACTED };
+              return { direction, type, data: type === 'text' ? (data as Buffer).toString('utf8') : (data as Buffer).toString('base64') };
+            }),
+            ...(this.kept < this.total ? { body_truncated: true, body_length: this.total } : {}),
+          };
+    this.writer.response(this.prefix, { status: this.status, headers: dumpHeaders(this.responseHeaders), ...body, ...this.outcome });
+  }
+}

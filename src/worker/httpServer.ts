@@ -2,22 +2,26 @@
 // supervisor. Everything a client sends is parsed here, never in the
 // supervisor.
 
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { WebSocketServer } from 'ws';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { bodyTooLarge, openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import type { WorkerConfig } from '../shared/workerConfig.js';
+import { ClientSocket, CLOSING_LIMIT_MS } from './clientSocket.js';
 import { ClientStream } from './clientStream.js';
-import { ExchangeDump, type DumpWriter } from './dumpWriter.js';
+import { ExchangeDump, WebSocketDump, type DumpWriter } from './dumpWriter.js';
 import { drainThenClose } from './linger.js';
-import { routeRequest } from './route.js';
+import { isWebSocketRoute, routeRequest } from './route.js';
 
 export class HttpFrontend {
-  readonly streams = new Map<number, ClientStream>();
+  readonly streams = new Map<number, ClientStream | ClientSocket>();
   /** Dumps whose request file waits for the supervisor's REQUEST_SCANNED. */
-  private readonly awaitingScan = new Map<number, ExchangeDump>();
+  private readonly awaitingScan = new Map<number, ExchangeDump | WebSocketDump>();
+  /** ws's hooks see the request; this finds its session. */
+  private readonly sessions = new WeakMap<IncomingMessage, ClientSocket>();
   private nextStreamId = 1;
   private draining = false;
   private readonly connections = new Set<Socket>();
@@ -49,6 +53,51 @@ export class HttpFrontend {
       if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
+    if (config.webSocket !== null) this.serveWebSockets(config.webSocket.maxMessageBytes, config.webSocket.idleTimeoutMs);
+  }
+
+  /** --websocket: upgrades go to ws, which checks the handshake and then asks us (verifyClient). */
+  private serveWebSockets(maxPayload: number, idleTimeoutMs: number): void {
+    const sessionOf = (req: IncomingMessage): ClientSocket => this.sessions.get(req) as ClientSocket;
+    const webSockets = new WebSocketServer({
+      noServer: true,
+      maxPayload,
+      perMessageDeflate: true,
+      clientTracking: false,
+      verifyClient: (info, accept) => sessionOf(info.req).verified(accept),
+      handleProtocols: (offered, req) => sessionOf(req).selectProtocol(offered),
+      ...{ closeTimeout: CLOSING_LIMIT_MS }, // ws 8.19+; not in @types/ws yet
+    });
+    webSockets.on('headers', (lines, req) => lines.push(...sessionOf(req).mirroredHeaderLines()));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(webSockets, req, socket, head));
+    const sweep = setInterval(() => {
+      const now = Date.now();
+      for (const stream of this.streams.values()) if (stream instanceof ClientSocket) stream.sweep(now, idleTimeoutMs);
+    }, Math.min(1_000, Math.max(50, idleTimeoutMs / 4)));
+    sweep.unref();
+  }
+
+  private onUpgrade(webSockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
+    const startedAt = process.hrtime.bigint();
+    const answer = (status: number, body: Buffer, headers: Record<string, string | number> = {}): void => {
+      const fields = Object.entries({ ...headers, 'content-length': body.length, connection: 'close' }).map(([name, value]) => `${name}: ${value}\r\n`);
+      socket.end(Buffer.concat([Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fields.join('')}\r\n`, 'latin1'), body]));
+      const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
+      this.log.info({ method: req.method, path: req.url, status, websocket: true, bytesIn: 0, bytesOut: body.length, durationMs }, 'request');
+    };
+    if (!isWebSocketRoute(req.method, req.url, req.headers.upgrade)) return answer(403, Buffer.alloc(0));
+    const refusal = this.refusal(req);
+    if (refusal !== null) return answer(refusal.status, refusal.body, { 'content-type': 'application/json', ...(refusal.status === 503 ? { 'retry-after': '1' } : {}) });
+    const id = this.nextStreamId++;
+    let dump: WebSocketDump | null = null;
+    if (this.dumps !== null) {
+      dump = new WebSocketDump(this.dumps, req.url ?? '', req.rawHeaders);
+      this.awaitingScan.set(id, dump);
+    }
+    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, (s) => this.onStreamClosed(s));
+    this.sessions.set(req, session);
+    this.streams.set(id, session);
+    session.start(webSockets, head);
   }
 
   listen(onListening: () => void): void {
@@ -109,7 +158,7 @@ export class HttpFrontend {
     });
   }
 
-  private onStreamClosed(stream: ClientStream): void {
+  private onStreamClosed(stream: ClientStream | ClientSocket): void {
     this.streams.delete(stream.id);
     if (this.draining && this.streams.size === 0) this.drained();
   }
@@ -120,6 +169,8 @@ export class HttpFrontend {
     this.draining = true;
     // Exit once every connection is closed; the supervisor then exits 0.
     this.server.close(() => process.exit(0));
+    // A WebSocket never finishes by itself: close it as "going away".
+    for (const stream of this.streams.values()) if (stream instanceof ClientSocket) stream.close(1001, 'proxy shutting down');
     if (this.streams.size === 0) this.drained();
   }
 

@@ -10,6 +10,8 @@ import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js
 import { DumpWriter } from './dumpWriter.js';
 import { installWorkerSandbox } from './sandbox.js';
 import { HttpFrontend } from './httpServer.js';
+import { ClientSocket } from './clientSocket.js';
+import { isMessageFrame } from '../shared/wsRelay.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
 const writer = new FrameWriter(channel);
@@ -52,6 +54,9 @@ function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
     case Msg.WINDOW:
       return stream.onWindow(decodeWindowIncrement(payload));
   }
+  if (!(stream instanceof ClientSocket)) return;
+  if (type === Msg.WS_CLOSE) return stream.onCloseFrame(payload);
+  if (isMessageFrame(type)) return stream.onMessageFrame(type, payload);
 }
 
 function startupFailed(reason: string): void {

@@ -12,3 +12,8 @@ export function routeRequest(method: string | undefined, target: string | undefi
   if (httpShutdown && method === 'GET' && target === SHUTDOWN_PATH) return 'shutdown';
   return 'forbidden';
 }
+
+/** With --websocket: exactly GET /v1/responses, asking for a WebSocket (ws checks the rest of the handshake). */
+export function isWebSocketRoute(method: string | undefined, target: string | undefined, upgrade: string | undefined): boolean {
+  return method === 'GET' && target === RESPONSES_PATH && upgrade?.toLowerCase() === 'websocket';
+}

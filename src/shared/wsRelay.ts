@@ -1,0 +1,191 @@
+// WebSocket messages over the IPC channel (--websocket), used by both sides.
+//
+// Each side terminates its own WebSocket (the worker the client's, the
+// supervisor the upstream's); only messages and close codes cross the channel.
+// A message goes out as WS_*_PART frames and one WS_*_END frame, split with
+// subarray (no copy) and sent within the peer's credit, like a body; the
+// receiving side writes each part to its socket as a fragment of the same
+// message as it arrives and returns credit once the socket has taken it. So a
+// socket that stops reading pins one credit window, never a whole message.
+//
+// Closing: each side sends WS_CLOSE once, when it starts closing its socket
+// (its own code) or when its socket closes (the code its peer sent), whichever
+// comes first; the other side then closes its socket with that code.
+
+import type WebSocket from 'ws';
+import { ProtocolError } from './errors.js';
+import { CreditReceiver, type PausableSource } from './flowControl.js';
+import { INITIAL_STREAM_WINDOW, MAX_CLOSE_REASON, MAX_DATA_PAYLOAD, Msg, type FrameWriter, type MsgType } from './ipcProtocol.js';
+
+/** No status code was present (RFC 6455 §7.4.1): close without one. */
+export const CLOSE_NO_STATUS = 1005;
+/** The connection dropped without a close frame: drop the other hop too. */
+export const CLOSE_ABNORMAL = 1006;
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_INTERNAL_ERROR = 1011;
+const MAX_WINDOW = 0x7fffffff;
+
+export function isMessageFrame(type: number): boolean {
+  return type === Msg.WS_TEXT_PART || type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
+}
+
+function frameType(binary: boolean, last: boolean): MsgType {
+  if (binary) return last ? Msg.WS_BINARY_END : Msg.WS_BINARY_PART;
+  return last ? Msg.WS_TEXT_END : Msg.WS_TEXT_PART;
+}
+
+interface QueuedMessage {
+  readonly data: Buffer;
+  readonly binary: boolean;
+}
+
+/**
+ * Sends whole messages as part frames within the peer's credit. While credit
+ * is short the source socket is paused; messages it had already parsed wait in
+ * order, and so does the close that follows them.
+ */
+export class MessageSender {
+  private credit = INITIAL_STREAM_WINDOW;
+  private readonly queue: QueuedMessage[] = [];
+  /** Bytes of queue[0] already sent. */
+  private sentOfFirst = 0;
+  private pendingClose: Buffer | null = null;
+  private closeSent = false;
+  private onCloseSent: (() => void) | null = null;
+
+  constructor(
+    private readonly writer: FrameWriter,
+    private readonly streamId: number,
+    private readonly source: PausableSource,
+  ) {}
+
+  send(data: Buffer, binary: boolean): void {
+    if (this.closeSent || this.pendingClose !== null) return;
+    this.queue.push({ data, binary });
+    if (this.queue.length === 1) this.pump();
+    if (this.queue.length > 0) this.source.pause();
+  }
+
+  /** WS_CLOSE after every queued message (once); then `onSent`. */
+  close(code: number, reason: Buffer, onSent?: () => void): void {
+    if (this.closeSent || this.pendingClose !== null) return;
+    this.pendingClose = encodeClose(code, reason);
+    this.onCloseSent = onSent ?? null;
+    if (this.queue.length === 0) this.sendClose();
+  }
+
+  /** WS_CLOSE has been sent. */
+  get closed(): boolean {
+    return this.closeSent;
+  }
+
+  /** WS_CLOSE has been sent or waits behind queued messages. */
+  get closing(): boolean {
+    return this.closeSent || this.pendingClose !== null;
+  }
+
+  grant(increment: number): void {
+    if (this.credit + increment > MAX_WINDOW) throw new ProtocolError(`window overflow on stream ${this.streamId}`);
+    this.credit += increment;
+    if (this.queue.length === 0) return;
+    this.pump();
+    if (this.queue.length > 0) return;
+    if (this.pendingClose !== null) this.sendClose();
+    else this.source.resume();
+  }
+
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const { data, binary } = this.queue[0] as QueuedMessage;
+      for (;;) {
+        const remaining = data.length - this.sentOfFirst;
+        const n = Math.min(remaining, MAX_DATA_PAYLOAD, this.credit);
+        const last = n === remaining;
+        if (n === 0 && !last) return; // out of credit
+        const part = n === data.length ? data : data.subarray(this.sentOfFirst, this.sentOfFirst + n);
+        this.writer.send(frameType(binary, last), this.streamId, part);
+        this.credit -= n;
+        this.sentOfFirst += n;
+        if (last) break;
+      }
+      this.queue.shift();
+      this.sentOfFirst = 0;
+    }
+  }
+
+  private sendClose(): void {
+    this.writer.send(Msg.WS_CLOSE, this.streamId, this.pendingClose as Buffer);
+    this.pendingClose = null;
+    this.closeSent = true;
+    this.onCloseSent?.();
+  }
+}
+
+/** Where received parts go: one fragment of the current message; call `written` once the socket took it. */
+export type FragmentSink = (data: Buffer, binary: boolean, fin: boolean, written: () => void) => void;
+
+/**
+ * The receiving half: checks credit and that a message keeps its kind until
+ * its last part, passes each part on as a fragment, and returns credit as the
+ * socket takes them.
+ */
+export class MessageReceiver {
+  private readonly credit: CreditReceiver;
+  /** Kind of the message whose parts are arriving (null between messages). */
+  private binaryInProgress: boolean | null = null;
+
+  constructor(
+    writer: FrameWriter,
+    private readonly streamId: number,
+    private readonly sink: FragmentSink,
+  ) {
+    this.credit = new CreditReceiver(writer, streamId);
+  }
+
+  receive(type: MsgType, payload: Buffer): void {
+    this.credit.received(payload.length);
+    const binary = type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
+    const fin = type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_END;
+    if (this.binaryInProgress !== null && this.binaryInProgress !== binary) {
+      throw new ProtocolError(`message kind changed within a message on stream ${this.streamId}`);
+    }
+    this.binaryInProgress = fin ? null : binary;
+    const n = payload.length;
+    this.sink(payload, binary, fin, () => this.credit.consumed(n));
+  }
+}
+
+export function encodeClose(code: number, reason: Buffer): Buffer {
+  const kept = reason.length > MAX_CLOSE_REASON ? reason.subarray(0, MAX_CLOSE_REASON) : reason;
+  const payload = Buffer.allocUnsafe(2 + kept.length);
+  payload.writeUInt16BE(code, 0);
+  kept.copy(payload, 2);
+  return payload;
+}
+
+export function decodeClose(payload: Buffer): { code: number; reason: Buffer } {
+  return { code: payload.readUInt16BE(0), reason: payload.subarray(2) };
+}
+
+/** Codes a close frame may carry (RFC 6455 §7.4); anything else drops the connection. */
+function sendableCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== CLOSE_NO_STATUS && code !== CLOSE_ABNORMAL) || (code >= 3000 && code <= 4999);
+}
+
+/** Close `socket` the way its peer hop was closed. */
+export function closeLike(socket: WebSocket, code: number, reason: Buffer): void {
+  if (socket.readyState === socket.CLOSED) return;
+  if (socket.readyState === socket.CONNECTING) return socket.terminate();
+  if (code === CLOSE_NO_STATUS) return socket.close();
+  if (!sendableCode(code)) return socket.terminate();
+  socket.close(code, reason);
+}
+
+/** The close code ws sends when it fails a connection for this error. */
+export function errorCloseCode(err: Error): number {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return 1009;
+  if (code === 'WS_ERR_INVALID_UTF8') return 1007;
+  if (code !== undefined && code.startsWith('WS_ERR_')) return 1002;
+  return CLOSE_ABNORMAL;
+}

@@ -1,0 +1,204 @@
+// One --websocket session, seen from the supervisor: the upstream WebSocket,
+// opened by the supervisor itself with the key spliced into its handshake (the
+// same KeySplicer as HTTP, on the socket ws connects), relayed message by
+// message to and from the worker (wsRelay.ts). The worker chooses neither the
+// URL nor Authorization.
+//
+// The upstream's answer to the handshake goes back as RESPONSE_HEAD: 101 means
+// open; any other status (401, 404, 426...) is a refusal, passed on with its
+// body so the client can show it and fall back to HTTP. Like an UpstreamCall
+// the session has two halves and is forgotten when both are closed: the
+// worker's (WS_CLOSE or RESET received) and ours (WS_CLOSE sent, or the
+// refusal answered).
+
+import type { IncomingMessage } from 'node:http';
+import { connect as netConnect, isIP, type NetConnectOpts } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import WebSocket from 'ws';
+import { ProtocolError, errnoCode } from '../shared/errors.js';
+import { Msg, encodeHead, encodeKeyScan, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import { CLOSE_ABNORMAL, CLOSE_GOING_AWAY, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import { acceptedHandshakeHeaders, upstreamHandshakeHeaders } from './headerRules.js';
+import { KeyDetector, KeyScrubber } from './keyScrubber.js';
+import { upstreamFailure, type CallContext } from './upstream.js';
+
+/** How long a closing handshake may take before the socket is dropped. */
+export const WS_CLOSE_TIMEOUT_MS = 5_000;
+/** A refusal's body is an error message: only this much of it is passed on. */
+const MAX_REFUSAL_BODY = MAX_DATA_PAYLOAD;
+
+export interface SocketContext extends CallContext {
+  readonly maxMessageBytes: number;
+}
+
+export class UpstreamSocket {
+  private readonly socket: WebSocket;
+  private readonly sender: MessageSender;
+  private readonly receiver: MessageReceiver;
+  private readonly scrubber: KeyScrubber;
+  private readonly detector: KeyDetector | null;
+  private readonly keyHeaderIndexes: number[] = [];
+  /** The 101's head, sent once ws has checked the handshake and opened. */
+  private acceptHead: Buffer | null = null;
+  private answered = false;
+  private closing = false;
+  private requestClosed = false;
+  private responseClosed = false;
+
+  constructor(
+    readonly id: number,
+    clientHeaders: HeaderList,
+    private readonly ctx: SocketContext,
+  ) {
+    const { upstream } = ctx;
+    this.scrubber = new KeyScrubber(upstream.auth);
+    this.detector = ctx.scanRequests ? new KeyDetector(upstream.auth) : null;
+    if (this.detector !== null) this.keyHeaderIndexes = this.detector.headerIndexes(clientHeaders);
+    const { headers, protocols } = upstreamHandshakeHeaders(clientHeaders, upstream.host);
+    headers.authorization = upstream.authorizationPlaceholder;
+    const secure = upstream.webSocketUrl.protocol === 'wss:';
+    const connect = (options: NetConnectOpts & ConnectionOptions) => {
+      const host = options.host ?? '';
+      return upstream.splicer.wrap(secure ? tlsConnect({ ...options, servername: isIP(host) === 0 ? host : '' }) : netConnect(options));
+    };
+    this.socket = new WebSocket(upstream.webSocketUrl, protocols, {
+      headers,
+      maxPayload: ctx.maxMessageBytes,
+      handshakeTimeout: upstream.timeoutMs,
+      followRedirects: false,
+      createConnection: connect as WebSocket.ClientOptions['createConnection'],
+      ...{ closeTimeout: WS_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
+    });
+    this.sender = new MessageSender(ctx.writer, id, this.socket);
+    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.socket.send(data, { binary, fin }, written));
+    this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
+    this.socket.on('open', () => this.onOpen());
+    this.socket.on('unexpected-response', (_req, res) => this.onRefused(res));
+    this.socket.on('message', (data: Buffer, isBinary) => this.onMessage(data, isBinary));
+    this.socket.on('error', (err) => this.onError(err));
+    this.socket.on('close', (code, reason) => this.onUpstreamClosed(code, reason));
+  }
+
+  /** WS_*_PART / WS_*_END from the worker: a client message on its way upstream. */
+  onMessageFrame(type: MsgType, payload: Buffer): void {
+    if (this.requestClosed) throw new ProtocolError(`message after WS_CLOSE on stream ${this.id}`);
+    if (this.acceptHead === null || !this.answered) throw new ProtocolError(`message before the handshake on stream ${this.id}`);
+    this.detector?.pushBody(payload);
+    // Once the upstream's socket is closing, ws fails the send and its callback still returns the credit.
+    this.receiver.receive(type, payload);
+  }
+
+  /** WS_CLOSE from the worker: the client's socket is closing; close the upstream's the same way. */
+  onWorkerClose(payload: Buffer): void {
+    if (this.requestClosed) throw new ProtocolError(`WS_CLOSE twice on stream ${this.id}`);
+    const { code, reason } = decodeClose(payload);
+    this.closeRequest();
+    closeLike(this.socket, code, reason);
+    // Our own WS_CLOSE follows when the upstream's socket has closed.
+  }
+
+  onWindow(increment: number): void {
+    if (!this.answered) throw new ProtocolError(`WINDOW before the handshake on stream ${this.id}`);
+    this.sender.grant(increment);
+  }
+
+  /** RESET from the worker (client gone during the handshake), or the worker is gone / the proxy stops. */
+  cancel(workerGone = false): void {
+    this.responseClosed = true;
+    if (workerGone) closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from('proxy worker restarted'));
+    else closeLike(this.socket, CLOSE_ABNORMAL, Buffer.alloc(0));
+    this.closeRequest();
+    this.ctx.onDone(this.id);
+  }
+
+  private onOpen(): void {
+    const head = this.acceptHead as Buffer;
+    if (this.responseClosed) return;
+    this.answered = true;
+    this.scrubber.maskInPlace(head);
+    this.ctx.writer.send(Msg.RESPONSE_HEAD, this.id, head);
+  }
+
+  private onRefused(res: IncomingMessage): void {
+    if (this.responseClosed) return void res.destroy();
+    this.answered = true;
+    const status = res.statusCode ?? 502;
+    const chunks: Buffer[] = [];
+    let kept = 0;
+    res.on('data', (chunk: Buffer) => {
+      if (kept >= MAX_REFUSAL_BODY) return;
+      const piece = chunk.subarray(0, MAX_REFUSAL_BODY - kept);
+      chunks.push(piece);
+      kept += piece.length;
+    });
+    const answer = (): void => {
+      this.socket.terminate();
+      if (this.responseClosed) return;
+      const head = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), status);
+      const body = Buffer.concat(chunks, kept);
+      this.scrubber.maskInPlace(head);
+      this.scrubber.maskInPlace(body);
+      this.answer(head, body);
+    };
+    res.on('end', answer);
+    res.on('error', answer);
+    this.ctx.log.info({ stream: this.id, status }, 'upstream refused the WebSocket upgrade');
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.responseClosed) return;
+    this.scrubber.maskInPlace(data);
+    this.sender.send(data, isBinary);
+  }
+
+  private onError(err: Error): void {
+    if (this.responseClosed) return;
+    if (!this.answered) {
+      // No answer to the handshake: the worker answers the client 502/504 as for HTTP.
+      const failure = upstreamFailure(err);
+      this.ctx.log.warn({ stream: this.id, code: failure.code, status: failure.status }, 'upstream WebSocket failed');
+      return this.answer(encodeHead(['content-type', 'application/json'], failure.status), failure.body);
+    }
+    // ws closes the socket itself (1009 for an oversize message...); say so to the client at once.
+    this.ctx.log.info({ stream: this.id, code: errnoCode(err) ?? 'UNKNOWN' }, 'upstream WebSocket failed');
+    this.closeTowardsWorker(errorCloseCode(err), Buffer.alloc(0));
+  }
+
+  private onUpstreamClosed(code: number, reason: Buffer): void {
+    if (this.responseClosed || !this.answered) return;
+    this.closeTowardsWorker(code, reason);
+  }
+
+  /** WS_CLOSE after the messages still waiting for credit; our half closes once it is sent. */
+  private closeTowardsWorker(code: number, reason: Buffer): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.sender.close(code, reason, () => this.closeResponse());
+  }
+
+  /** A complete non-101 answer (refusal or failure) in one go: it fits the first credit window. */
+  private answer(head: Buffer, body: Buffer): void {
+    const { writer } = this.ctx;
+    this.answered = true;
+    writer.send(Msg.RESPONSE_HEAD, this.id, head);
+    if (body.length > 0) writer.send(Msg.RESPONSE_DATA, this.id, body);
+    writer.send(Msg.RESPONSE_END, this.id);
+    this.closeResponse();
+  }
+
+  private closeRequest(): void {
+    if (this.requestClosed) return;
+    this.requestClosed = true;
+    if (this.detector !== null) {
+      const scan = { bodyHasKey: this.detector.bodyHasKey, headerIndexes: this.keyHeaderIndexes };
+      this.ctx.writer.send(Msg.REQUEST_SCANNED, this.id, encodeKeyScan(scan));
+    }
+    if (this.responseClosed) this.ctx.onDone(this.id);
+  }
+
+  private closeResponse(): void {
+    if (this.responseClosed) return;
+    this.responseClosed = true;
+    if (this.requestClosed) this.ctx.onDone(this.id);
+  }
+}

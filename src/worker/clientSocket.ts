@@ -1,0 +1,258 @@
+// One --websocket session, seen from the worker: the client's WebSocket, which
+// the worker terminates with ws, relayed to the supervisor's upstream socket
+// message by message (wsRelay.ts). The client's handshake is answered only
+// once the upstream has answered: a 101 completes it here too (ws writes the
+// client's own Sec-WebSocket-* fields); a refusal goes back with the
+// upstream's status and body, so a client such as Codex shows the message and
+// falls back to HTTP.
+
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { WebSocket, WebSocketServer } from 'ws';
+import { withoutHopByHop } from '../shared/hopByHop.js';
+import { Msg, encodeHead, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import type { Logger } from '../shared/logger.js';
+import { CLOSE_ABNORMAL, CLOSE_INTERNAL_ERROR, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import type { WebSocketDump } from './dumpWriter.js';
+
+/** A closing handshake that has not finished by then is abandoned. */
+export const CLOSING_LIMIT_MS = 5_000;
+const NOT_MIRRORED = new Set(['content-length', 'sec-websocket-protocol']);
+
+type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
+
+export class ClientSocket {
+  private phase: Phase = 'handshake';
+  private socket: WebSocket | null = null;
+  private sender: MessageSender | null = null;
+  private readonly receiver: MessageReceiver;
+  /** ws's verifyClient callback, once ws has found the handshake valid. */
+  private accept: ((ok: boolean) => void) | null = null;
+  private upstreamHead: HeaderList = [];
+  private status = 0;
+  private readonly refusalBody: Buffer[] = [];
+  private openSent = false;
+  private resetSent = false;
+  private clientClosed = false;
+  /** A close asked for before the socket opened (draining). */
+  private closeWhenOpen: { code: number; reason: string } | null = null;
+  lastActivity = Date.now();
+  private closingSince = 0;
+  private bytesIn = 0;
+  private bytesOut = 0;
+  private closeCode = 0;
+  private readonly startedAt = process.hrtime.bigint();
+
+  constructor(
+    readonly id: number,
+    private readonly req: IncomingMessage,
+    private readonly rawSocket: Duplex,
+    private readonly writer: FrameWriter,
+    private readonly log: Logger,
+    private readonly dump: WebSocketDump | null,
+    private readonly onClosed: (session: ClientSocket) => void,
+  ) {
+    this.receiver = new MessageReceiver(writer, id, (data, binary, fin, written) => this.toClient(data, binary, fin, written));
+    // Gone before the handshake finished: abandon the upstream's.
+    rawSocket.once('close', () => {
+      if (this.phase !== 'handshake' && this.phase !== 'refusing') return;
+      this.abandon(this.openSent ? 'client disconnected during the handshake' : 'invalid WebSocket handshake');
+    });
+  }
+
+  /** Let ws check the handshake; it calls `verified` (its verifyClient) if valid, else answers 400 itself. */
+  start(server: WebSocketServer, head: Buffer): void {
+    server.handleUpgrade(this.req, this.rawSocket, head, (socket) => this.onOpen(socket));
+  }
+
+  /** ws found the handshake valid: ask the supervisor to open the upstream's. */
+  verified(accept: (ok: boolean) => void): void {
+    this.accept = accept;
+    this.openSent = true;
+    this.writer.send(Msg.WS_OPEN, this.id, encodeHead(this.req.rawHeaders));
+  }
+
+  /** The subprotocol the upstream chose, if the client offered it. */
+  selectProtocol(offered: Set<string>): string | false {
+    for (let i = 0; i < this.upstreamHead.length; i += 2) {
+      if ((this.upstreamHead[i] as string).toLowerCase() === 'sec-websocket-protocol' && offered.has(this.upstreamHead[i + 1] as string)) return this.upstreamHead[i + 1] as string;
+    }
+    return false;
+  }
+
+  /** Fields of the upstream's 101 for the client's 101 (ws adds the handshake's own). */
+  mirroredHeaderLines(): string[] {
+    const kept = withoutHopByHop(this.upstreamHead, NOT_MIRRORED);
+    const lines: string[] = [];
+    for (let i = 0; i < kept.length; i += 2) lines.push(`${kept[i] as string}: ${kept[i + 1] as string}`);
+    return lines;
+  }
+
+  onResponseHead(status: number, headers: HeaderList): void {
+    if (this.phase !== 'handshake') return;
+    this.status = status;
+    this.upstreamHead = headers;
+    this.dump?.onResponseHead(status, headers);
+    if (status !== 101) {
+      this.phase = 'refusing';
+      return;
+    }
+    const accept = this.accept;
+    this.accept = null;
+    accept?.(true); // ws writes the 101 and calls onOpen, unless the client has gone
+  }
+
+  /** The body of a refusal (or of the proxy's own 502/504). */
+  onResponseData(payload: Buffer): void {
+    if (this.phase !== 'refusing') return;
+    this.refusalBody.push(payload);
+    this.dump?.refusalBody.add(payload);
+  }
+
+  onResponseEnd(): void {
+    if (this.phase !== 'refusing') return;
+    const body = Buffer.concat(this.refusalBody);
+    const fields = withoutHopByHop(this.upstreamHead, new Set(['content-length']));
+    let head = `HTTP/1.1 ${this.status} ${STATUS_CODES[this.status] ?? ''}\r\n`;
+    for (let i = 0; i < fields.length; i += 2) head += `${fields[i] as string}: ${fields[i + 1] as string}\r\n`;
+    head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
+    this.bytesOut = body.length;
+    if (this.rawSocket.writable) this.rawSocket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+    this.sendReset();
+    this.finish();
+  }
+
+  onMessageFrame(type: MsgType, payload: Buffer): void {
+    this.receiver.receive(type, payload);
+  }
+
+  /** The upstream's socket is closing: close the client's the same way. */
+  onCloseFrame(payload: Buffer): void {
+    const { code, reason } = decodeClose(payload);
+    this.dump?.closed('upstream_to_client', code, reason.toString('utf8'));
+    if (this.socket === null) return this.abandon('upstream closed during the handshake');
+    this.beginClosing();
+    closeLike(this.socket, code, reason);
+  }
+
+  onWindow(increment: number): void {
+    this.sender?.grant(increment);
+  }
+
+  /** The supervisor abandoned the session: drop the client. */
+  onReset(): void {
+    this.abandon('upstream socket abandoned');
+  }
+
+  /** The worker is failing: tell the client as well as we can. */
+  abort(reason: string): void {
+    if (this.socket !== null) closeLike(this.socket, CLOSE_INTERNAL_ERROR, Buffer.from('proxy worker failed'));
+    this.abandon(reason);
+  }
+
+  /** Close both hops with `code` (idle timeout, shutdown). */
+  close(code: number, reason: string): void {
+    if (this.socket === null) {
+      this.closeWhenOpen = { code, reason };
+      return;
+    }
+    if (this.phase !== 'open') return;
+    this.beginClosing();
+    this.dump?.closed('client_to_upstream', code, reason);
+    this.sender?.close(code, Buffer.from(reason), () => this.finishIfClosed());
+    this.socket.close(code, reason);
+  }
+
+  /** Called now and then: idle sockets are closed; closings that hang are abandoned. */
+  sweep(now: number, idleTimeoutMs: number): void {
+    if (this.phase === 'open' && now - this.lastActivity >= idleTimeoutMs) this.close(1001, 'idle timeout');
+    else if (this.phase === 'closing' && now - this.closingSince >= CLOSING_LIMIT_MS) this.abandon('closing handshake timed out');
+  }
+
+  get isOpen(): boolean {
+    return this.phase === 'open';
+  }
+
+  private onOpen(socket: WebSocket): void {
+    this.socket = socket;
+    this.phase = 'open';
+    const sender = new MessageSender(this.writer, this.id, socket);
+    this.sender = sender;
+    socket.on('message', (data: Buffer, isBinary) => {
+      this.lastActivity = Date.now();
+      this.bytesIn += data.length;
+      this.dump?.clientMessage(data, isBinary);
+      sender.send(data, isBinary);
+    });
+    // ws closes the client itself (1009 for an oversize message...): say so upstream at once.
+    socket.on('error', (err) => {
+      this.log.debug({ stream: this.id, code: (err as NodeJS.ErrnoException).code }, 'client WebSocket failed');
+      this.closeTowardsUpstream(errorCloseCode(err), Buffer.alloc(0));
+    });
+    socket.on('close', (code, reason) => {
+      this.clientClosed = true;
+      this.closeCode = code;
+      this.closeTowardsUpstream(code, reason);
+      this.finishIfClosed();
+    });
+    if (this.closeWhenOpen !== null) this.close(this.closeWhenOpen.code, this.closeWhenOpen.reason);
+  }
+
+  private toClient(data: Buffer, binary: boolean, fin: boolean, written: () => void): void {
+    if (this.socket === null) return written();
+    this.lastActivity = Date.now();
+    this.bytesOut += data.length;
+    this.dump?.upstreamFragment(data, binary, fin);
+    // On a closing socket ws fails the send, and still calls back: the credit returns either way.
+    this.socket.send(data, { binary, fin }, written);
+  }
+
+  private closeTowardsUpstream(code: number, reason: Buffer): void {
+    const sender = this.sender as MessageSender;
+    if (sender.closing || this.resetSent) return;
+    this.beginClosing();
+    this.dump?.closed('client_to_upstream', code, reason.toString('utf8'));
+    // The client dropped: the upstream goes at once, whatever is still queued.
+    if (code === CLOSE_ABNORMAL) this.sendReset();
+    else sender.close(code, reason, () => this.finishIfClosed());
+  }
+
+  /** Done once the client's socket has closed and the supervisor has been told. */
+  private finishIfClosed(): void {
+    if (this.clientClosed && (this.resetSent || this.sender?.closed === true)) this.finish();
+  }
+
+  private beginClosing(): void {
+    if (this.phase !== 'open') return;
+    this.phase = 'closing';
+    this.closingSince = Date.now();
+  }
+
+  private abandon(outcome: string): void {
+    if (this.phase === 'done') return;
+    this.socket?.terminate();
+    if (this.socket === null) this.rawSocket.destroy();
+    this.sendReset();
+    this.finish(outcome);
+  }
+
+  /** Abandon towards the supervisor (it drops the upstream socket), unless it never heard of us. */
+  private sendReset(): void {
+    if (this.resetSent || !this.openSent || this.sender?.closed === true) return;
+    this.resetSent = true;
+    this.writer.send(Msg.RESET, this.id);
+  }
+
+  private finish(outcome?: string): void {
+    if (this.phase === 'done') return;
+    this.phase = 'done';
+    this.onClosed(this);
+    this.dump?.end(outcome);
+    const durationMs = Number(process.hrtime.bigint() - this.startedAt) / 1e6;
+    this.log.info(
+      { stream: this.id, method: 'GET', path: this.req.url, status: this.status, websocket: true, bytesIn: this.bytesIn, bytesOut: this.bytesOut, closeCode: this.closeCode, durationMs, ...(outcome ? { outcome } : {}) },
+      'request',
+    );
+  }
+}
