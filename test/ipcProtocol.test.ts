@@ -16,6 +16,7 @@ import {
   encodeHead,
   type MsgType,
 } from '../src/shared/ipcProtocol.js';
+import { MessageReceiver, MessageSender, decodeClose } from '../src/shared/wsRelay.js';
 
 interface Frame {
   type: MsgType;
@@ -137,5 +138,97 @@ describe('flow control', () => {
     assert.equal(frame!.type, Msg.WINDOW);
     assert.equal(frame!.payload.readUInt32BE(0), 1000 + INITIAL_STREAM_WINDOW / 4);
     receiver.received(1000 + INITIAL_STREAM_WINDOW / 4); // credit returned: room again
+  });
+});
+
+describe('WebSocket messages over the channel (wsRelay)', () => {
+  const pausable = () => {
+    const events: string[] = [];
+    return { events, source: { pause: () => events.push('pause'), resume: () => events.push('resume') } };
+  };
+
+  test('a message goes out as parts of at most MAX_DATA_PAYLOAD and one END, byte-exact, kind kept', () => {
+    const { writer, bytes } = collectingWriter();
+    const { source } = pausable();
+    const sender = new MessageSender(writer, 3, source);
+    const message = Buffer.alloc(200 * 1024);
+    for (let i = 0; i < message.length; i++) message[i] = i % 251;
+    sender.send(message, true);
+    sender.send(Buffer.alloc(0), false);
+    const frames = decodeAll('worker', bytes());
+    assert.deepEqual(
+      frames.map((f) => f.type),
+      [Msg.WS_BINARY_PART, Msg.WS_BINARY_PART, Msg.WS_BINARY_PART, Msg.WS_BINARY_END, Msg.WS_TEXT_END],
+    );
+    assert.ok(frames.every((f) => f.streamId === 3 && f.payload.length <= MAX_DATA_PAYLOAD));
+    assert.ok(Buffer.concat(frames.slice(0, 4).map((f) => f.payload)).equals(message));
+    assert.equal(frames[4]?.payload.length, 0, 'an empty message is one empty END');
+  });
+
+  test('beyond the credit window the source is paused; later messages and the close wait in order', () => {
+    const { writer, bytes } = collectingWriter();
+    const { events, source } = pausable();
+    const sender = new MessageSender(writer, 1, source);
+    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 10, 0x61), false);
+    sender.send(Buffer.from('next'), false);
+    let closeSent = false;
+    sender.close(4000, Buffer.from('bye'), () => (closeSent = true));
+    let frames = decodeAll('worker', bytes());
+    const sent = frames.reduce((n, f) => n + f.payload.length, 0);
+    assert.equal(sent, INITIAL_STREAM_WINDOW, 'exactly one window went out');
+    assert.ok(frames.every((f) => f.type === Msg.WS_TEXT_PART));
+    assert.deepEqual(events, ['pause', 'pause']);
+    assert.equal(closeSent, false);
+    sender.grant(20);
+    frames = decodeAll('worker', bytes());
+    const tail = frames.slice(-3);
+    assert.deepEqual(
+      tail.map((f) => [f.type, f.payload.length]),
+      [
+        [Msg.WS_TEXT_END, 10],
+        [Msg.WS_TEXT_END, 4],
+        [Msg.WS_CLOSE, 5],
+      ],
+    );
+    assert.deepEqual(decodeClose(tail[2]?.payload as Buffer), { code: 4000, reason: Buffer.from('bye') });
+    assert.equal(closeSent, true);
+    assert.ok(sender.closed);
+    sender.send(Buffer.from('after close'), false);
+    assert.equal(decodeAll('worker', bytes()).length, frames.length, 'nothing is sent after WS_CLOSE');
+  });
+
+  test('the receiver passes parts on as fragments and returns credit once the socket took them', () => {
+    const { writer, bytes } = collectingWriter();
+    const fragments: Array<[number, boolean, boolean]> = [];
+    const pending: Array<() => void> = [];
+    const receiver = new MessageReceiver(writer, 5, (data, binary, fin, written) => {
+      fragments.push([data.length, binary, fin]);
+      pending.push(written);
+    });
+    receiver.receive(Msg.WS_BINARY_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
+    receiver.receive(Msg.WS_BINARY_END, Buffer.alloc(1));
+    receiver.receive(Msg.WS_TEXT_END, Buffer.alloc(0));
+    assert.deepEqual(fragments, [
+      [MAX_DATA_PAYLOAD, true, false],
+      [1, true, true],
+      [0, false, true],
+    ]);
+    assert.equal(bytes().length, 0, 'no credit before the socket took the bytes');
+    for (const written of pending) written();
+    const windows = decodeAll('supervisor', bytes());
+    assert.deepEqual(
+      windows.map((f) => [f.type, f.payload.readUInt32BE(0)]),
+      [[Msg.WINDOW, MAX_DATA_PAYLOAD]],
+    );
+  });
+
+  test('a message that changes kind before its END, or data beyond credit, is a protocol violation', () => {
+    const { writer } = collectingWriter();
+    const receiver = new MessageReceiver(writer, 1, (_d, _b, _f, written) => written());
+    receiver.receive(Msg.WS_TEXT_PART, Buffer.from('a'));
+    assert.throws(() => receiver.receive(Msg.WS_BINARY_END, Buffer.from('b')), ProtocolError);
+    const greedy = new MessageReceiver(writer, 2, () => {});
+    for (let sent = 0; sent < INITIAL_STREAM_WINDOW; sent += MAX_DATA_PAYLOAD) greedy.receive(Msg.WS_TEXT_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
+    assert.throws(() => greedy.receive(Msg.WS_TEXT_END, Buffer.from('x')), ProtocolError);
   });
 });

@@ -17,7 +17,7 @@ const VIOLATION = 'broke the IPC protocol';
 const VIOLATION_MSG = /broke the IPC protocol/;
 
 // mode -> the reason the supervisor must give (src/shared/ipcProtocol.ts, src/supervisor/monitor.ts)
-const MODES: Array<[string, string]> = [
+const MODES: Array<[string, string, string[]?]> = [
   ['unknown-type', 'unknown message type 0x55'],
   ['oversize-length', 'REQUEST_DATA payload of 2147483647 bytes is outside 1..65536'],
   ['data-unopened', 'frame for stream 7, which was never opened'],
@@ -25,6 +25,9 @@ const MODES: Array<[string, string]> = [
   ['window-overrun', 'stream 1 sent 262145 bytes beyond its 262144-byte window'],
   ['truncated-head', 'truncated header list'],
   ['shutdown', 'SHUTDOWN without --http-shutdown'],
+  ['ws-open-without-flag', 'WS_OPEN without --websocket'],
+  ['ws-message-on-http-stream', 'frame of the wrong kind for stream 1'],
+  ['ws-message-before-handshake', 'message before the handshake on stream 1', ['--websocket']],
 ];
 
 describe('a worker that sends a frame the supervisor does not accept', { concurrency: 4 }, () => {
@@ -44,10 +47,10 @@ describe('a worker that sends a frame the supervisor does not accept', { concurr
     if (workRoot) rmSync(workRoot, { recursive: true, force: true });
   });
 
-  for (const [mode, reason] of MODES) {
+  for (const [mode, reason, extraArgs = []] of MODES) {
     test(`${mode}: supervisor exits 1, says the worker broke the IPC protocol (${reason}), the worker is gone`, { timeout: 20_000 }, async () => {
       const workDir = mkdtempSync(join(workRoot, `${mode}-`));
-      const run = HostileRun.start({ workDir, mode, readyFirst: false, hostileInstances: 'all', proxyArgs: ['--upstream-url', `https://127.0.0.1:${silent.port}/v1/responses`] });
+      const run = HostileRun.start({ workDir, mode, readyFirst: false, hostileInstances: 'all', proxyArgs: ['--upstream-url', `https://127.0.0.1:${silent.port}/v1/responses`, ...extraArgs] });
       try {
         const status = await run.waitForExit(10_000);
         assert.deepEqual(status, { code: 1, signal: null }, `supervisor exit status; stderr:\n${run.stderr}`);

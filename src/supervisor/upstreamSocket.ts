@@ -59,7 +59,9 @@ export class UpstreamSocket {
     const secure = upstream.webSocketUrl.protocol === 'wss:';
     const connect = (options: NetConnectOpts & ConnectionOptions) => {
       const host = options.host ?? '';
-      return upstream.splicer.wrap(secure ? tlsConnect({ ...options, servername: isIP(host) === 0 ? host : '' }) : netConnect(options));
+      // `path` is the request's, never a Unix socket to connect to.
+      const tcp = { ...options, path: undefined } as NetConnectOpts & ConnectionOptions;
+      return upstream.splicer.wrap(secure ? tlsConnect({ ...tcp, servername: isIP(host) === 0 ? host : '' }) : netConnect(tcp));
     };
     this.socket = new WebSocket(upstream.webSocketUrl, protocols, {
       headers,
