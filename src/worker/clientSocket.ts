@@ -43,6 +43,11 @@ export class ClientSocket {
   private bytesOut = 0;
   private closeCode = 0;
   private readonly startedAt = process.hrtime.bigint();
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.rawSocket.uncork();
+  };
 
   constructor(
     readonly id: number,
@@ -204,6 +209,12 @@ export class ClientSocket {
     this.lastActivity = Date.now();
     this.bytesOut += data.length;
     this.dump?.upstreamFragment(data, binary, fin);
+    // The messages relayed in one tick leave in one write (an answer is dozens of small events).
+    if (!this.corked) {
+      this.corked = true;
+      this.rawSocket.cork();
+      process.nextTick(this.uncork);
+    }
     // On a closing socket ws fails the send, and still calls back: the credit returns either way.
     this.socket.send(data, { binary, fin }, written);
   }

@@ -62,7 +62,9 @@ export class HttpFrontend {
     const webSockets = new WebSocketServer({
       noServer: true,
       maxPayload,
-      perMessageDeflate: true,
+      // On the loopback hop compression saves nothing and costs each message
+      // milliseconds (ws compresses on the thread pool); the upstream hop offers it.
+      perMessageDeflate: false,
       clientTracking: false,
       verifyClient: (info, accept) => sessionOf(info.req).verified(accept),
       handleProtocols: (offered, req) => sessionOf(req).selectProtocol(offered),

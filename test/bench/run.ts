@@ -4,7 +4,8 @@
 // each in its own process, then for every round starts `ours` and `original`
 // afresh and runs each test against `direct`, `ours` and `original` in turn
 // (the order rotates per round). Prints medians and per-round ratios, the
-// issue-7 targets met or missed, and the issue-8 splice micro-benchmark.
+// issue-7 targets met or missed, the issue-8 splice micro-benchmark and the
+// issue-9 conversation over WebSocket vs HTTP (conversation.ts).
 //
 //   node dist/test/bench/run.js [--rounds N] [--quick] [--json]
 //        [--targets direct,ours,original] [--ours-args "--log-level warn"]
@@ -21,6 +22,7 @@ import { RssSampler, treeCpuSeconds, treeRssBytes, cpuSeconds } from './procTree
 import { fmt, median, ratio, table } from './report.js';
 import { cpuProfileSummary, perfAvailable, perfSummary, startPerf, stopPerf } from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
+import { TURNS, runConversations, type ConversationResult } from './conversation.js';
 import { direct, killTree, originalCommand, oursCommandLine, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
 
 // ------------------------------------------------------------------ options
@@ -93,6 +95,7 @@ function sizes(quick: boolean) {
     readerBytes: quick ? 4 * MB : 25 * MB,
     disconnectN: 3,
     profileRequests: quick ? 10_000 : 30_000,
+    conversationRounds: quick ? 3 : 10,
     spliceRequests: quick ? 8000 : 10_000,
     spliceTrials: quick ? 2 : 10,
   };
@@ -742,6 +745,11 @@ async function main(): Promise<void> {
     spliceTrials = await runSplice(mock, key, s);
     splice = spliceSummary(spliceTrials);
   }
+  let conversation: ConversationResult | null = null;
+  if (opts.rounds > 0 && opts.targets.includes('ours')) {
+    progress(opts, `${TURNS}-turn conversation, WebSocket vs HTTP`);
+    conversation = await runConversations(key, s.conversationRounds, (url) => startOurs(url, key, [...opts.oursArgs, '--websocket']));
+  }
   const profile = opts.profile === null ? [] : await profilePhase(opts, client, mock, mockUrl, key, s);
   const mockStats = await mock.stats();
   const checks = checkTargets(rounds, opts.targets.includes('original'), s.slowN);
@@ -758,11 +766,12 @@ async function main(): Promise<void> {
       (perRoundRatios['ours/original'] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', 'original', r.key);
       (perRoundRatios['ours/direct'] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', 'direct', r.key);
     }
-    console.log(JSON.stringify({ code: codeVersion(), options: opts, sizes: s, machine: { cpus: cpus().length, node: process.version }, rounds, medians, perRoundRatios, targets: checks, splice: { ...splice, trials: spliceTrials }, profile, mock: mockStats, noise, elapsedS }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
+    console.log(JSON.stringify({ code: codeVersion(), options: opts, sizes: s, machine: { cpus: cpus().length, node: process.version }, rounds, medians, perRoundRatios, targets: checks, splice: { ...splice, trials: spliceTrials }, conversation, profile, mock: mockStats, noise, elapsedS }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     return;
   }
 
   if (rounds.length > 0) printTables(opts, rounds, mockStats, splice, checks);
+  if (conversation !== null) printConversation(conversation);
   if (profile.length > 0) console.log(['', 'CPU profile under c=64 small-request load:', ...profile].join('\n'));
   console.log(`\n${elapsedS.toFixed(0)} s in all. ${noiseLine(noise, elapsedS)}`);
 }
@@ -814,6 +823,14 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
   }
   console.log('issue 7 targets (ours vs original, same run):');
   for (const c of checks) console.log(`  [${c.met === null ? 'n/a ' : c.met ? 'MET ' : 'MISS'}] ${c.target}: ${c.figure}`);
+}
+
+function printConversation(c: ConversationResult): void {
+  const ms = (label: string): string => fmt(c.medians[label] ?? NaN, 1);
+  console.log('');
+  console.log(`issue 9 — a ${TURNS}-turn conversation (median ms per conversation; HTTP resends the growing history each turn, WebSocket sends previous_response_id and the new input):`);
+  console.log(`  direct: HTTP ${ms('direct/http')}, WebSocket ${ms('direct/websocket')};  ours: HTTP ${ms('ours/http')}, WebSocket ${ms('ours/websocket')}`);
+  console.log(`  ours WebSocket/HTTP time ${fmt(median(c.wsOverHttp), 3)} (per round: ${c.wsOverHttp.map((x) => fmt(x, 2)).join(' ')}); upstream saw ${c.upstream.httpTurns} HTTP and ${c.upstream.webSocketTurns} WebSocket turns, ${c.upstream.refused} refused; failures: ${c.failures.length === 0 ? 'none' : c.failures.join('; ')}`);
 }
 
 let stopping = false;
