@@ -168,6 +168,7 @@ export class UpstreamSocket {
 
   private onUpstreamClosed(code: number, reason: Buffer): void {
     if (this.responseClosed || !this.answered) return;
+    this.scrubber.maskInPlace(reason); // a short key fits a close reason
     this.closeTowardsWorker(code, reason);
   }
 
