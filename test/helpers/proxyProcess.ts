@@ -60,10 +60,19 @@ export class ProxyProcess {
     return proxy;
   }
 
-  /** Spawn and wait for the "listening on" line. */
+  /**
+   * Spawn and wait for the "listening on" line. A proxy that does not get there
+   * is stopped (with its worker) before the error is thrown: left running, its
+   * pipes would keep the test file's process, and so the test run, alive.
+   */
   static async start(options: StartOptions = {}): Promise<ProxyProcess> {
     const proxy = ProxyProcess.spawn(options);
-    await proxy.waitForListening(options.startTimeoutMs ?? 10_000);
+    try {
+      await proxy.waitForListening(options.startTimeoutMs ?? 10_000);
+    } catch (err) {
+      await proxy.stop('SIGKILL', 2_000);
+      throw err;
+    }
     return proxy;
   }
 
