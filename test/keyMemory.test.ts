@@ -6,9 +6,11 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent, createServer, request as httpRequest } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import WebSocket, { WebSocketServer } from 'ws';
 import { isInLockedMapping, scanProcessMemory, type ScanResult } from './helpers/memScan.js';
 import { MockUpstream } from './helpers/mockUpstream.js';
 import { ProxyProcess, TEST_KEY, killQuietly, waitFor } from './helpers/proxyProcess.js';
@@ -71,6 +73,55 @@ describe('where the key lives in the supervisor', { timeout: 120_000, skip: !asR
 
   test('after 2,000 requests every occurrence is inside a locked mapping', async (t) => {
     assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
+    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
+    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
+    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
+    assert.deepEqual(unlocked, []);
+  });
+});
+
+/** `count` WebSocket sessions one after another, each one message there and back; how many were answered. */
+async function webSocketSessions(port: number, count: number): Promise<number> {
+  let ok = 0;
+  for (let i = 0; i < count; i++) {
+    const socket = new WebSocket(`ws://127.0.0.1:${port}/v1/responses`, { handshakeTimeout: 5_000 });
+    const answered = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5_000);
+      socket.once('open', () => socket.send('{"type":"response.create"}'));
+      socket.once('message', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (answered) ok++;
+    socket.terminate();
+  }
+  return ok;
+}
+
+describe('where the key lives in the supervisor, with --websocket', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
+  const server = createServer((_req, res) => res.writeHead(404).end());
+  const webSockets = new WebSocketServer({ noServer: true });
+  let proxy: ProxyProcess;
+  before(async () => {
+    // Accepts only the right key, answers each message once.
+    server.on('upgrade', (req, socket, head) => {
+      if (req.headers.authorization !== `Bearer ${TEST_KEY}`) return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+      webSockets.handleUpgrade(req, socket, head, (ws) => ws.on('message', () => ws.send('{"type":"response.completed"}')));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    proxy = await ProxyProcess.start({ args: ['--websocket', '--upstream-url', `http://127.0.0.1:${port}/v1/responses`] });
+  });
+  after(async () => {
+    await proxy?.stop();
+    server.closeAllConnections();
+    server.close();
+  });
+
+  test('after 300 WebSocket handshakes every occurrence is inside a locked mapping', async (t) => {
+    assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
     const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
     t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
     assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
