@@ -41,6 +41,7 @@ export class UpstreamSocket {
   /** The 101's head, sent once ws has checked the handshake and opened. */
   private acceptHead: Buffer | null = null;
   private answered = false;
+  private readonly handshakeTimer: NodeJS.Timeout;
   private closing = false;
   private requestClosed = false;
   private responseClosed = false;
@@ -66,7 +67,6 @@ export class UpstreamSocket {
     this.socket = new WebSocket(upstream.webSocketUrl, protocols, {
       headers,
       maxPayload: ctx.maxMessageBytes,
-      handshakeTimeout: upstream.timeoutMs,
       followRedirects: false,
       createConnection: connect as WebSocket.ClientOptions['createConnection'],
       ...{ closeTimeout: WS_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
@@ -79,6 +79,8 @@ export class UpstreamSocket {
     this.socket.on('message', (data: Buffer, isBinary) => this.onMessage(data, isBinary));
     this.socket.on('error', (err) => this.onError(err));
     this.socket.on('close', (code, reason) => this.onUpstreamClosed(code, reason));
+    // Our own timer rather than ws's handshakeTimeout, whose error does not say it was a timeout: 504, as for HTTP.
+    this.handshakeTimer = setTimeout(() => this.onError(Object.assign(new Error('no answer to the WebSocket handshake'), { code: 'ETIMEDOUT' })), upstream.timeoutMs);
   }
 
   /** WS_*_PART / WS_*_END from the worker: a client message on its way upstream. */
@@ -106,6 +108,7 @@ export class UpstreamSocket {
 
   /** RESET from the worker (client gone during the handshake), or the worker is gone / the proxy stops. */
   cancel(workerGone = false): void {
+    clearTimeout(this.handshakeTimer);
     this.responseClosed = true;
     if (workerGone) closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from('proxy worker restarted'));
     else closeLike(this.socket, CLOSE_ABNORMAL, Buffer.alloc(0));
@@ -114,6 +117,7 @@ export class UpstreamSocket {
   }
 
   private onOpen(): void {
+    clearTimeout(this.handshakeTimer);
     const head = this.acceptHead as Buffer;
     if (this.responseClosed) return;
     this.answered = true;
@@ -122,6 +126,7 @@ export class UpstreamSocket {
   }
 
   private onRefused(res: IncomingMessage): void {
+    clearTimeout(this.handshakeTimer);
     if (this.responseClosed) return void res.destroy();
     this.answered = true;
     const status = res.statusCode ?? 502;
@@ -134,7 +139,6 @@ export class UpstreamSocket {
       kept += piece.length;
     });
     const answer = (): void => {
-      this.socket.terminate();
       if (this.responseClosed) return;
       const head = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), status);
       const body = Buffer.concat(chunks, kept);
@@ -181,6 +185,8 @@ export class UpstreamSocket {
 
   /** A complete non-101 answer (refusal or failure) in one go: it fits the first credit window. */
   private answer(head: Buffer, body: Buffer): void {
+    clearTimeout(this.handshakeTimer);
+    this.socket.terminate();
     const { writer } = this.ctx;
     this.answered = true;
     writer.send(Msg.RESPONSE_HEAD, this.id, head);

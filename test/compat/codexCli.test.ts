@@ -2,39 +2,16 @@
 // configured exactly as the original's README shows.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { MockUpstream } from '../helpers/mockUpstream.js';
+import { runCodex } from '../helpers/codex.js';
 import { ProxyProcess, TEST_KEY } from '../helpers/proxyProcess.js';
 import { encodeSse, responseEvents } from '../helpers/responsesApi.js';
 
-const CODEX = fileURLToPath(new URL('../../../node_modules/.bin/codex', import.meta.url));
 const ANSWER = 'The proxy relayed this answer from the mock upstream.';
-
-interface CodexRun {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCodex(args: string[], home: string, timeoutMs = 60_000): Promise<CodexRun> {
-  return new Promise((resolve) => {
-    const child = spawn(CODEX, args, { cwd: home, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, CODEX_HOME: home }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 describe('Codex CLI through the proxy', { timeout: 180_000 }, () => {
   let upstream: MockUpstream;
