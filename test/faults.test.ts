@@ -299,11 +299,9 @@ describe('faults', { timeout: 120_000 }, () => {
       assert.notEqual(await upstream.closed(ex, 2_000), null, 'the upstream call was closed');
     });
 
-    // Known open (reported in issue 5's note): at one body size near the kernel's send-buffer
-    // limit the response can still arrive short, although the worker now finishes a stream only
-    // once its bytes are with the kernel and ends connections with a FIN before it exits.
-    // Kept running as a todo so every run shows where it stands.
-    test('SIGTERM while a client is momentarily not reading: the in-flight response still arrives complete', { timeout: 60_000, todo: 'known open: a response can arrive short at one size near the send-buffer limit' }, async (t) => {
+    // Sizes just above the send-buffer limit used to arrive short: http.Server.close() destroys
+    // every connection whose response has ended, with its tail still in Node's buffers.
+    test('SIGTERM while a client is momentarily not reading: the in-flight response still arrives complete', { timeout: 60_000 }, async (t) => {
       // The response's tail may still sit in the worker's socket buffer (up to one 256 KiB credit
       // window beyond what the kernel holds) when the worker has handed the last byte to Node.
       // A graceful drain must deliver it. Which body size leaves such a tail depends on the

@@ -3,7 +3,7 @@
 // supervisor.
 
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { Server as NetServer, type Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
@@ -169,8 +169,11 @@ export class HttpFrontend {
   drain(): void {
     if (this.draining) return;
     this.draining = true;
-    // Exit once every connection is closed; the supervisor then exits 0.
-    this.server.close(() => process.exit(0));
+    // Exit once every connection is closed; the supervisor then exits 0. Stop
+    // listening the net.Server way: http's close() also destroys every
+    // connection whose response has ended, although its tail may not have left
+    // Node's buffers yet (a client not reading then got a truncated response).
+    NetServer.prototype.close.call(this.server, () => process.exit(0));
     // A WebSocket never finishes by itself: close it as "going away".
     for (const stream of this.streams.values()) if (stream instanceof ClientSocket) stream.close(1001, 'proxy shutting down');
     if (this.streams.size === 0) this.drained();
