@@ -72,6 +72,36 @@ describe('frames', () => {
     assert.deepEqual(decodeAll('worker', all, new Array<number>(all.length).fill(1)), expected, 'byte by byte');
   });
 
+  test('piece types: a frame that straddles chunks is handed on in pieces, nothing else changes', () => {
+    const { writer, bytes } = collectingWriter();
+    const big = Buffer.alloc(MAX_DATA_PAYLOAD);
+    for (let i = 0; i < big.length; i++) big[i] = i % 251;
+    writer.send(Msg.RESPONSE_HEAD, 1, encodeHead(['a', 'b'], 200));
+    writer.send(Msg.RESPONSE_DATA, 1, big);
+    writer.send(Msg.RESPONSE_DATA, 2, Buffer.from('x'));
+    writer.send(Msg.RESPONSE_END, 1);
+    const all = bytes();
+    for (const cuts of [[all.length], [20], [20, 30_000], [all.length - 3], new Array<number>(all.length).fill(1)]) {
+      const frames: Frame[] = [];
+      const decoder = new FrameDecoder('supervisor', (type, streamId, payload) => frames.push({ type, streamId, payload: Buffer.from(payload) }), new Set([Msg.RESPONSE_DATA]));
+      let offset = 0;
+      for (const size of cuts) {
+        decoder.push(all.subarray(offset, offset + size));
+        offset += size;
+      }
+      if (offset < all.length) decoder.push(all.subarray(offset));
+      const data1 = frames.filter((f) => f.type === Msg.RESPONSE_DATA && f.streamId === 1);
+      assert.ok(data1.every((f) => f.payload.length > 0));
+      assert.deepEqual(Buffer.concat(data1.map((f) => f.payload)), big, `cuts ${cuts.length}`);
+      // Order is kept: head, the pieces, the other stream's data, end.
+      assert.deepEqual(
+        frames.map((f) => f.type).filter((t, i, a) => t !== Msg.RESPONSE_DATA || a[i - 1] !== Msg.RESPONSE_DATA),
+        [Msg.RESPONSE_HEAD, Msg.RESPONSE_DATA, Msg.RESPONSE_END],
+      );
+      assert.equal(frames.at(-2)?.streamId, 2);
+    }
+  });
+
   const refused: Array<[string, 'worker' | 'supervisor', Buffer]> = [
     ['unknown type', 'worker', header(0, 0x55, 1)],
     ['supervisor type sent by the worker', 'worker', header(4, Msg.RESPONSE_HEAD, 1)],

@@ -109,7 +109,11 @@ export type FrameHandler = (type: MsgType, streamId: number, payload: Buffer) =>
  * Splits a byte stream into frames sent by `from`, validating each header
  * against MESSAGE_SPECS before waiting for its payload (so an oversize length
  * is refused at once, never buffered). Payloads are views into the received
- * chunks; bytes are copied only when a frame straddles chunks.
+ * chunks; bytes are copied only when a frame straddles chunks, except for the
+ * `pieceTypes` (body data): such a frame is handed on in pieces as its bytes
+ * arrive, each piece a frame of the same type and stream (a 64 KiB DATA frame
+ * nearly always straddles the 64 KiB reads of a socket, and copying it cost
+ * an allocation and a copy per frame).
  * Throws ProtocolError; after that the decoder accepts nothing more.
  */
 export class FrameDecoder {
@@ -117,14 +121,31 @@ export class FrameDecoder {
   private queuedBytes = 0;
   private needed = FRAME_HEADER_BYTES;
   private failed = false;
+  /** The rest of a piece-type frame whose first bytes were handed on. */
+  private piece: { type: MsgType; streamId: number; remaining: number } | null = null;
 
   constructor(
     private readonly from: Side,
     private readonly onFrame: FrameHandler,
+    private readonly pieceTypes: ReadonlySet<number> = new Set(),
   ) {}
 
   push(chunk: Buffer): void {
     if (this.failed) return;
+    const piece = this.piece;
+    if (piece !== null) {
+      const n = Math.min(piece.remaining, chunk.length);
+      piece.remaining -= n;
+      if (piece.remaining === 0) this.piece = null;
+      try {
+        this.onFrame(piece.type, piece.streamId, n === chunk.length ? chunk : chunk.subarray(0, n));
+      } catch (err) {
+        this.fail();
+        throw err;
+      }
+      if (this.failed || n === chunk.length) return;
+      chunk = chunk.subarray(n);
+    }
     if (this.queuedBytes === 0) return this.consume(chunk);
     this.queued.push(chunk);
     this.queuedBytes += chunk.length;
@@ -149,6 +170,13 @@ export class FrameDecoder {
         const streamId = buf.readUInt32BE(offset + 5);
         this.checkHeader(type, length, streamId);
         const end = offset + FRAME_HEADER_BYTES + length;
+        if (end > buf.length && this.pieceTypes.has(type) && buf.length > offset + FRAME_HEADER_BYTES) {
+          const first = buf.subarray(offset + FRAME_HEADER_BYTES);
+          this.piece = { type: type as MsgType, streamId, remaining: end - buf.length };
+          offset = buf.length;
+          this.onFrame(type as MsgType, streamId, first);
+          break;
+        }
         if (end > buf.length) {
           this.needed = FRAME_HEADER_BYTES + length;
           break;
@@ -159,9 +187,7 @@ export class FrameDecoder {
         if (this.failed) return;
       }
     } catch (err) {
-      this.failed = true;
-      this.queued = [];
-      this.queuedBytes = 0;
+      this.fail();
       throw err;
     }
     if (offset < buf.length) {
@@ -189,6 +215,7 @@ export class FrameDecoder {
     this.failed = true;
     this.queued = [];
     this.queuedBytes = 0;
+    this.piece = null;
   }
 }
 

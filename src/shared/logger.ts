@@ -4,6 +4,11 @@
 // closes the step's pipes while the proxy keeps serving): a failed write must
 // never throw, kill or stall the proxy, so the sink swallows write errors and
 // stops writing once stderr is gone.
+//
+// Log lines (one per request at info) are written in batches: those of one
+// event-loop turn go out in one write, not one syscall each. Anything written
+// directly, and process exit, flushes the batch first, so order is kept and
+// nothing logged before an exit is lost.
 
 import { writeSync } from 'node:fs';
 import pino from 'pino';
@@ -13,9 +18,19 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export type Logger = pino.Logger;
 
 let stderrGone = false;
+/** A batch larger than this is written at once rather than at the end of the turn. */
+const BATCH_BYTES = 16 * 1024;
+let batch: string[] = [];
+let batchBytes = 0;
+let flushScheduled = false;
 
-/** Write a line to fd 2, dropping it if stderr is closed or would block. */
+/** Write a line to fd 2 (after any pending log lines), dropping it if stderr is closed or would block. */
 export function writeStderr(text: string): void {
+  flushLogLines();
+  writeNow(text);
+}
+
+function writeNow(text: string): void {
   if (stderrGone) return;
   try {
     writeSync(2, text);
@@ -25,7 +40,29 @@ export function writeStderr(text: string): void {
   }
 }
 
-const stderrSink = { write: writeStderr };
+function flushLogLines(): void {
+  if (batch.length === 0) return;
+  const text = batch.length === 1 ? (batch[0] as string) : batch.join('');
+  batch = [];
+  batchBytes = 0;
+  writeNow(text);
+}
+
+const stderrSink = {
+  write(line: string): void {
+    if (stderrGone) return;
+    batch.push(line);
+    batchBytes += line.length;
+    if (batchBytes >= BATCH_BYTES) return flushLogLines();
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(() => {
+      flushScheduled = false;
+      flushLogLines();
+    });
+  },
+};
+process.on('exit', flushLogLines);
 
 /** Header names that must never reach a log line with their value. */
 const SECRET_HEADER_PATHS = ['authorization', 'cookie', '"set-cookie"', '"proxy-authorization"'];

@@ -4,10 +4,21 @@
 // Each occurrence is overwritten with '*' of the same length, so framing is
 // unchanged; only a chunk's tail that could be the start of the key is held
 // back until the next chunk (SSE chunks end in "\n", never a key byte).
+//
+// Reading the key costs two mprotect calls (see AuthHeader.read). A small chunk
+// is first checked without it: the key is a run of at least keyLength key bytes
+// ([A-Za-z0-9_-], the intake's rule), so a chunk with no such run, and no run
+// of key bytes at its very end that could be the key's start, cannot need
+// masking or holding back.
 
 import type { AuthHeader } from './authHeader.js';
 
 const MASK = 0x2a; // '*'
+/** Larger chunks go straight to the key: scanning them here would cost more than reading it. */
+const PREFILTER_MAX_BYTES = 4096;
+
+const KEY_BYTES = new Uint8Array(256);
+for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_') KEY_BYTES[c.charCodeAt(0)] = 1;
 
 export class KeyScrubber {
   private held: Buffer | null = null;
@@ -19,6 +30,7 @@ export class KeyScrubber {
 
   /** Mask in place every complete occurrence of the key in `buf`. */
   maskInPlace(buf: Buffer): void {
+    if (!mayHoldKey(buf, this.auth.keyLength, false)) return;
     this.auth.read((header) => maskKey(buf, header.subarray(this.keyOffset)));
   }
 
@@ -30,6 +42,7 @@ export class KeyScrubber {
       this.held.fill(0);
       this.held = null;
     }
+    if (!mayHoldKey(data, this.auth.keyLength, true)) return data;
     let keep = 0;
     this.auth.read((header) => {
       const key = header.subarray(this.keyOffset);
@@ -47,6 +60,21 @@ export class KeyScrubber {
     this.held = null;
     return rest;
   }
+}
+
+/**
+ * False only when `data` (small enough to scan) has no run of key bytes as long
+ * as the key, nor, with `orItsStart`, a run of key bytes at its end.
+ */
+function mayHoldKey(data: Buffer, keyLength: number, orItsStart: boolean): boolean {
+  if (data.length > PREFILTER_MAX_BYTES) return true;
+  let run = 0;
+  for (let i = 0; i < data.length; i++) {
+    if (KEY_BYTES[data[i] as number] === 1) {
+      if (++run >= keyLength) return true;
+    } else run = 0;
+  }
+  return orItsStart && run > 0;
 }
 
 function maskKey(data: Buffer, key: Buffer): void {

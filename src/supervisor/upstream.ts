@@ -6,8 +6,7 @@
 // the worker; the response half when RESPONSE_END or RESET has been sent. The
 // call is forgotten only when both are closed, so late frames stay accounted.
 
-import type { Readable } from 'node:stream';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
 import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -80,14 +79,19 @@ export interface CallContext {
 
 const CANCELLED = new Error('request cancelled');
 
-export class UpstreamCall {
+/**
+ * One upstream request, dispatched on undici's handler interface: response
+ * chunks arrive as callbacks, straight from the parser, and back-pressure is
+ * the controller's pause/resume (no Readable, promise or AbortSignal per call).
+ */
+export class UpstreamCall implements Dispatcher.DispatchHandler {
   private readonly requestBody: RequestBodyQueue;
   private readonly requestCredit: CreditReceiver;
-  private readonly abortController = new AbortController();
   private readonly scrubber: KeyScrubber;
   private readonly detector: KeyDetector | null;
   private readonly keyHeaderIndexes: number[] = [];
-  private responseBody: Readable | null = null;
+  /** undici's handle on the request, once it is on a connection. */
+  private controller: Dispatcher.DispatchController | null = null;
   private responseSender: StreamSender | null = null;
   private requestClosed = false;
   private responseClosed = false;
@@ -106,13 +110,8 @@ export class UpstreamCall {
     });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
     headers.push('authorization', ctx.upstream.authorizationPlaceholder);
-    ctx.upstream.pool
-      // undici accepts any async iterable as a body; its types list only Readable.
-      .request({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody as unknown as Readable, signal: this.abortController.signal })
-      .then(
-        (response) => this.onResponse(response.statusCode, response.headers, response.body),
-        (err: unknown) => this.onFailure(err),
-      );
+    // undici accepts any async iterable as a body; its types list only Readable.
+    ctx.upstream.pool.dispatch({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody as unknown as Dispatcher.DispatchOptions['body'] }, this);
   }
 
   onRequestData(payload: Buffer): void {
@@ -139,49 +138,57 @@ export class UpstreamCall {
   cancel(): void {
     if (!this.responseClosed) {
       this.responseClosed = true;
-      this.abortController.abort();
-      this.responseBody?.destroy();
+      this.controller?.abort(CANCELLED); // not yet on a connection: onRequestStart aborts it
     }
     this.requestBody.destroy(CANCELLED);
     this.closeRequest();
     this.ctx.onDone(this.id);
   }
 
-  private onResponse(status: number, headers: Record<string, string | string[] | undefined>, body: Readable): void {
-    if (this.responseClosed) {
-      body.destroy();
-      return;
-    }
+  // undici's handler interface (called by the pool).
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.responseClosed) controller.abort(CANCELLED);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, status: number, headers: Record<string, string | string[] | undefined>): void {
+    if (status < 200) return; // informational (103 Early Hints): the final head follows
+    if (this.responseClosed) return controller.abort(CANCELLED);
     let head: Buffer;
     try {
       head = encodeHead(flattenHeaders(headers), status);
     } catch (err) {
-      body.destroy();
-      return this.onFailure(err);
+      this.onFailure(err);
+      return controller.abort(CANCELLED);
     }
     this.scrubber.maskInPlace(head);
-    const { writer } = this.ctx;
-    const sender = new StreamSender(writer, Msg.RESPONSE_DATA, this.id, body);
-    this.responseBody = body;
-    this.responseSender = sender;
-    writer.send(Msg.RESPONSE_HEAD, this.id, head);
-    body.on('data', (chunk: Buffer) => {
-      const safe = this.scrubber.push(chunk);
-      if (safe.length > 0) sender.write(safe);
-    });
-    body.on('end', () => {
-      if (this.responseClosed) return;
-      const rest = this.scrubber.flush();
-      if (rest !== null) sender.write(rest);
-      // Stay registered until the last byte has gone out within credit.
-      sender.end(Msg.RESPONSE_END, () => this.closeResponse());
-    });
-    body.on('error', (err) => {
-      if (this.responseClosed) return;
-      this.ctx.log.warn({ stream: this.id, code: errnoCode(err) ?? 'UNKNOWN' }, 'upstream response failed mid-body');
-      writer.send(Msg.RESET, this.id);
-      this.closeResponse();
-    });
+    // Paused while the worker's credit for this stream is used up.
+    this.responseSender = new StreamSender(this.ctx.writer, Msg.RESPONSE_DATA, this.id, { pause: () => controller.pause(), resume: () => controller.resume() });
+    this.ctx.writer.send(Msg.RESPONSE_HEAD, this.id, head);
+  }
+
+  onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.responseClosed || this.responseSender === null) return;
+    const safe = this.scrubber.push(chunk);
+    if (safe.length > 0) this.responseSender.write(safe);
+  }
+
+  onResponseEnd(): void {
+    const sender = this.responseSender;
+    if (this.responseClosed || sender === null) return;
+    const rest = this.scrubber.flush();
+    if (rest !== null) sender.write(rest);
+    // Stay registered until the last byte has gone out within credit.
+    sender.end(Msg.RESPONSE_END, () => this.closeResponse());
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
+    if (this.responseClosed) return;
+    if (this.responseSender === null) return this.onFailure(err);
+    this.ctx.log.warn({ stream: this.id, code: errnoCode(err) ?? 'UNKNOWN' }, 'upstream response failed mid-body');
+    this.ctx.writer.send(Msg.RESET, this.id);
+    this.closeResponse();
   }
 
   private onFailure(err: unknown): void {

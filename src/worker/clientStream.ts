@@ -73,12 +73,18 @@ export class ClientStream {
     this.dump?.onResponseHead(status, headers);
     try {
       this.res.writeHead(status, withoutHopByHop(headers, NOT_MIRRORED));
-      this.res.flushHeaders();
     } catch (err) {
       // The code only: Node's message quotes the offending header value (a cookie, say).
       this.log.warn({ stream: this.id, code: (err as NodeJS.ErrnoException).code }, 'upstream response head rejected');
       this.abort('upstream response head rejected');
+      return;
     }
+    // Body bytes that came in the same IPC read take the head along (one
+    // segment for a small response); otherwise it goes out at the end of this
+    // turn, so a client waiting for SSE events sees the head at once.
+    process.nextTick(() => {
+      if (!this.closed && this.bytesOut === 0) this.res.flushHeaders();
+    });
   }
 
   onResponseData(payload: Buffer): void {

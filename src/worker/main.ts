@@ -86,7 +86,8 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   server.listen(() => writer.send(Msg.READY, 0));
 }
 
-const decoder = new FrameDecoder('supervisor', onFrame);
+// Response bodies are handed on in pieces as they arrive (never copied to reassemble a frame).
+const decoder = new FrameDecoder('supervisor', onFrame, new Set([Msg.RESPONSE_DATA]));
 channel.on('data', (chunk: Buffer) => decoder.push(chunk));
 
 process.on('uncaughtException', (err) => {
