@@ -11,6 +11,7 @@
 // of key bytes at its very end that could be the key's start, cannot need
 // masking or holding back.
 
+import type { KeyScanResult } from '../shared/ipcProtocol.js';
 import type { AuthHeader } from './authHeader.js';
 
 const MASK = 0x2a; // '*'
@@ -99,20 +100,24 @@ function partialKeyTail(data: Buffer, key: Buffer): number {
 export class KeyDetector {
   private tail: Buffer = Buffer.alloc(0);
   private readonly keyOffset: number;
-  bodyHasKey = false;
+  private readonly headerIndexes: number[] = [];
+  private bodyHasKey = false;
 
-  constructor(private readonly auth: AuthHeader) {
+  /** Scans the request's header list at once; its body (or messages) as they pass. */
+  constructor(
+    private readonly auth: AuthHeader,
+    headers: readonly string[],
+  ) {
     this.keyOffset = auth.length - auth.keyLength;
+    auth.read((header) => {
+      const key = header.subarray(this.keyOffset);
+      for (let i = 1; i < headers.length; i += 2) if (Buffer.from(headers[i] as string, 'latin1').indexOf(key) !== -1) this.headerIndexes.push((i - 1) / 2);
+    });
   }
 
-  /** Indexes (in name/value pairs) of the header fields whose value contains the key. */
-  headerIndexes(headers: readonly string[]): number[] {
-    const found: number[] = [];
-    this.auth.read((header) => {
-      const key = header.subarray(this.keyOffset);
-      for (let i = 1; i < headers.length; i += 2) if (Buffer.from(headers[i] as string, 'latin1').indexOf(key) !== -1) found.push((i - 1) / 2);
-    });
-    return found;
+  /** Where the key was: the body, and the indexes (in name/value pairs) of the header fields. */
+  get result(): KeyScanResult {
+    return { bodyHasKey: this.bodyHasKey, headerIndexes: this.headerIndexes };
   }
 
   pushBody(chunk: Buffer): void {

@@ -79,6 +79,18 @@ export interface CallContext {
 
 const CANCELLED = new Error('request cancelled');
 
+/** An answer of the supervisor's own (or a short refusal) in one go: it fits the first credit window. */
+export function sendWholeResponse(writer: FrameWriter, id: number, head: Buffer, body: Buffer): void {
+  writer.send(Msg.RESPONSE_HEAD, id, head);
+  if (body.length > 0) writer.send(Msg.RESPONSE_DATA, id, body);
+  writer.send(Msg.RESPONSE_END, id);
+}
+
+/** The request half has closed and everything the worker sent was scanned: tell it what to redact (dumps only). */
+export function reportKeyScan(writer: FrameWriter, id: number, detector: KeyDetector | null): void {
+  if (detector !== null) writer.send(Msg.REQUEST_SCANNED, id, encodeKeyScan(detector.result));
+}
+
 /**
  * One upstream request, dispatched on undici's handler interface: response
  * chunks arrive as callbacks, straight from the parser, and back-pressure is
@@ -89,7 +101,6 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   private readonly requestCredit: CreditReceiver;
   private readonly scrubber: KeyScrubber;
   private readonly detector: KeyDetector | null;
-  private readonly keyHeaderIndexes: number[] = [];
   /** undici's handle on the request, once it is on a connection. */
   private controller: Dispatcher.DispatchController | null = null;
   private responseSender: StreamSender | null = null;
@@ -102,8 +113,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     private readonly ctx: CallContext,
   ) {
     this.scrubber = new KeyScrubber(ctx.upstream.auth);
-    this.detector = ctx.scanRequests ? new KeyDetector(ctx.upstream.auth) : null;
-    if (this.detector !== null) this.keyHeaderIndexes = this.detector.headerIndexes(clientHeaders);
+    this.detector = ctx.scanRequests ? new KeyDetector(ctx.upstream.auth, clientHeaders) : null;
     this.requestCredit = new CreditReceiver(ctx.writer, id);
     this.requestBody = new RequestBodyQueue((bytes, drained) => {
       if (!this.requestClosed || !this.responseClosed) this.requestCredit.consumed(bytes, drained);
@@ -195,21 +205,14 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     if (this.responseClosed) return;
     const failure = upstreamFailure(err);
     this.ctx.log.warn({ stream: this.id, code: failure.code, status: failure.status }, 'upstream request failed');
-    const { writer } = this.ctx;
-    writer.send(Msg.RESPONSE_HEAD, this.id, encodeHead(['content-type', 'application/json'], failure.status));
-    writer.send(Msg.RESPONSE_DATA, this.id, failure.body);
-    writer.send(Msg.RESPONSE_END, this.id);
+    sendWholeResponse(this.ctx.writer, this.id, encodeHead(['content-type', 'application/json'], failure.status), failure.body);
     this.closeResponse();
   }
 
   private closeRequest(): void {
     if (this.requestClosed) return;
     this.requestClosed = true;
-    // Everything the worker sent has been scanned: tell it what to redact.
-    if (this.detector !== null) {
-      const scan = { bodyHasKey: this.detector.bodyHasKey, headerIndexes: this.keyHeaderIndexes };
-      this.ctx.writer.send(Msg.REQUEST_SCANNED, this.id, encodeKeyScan(scan));
-    }
+    reportKeyScan(this.ctx.writer, this.id, this.detector);
     if (this.responseClosed) this.ctx.onDone(this.id);
   }
 

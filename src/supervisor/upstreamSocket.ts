@@ -16,11 +16,11 @@ import { connect as netConnect, isIP, type NetConnectOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import WebSocket from 'ws';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
-import { Msg, encodeHead, encodeKeyScan, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import { Msg, encodeHead, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import { CLOSE_ABNORMAL, CLOSE_GOING_AWAY, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
 import { acceptedHandshakeHeaders, upstreamHandshakeHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
-import { upstreamFailure, type CallContext } from './upstream.js';
+import { reportKeyScan, sendWholeResponse, upstreamFailure, type CallContext } from './upstream.js';
 
 /** How long a closing handshake may take before the socket is dropped. */
 export const WS_CLOSE_TIMEOUT_MS = 5_000;
@@ -37,7 +37,6 @@ export class UpstreamSocket {
   private readonly receiver: MessageReceiver;
   private readonly scrubber: KeyScrubber;
   private readonly detector: KeyDetector | null;
-  private readonly keyHeaderIndexes: number[] = [];
   /** The 101's head, sent once ws has checked the handshake and opened. */
   private acceptHead: Buffer | null = null;
   private answered = false;
@@ -53,8 +52,7 @@ export class UpstreamSocket {
   ) {
     const { upstream } = ctx;
     this.scrubber = new KeyScrubber(upstream.auth);
-    this.detector = ctx.scanRequests ? new KeyDetector(upstream.auth) : null;
-    if (this.detector !== null) this.keyHeaderIndexes = this.detector.headerIndexes(clientHeaders);
+    this.detector = ctx.scanRequests ? new KeyDetector(upstream.auth, clientHeaders) : null;
     const { headers, protocols } = upstreamHandshakeHeaders(clientHeaders, upstream.host);
     headers.authorization = upstream.authorizationPlaceholder;
     const secure = upstream.webSocketUrl.protocol === 'wss:';
@@ -183,25 +181,19 @@ export class UpstreamSocket {
     this.sender.close(code, reason, () => this.closeResponse());
   }
 
-  /** A complete non-101 answer (refusal or failure) in one go: it fits the first credit window. */
+  /** A complete non-101 answer (refusal or failure). */
   private answer(head: Buffer, body: Buffer): void {
     clearTimeout(this.handshakeTimer);
     this.socket.terminate();
-    const { writer } = this.ctx;
     this.answered = true;
-    writer.send(Msg.RESPONSE_HEAD, this.id, head);
-    if (body.length > 0) writer.send(Msg.RESPONSE_DATA, this.id, body);
-    writer.send(Msg.RESPONSE_END, this.id);
+    sendWholeResponse(this.ctx.writer, this.id, head, body);
     this.closeResponse();
   }
 
   private closeRequest(): void {
     if (this.requestClosed) return;
     this.requestClosed = true;
-    if (this.detector !== null) {
-      const scan = { bodyHasKey: this.detector.bodyHasKey, headerIndexes: this.keyHeaderIndexes };
-      this.ctx.writer.send(Msg.REQUEST_SCANNED, this.id, encodeKeyScan(scan));
-    }
+    reportKeyScan(this.ctx.writer, this.id, this.detector);
     if (this.responseClosed) this.ctx.onDone(this.id);
   }
 
