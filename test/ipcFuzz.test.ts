@@ -222,7 +222,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     stats.maxBuffered = Math.max(stats.maxBuffered, report.maxBuffered);
     stats.maxOpenCalls = Math.max(stats.maxOpenCalls, report.maxOpenCalls);
   } finally {
-    monitor.cancelAll();
+    monitor.cancelAll('test over');
     pair.destroy();
   }
   return report;

@@ -82,10 +82,10 @@ export class Monitor {
     return this.highestStreamId;
   }
 
-  /** Abort every upstream call, close every upstream socket "going away" (the worker is gone or the proxy is stopping). */
-  cancelAll(): void {
+  /** Abort every upstream call; close every upstream socket "going away", saying `why`. */
+  cancelAll(why: string): void {
     for (const call of [...this.calls.values()]) {
-      if (call instanceof UpstreamSocket) call.cancel(true);
+      if (call instanceof UpstreamSocket) call.goAway(why);
       else call.cancel();
     }
   }
@@ -99,7 +99,7 @@ export class Monitor {
   private violation(err: unknown): void {
     this.broken = true;
     this.decoder.fail();
-    this.cancelAll();
+    this.cancelAll('proxy worker replaced');
     const reason = err instanceof ProtocolError ? err.message : `handler failed: ${err instanceof Error ? err.message : String(err)}`;
     this.log.error({ reason }, 'IPC protocol violation by the worker');
     this.events.onViolation(reason);

@@ -104,12 +104,20 @@ export class UpstreamSocket {
     this.sender.grant(increment);
   }
 
-  /** RESET from the worker (client gone during the handshake), or the worker is gone / the proxy stops. */
-  cancel(workerGone = false): void {
+  /** RESET from the worker: the client is gone; drop the upstream's socket too. */
+  cancel(): void {
+    this.end(() => closeLike(this.socket, CLOSE_ABNORMAL, Buffer.alloc(0)));
+  }
+
+  /** The worker is gone or the proxy stops: close the upstream's socket with 1001. */
+  goAway(why: string): void {
+    this.end(() => closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from(why)));
+  }
+
+  private end(close: () => void): void {
     clearTimeout(this.handshakeTimer);
     this.responseClosed = true;
-    if (workerGone) closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from('proxy worker restarted'));
-    else closeLike(this.socket, CLOSE_ABNORMAL, Buffer.alloc(0));
+    close();
     this.closeRequest();
     this.ctx.onDone(this.id);
   }
