@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { Agent, createServer, request as httpRequest } from 'node:http';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +15,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { isInLockedMapping, scanProcessMemory, type ScanResult } from './helpers/memScan.js';
 import { MockUpstream } from './helpers/mockUpstream.js';
 import { ProxyProcess, TEST_KEY, killQuietly, waitFor } from './helpers/proxyProcess.js';
+import { TestCertificate } from './helpers/tlsCert.js';
 
 const asRoot = process.getuid?.() === 0;
 const KEY = Buffer.from(TEST_KEY);
@@ -72,6 +74,37 @@ describe('where the key lives in the supervisor', { timeout: 120_000, skip: !asR
   });
 
   test('after 2,000 requests every occurrence is inside a locked mapping', async (t) => {
+    assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
+    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
+    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
+    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
+    assert.deepEqual(unlocked, []);
+  });
+});
+
+describe('where the key lives in the supervisor, with an https:// upstream', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
+  let certificate: TestCertificate;
+  let server: HttpsServer;
+  let proxy: ProxyProcess;
+  before(async () => {
+    certificate = TestCertificate.create();
+    server = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
+      req.resume();
+      res.writeHead(req.headers.authorization === `Bearer ${TEST_KEY}` ? 200 : 401, { 'content-type': 'application/json' });
+      res.end('{"ok":true}');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    proxy = await ProxyProcess.start({ args: ['--upstream-url', `https://127.0.0.1:${port}/v1/responses`], env: certificate.trustingEnv() });
+  });
+  after(async () => {
+    await proxy?.stop();
+    server?.closeAllConnections();
+    server?.close();
+    certificate?.remove();
+  });
+
+  test('after 2,000 requests through TLS every occurrence is inside a locked mapping (none left in OpenSSL buffers)', async (t) => {
     assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
     const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
     t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);

@@ -5,16 +5,13 @@
 // supervisor only (the worker never talks to the upstream).
 
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
 import { Agent, request } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { ProxyProcess, TEST_KEY } from './helpers/proxyProcess.js';
+import { TestCertificate } from './helpers/tlsCert.js';
 
 interface Post {
   status: number;
@@ -35,16 +32,15 @@ function post(port: number, agent: Agent, body: string): Promise<Post> {
 }
 
 describe('an https:// upstream', { timeout: 60_000 }, () => {
-  let dir: string;
+  let certificate: TestCertificate;
   let server: Server;
   let upstreamUrl: string;
   let proxy: ProxyProcess;
   const authorizations: string[] = [];
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'rap-tls-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore', timeout: 10_000 });
-    server = createServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
+    certificate = TestCertificate.create();
+    server = createServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
       authorizations.push(req.headers.authorization ?? '');
       let body = '';
       req.setEncoding('utf8').on('data', (s: string) => (body += s));
@@ -62,14 +58,14 @@ describe('an https:// upstream', { timeout: 60_000 }, () => {
     upstreamUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/responses`;
     proxy = await ProxyProcess.start({
       args: ['--websocket', '--upstream-url', upstreamUrl],
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem') },
+      env: certificate.trustingEnv(),
     });
   });
   after(async () => {
     await proxy?.stop();
     server?.closeAllConnections();
     server?.close();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    certificate?.remove();
   });
 
   test('200 POSTs, 8 at a time over keep-alive: each arrives over TLS with exactly the key, bodies intact', async () => {

@@ -2,23 +2,32 @@
 //
 // undici formats the request head with a placeholder as the Authorization
 // value (a random per-process token: no client can guess it and have the key
-// spliced into a header of its own). Each socket undici opens is wrapped: a
-// string write (undici writes every request head as one latin1 string) that
-// contains "authorization: <placeholder>" is written as three pieces — the head
-// before the value, the value "Bearer <key>" copied from the no-access master
-// into a pooled sodium_malloc buffer (guarded, mlock'd), and the rest — and the
-// pooled buffer is zeroed once the socket reports the write done. Buffer writes
-// (request bodies) are never inspected or changed.
+// spliced into a header of its own). Each socket undici (or ws, for the
+// WebSocket handshake) opens is wrapped: a string write (both write a request
+// head as one latin1 string) that contains "authorization: <placeholder>" is
+// written instead as one buffer — the head with "Bearer <key>" copied from the
+// no-access master in place of the placeholder — assembled in a pooled
+// sodium_malloc buffer (guarded, mlock'd) that is zeroed once the socket
+// reports the write done. Buffer writes (request bodies) are never inspected.
+//
+// On a TLS socket that buffer must reach the TLS layer alone: Node encrypts a
+// single buffer straight from where it lies, but first copies several (a corked
+// head and body) into one ordinary heap buffer, which would keep the key after
+// it is freed. So the head is written uncorked there; on plain TCP, head and
+// body still leave in one writev (the kernel is the only copy).
 
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import sodium from 'sodium-native';
 import { buildConnector } from 'undici';
-import { AUTH_BUFFER_SIZE } from '../shared/constants.js';
 import type { AuthHeader } from './authHeader.js';
 
-/** Secure buffers kept for reuse; more are allocated while all are in flight. */
-const POOL_LIMIT = 64;
+/** Pooled secure buffers hold a head of up to this size; a larger one gets its own. */
+const HEAD_BUFFER_SIZE = 16 * 1024;
+/** Secure buffers kept for reuse (each is locked memory); more are allocated while all are in flight. */
+const POOL_LIMIT = 16;
+const VALUE_OFFSET = '\r\nauthorization: '.length;
 
 type WriteCallback = (err?: Error | null) => void;
 
@@ -48,7 +57,7 @@ export class KeySplicer {
         const at = chunk.indexOf(this.marker);
         if (at !== -1) {
           const done = typeof encoding === 'function' ? (encoding as WriteCallback) : (cb as WriteCallback | undefined);
-          return this.spliceWrite(write, chunk, at, done);
+          return this.spliceWrite(socket, write, chunk, at, done);
         }
       }
       return write(chunk as string, encoding as BufferEncoding, cb as WriteCallback);
@@ -56,22 +65,27 @@ export class KeySplicer {
     return socket;
   }
 
-  private spliceWrite(write: (chunk: Buffer, cb?: WriteCallback) => boolean, head: string, at: number, done?: WriteCallback): boolean {
-    const valueStart = at + '\r\nauthorization: '.length;
-    const secret = this.take();
-    const length = this.auth.read((value) => value.copy(secret));
-    write(Buffer.from(head.slice(0, valueStart), 'latin1'));
-    write(secret.subarray(0, length), () => this.give(secret));
-    return write(Buffer.from(head.slice(valueStart + this.placeholder.length), 'latin1'), done);
-  }
-
-  private take(): Buffer {
-    return this.pool.pop() ?? sodium.sodium_malloc(AUTH_BUFFER_SIZE);
+  private spliceWrite(socket: Socket, write: (chunk: Buffer, cb?: WriteCallback) => boolean, head: string, at: number, done?: WriteCallback): boolean {
+    const valueStart = at + VALUE_OFFSET;
+    const size = head.length - this.placeholder.length + this.auth.length;
+    const secret = size <= HEAD_BUFFER_SIZE ? (this.pool.pop() ?? sodium.sodium_malloc(HEAD_BUFFER_SIZE)) : sodium.sodium_malloc(size);
+    let n = secret.write(head.slice(0, valueStart), 0, 'latin1');
+    n += this.auth.read((value) => value.copy(secret, n));
+    n += secret.write(head.slice(valueStart + this.placeholder.length), n, 'latin1');
+    const corks = (socket as TLSSocket).encrypted === true ? socket.writableCorked : 0;
+    for (let i = 0; i < corks; i++) socket.uncork();
+    const flushed = write(secret.subarray(0, n), (err) => {
+      this.give(secret);
+      done?.(err);
+    });
+    for (let i = 0; i < corks; i++) socket.cork();
+    return flushed;
   }
 
   /** The socket is done with the bytes: zero them before anything else can reuse them. */
   private give(secret: Buffer): void {
     sodium.sodium_memzero(secret);
-    if (this.pool.length < POOL_LIMIT) this.pool.push(secret);
+    if (secret.length === HEAD_BUFFER_SIZE && this.pool.length < POOL_LIMIT) this.pool.push(secret);
+    else sodium.sodium_free(secret);
   }
 }
