@@ -23,10 +23,14 @@ import sodium from 'sodium-native';
 import { buildConnector } from 'undici';
 import type { AuthHeader } from './authHeader.js';
 
-/** Pooled secure buffers hold a head of up to this size; a larger one gets its own. */
-const HEAD_BUFFER_SIZE = 16 * 1024;
-/** Secure buffers kept for reuse (each is locked memory); more are allocated while all are in flight. */
-const POOL_LIMIT = 16;
+/** Pooled secure buffers hold a head of up to this size (Codex's are under 3 KiB); a larger one gets its own. */
+const HEAD_BUFFER_SIZE = 8 * 1024;
+/**
+ * Secure buffers kept for reuse: one per head write in flight at once, so as
+ * many as concurrent requests (at most 1 MiB of locked memory). Allocating one
+ * (mmap, guard pages, mlock) costs ten times the rest of a splice.
+ */
+const POOL_LIMIT = 128;
 const VALUE_OFFSET = '\r\nauthorization: '.length;
 
 type WriteCallback = (err?: Error | null) => void;
@@ -75,16 +79,16 @@ export class KeySplicer {
     const corks = (socket as TLSSocket).encrypted === true ? socket.writableCorked : 0;
     for (let i = 0; i < corks; i++) socket.uncork();
     const flushed = write(secret.subarray(0, n), (err) => {
-      this.give(secret);
+      this.give(secret, n);
       done?.(err);
     });
     for (let i = 0; i < corks; i++) socket.cork();
     return flushed;
   }
 
-  /** The socket is done with the bytes: zero them before anything else can reuse them. */
-  private give(secret: Buffer): void {
-    sodium.sodium_memzero(secret);
+  /** The socket is done with the `used` bytes: zero them before anything else can reuse them. */
+  private give(secret: Buffer, used: number): void {
+    sodium.sodium_memzero(secret.subarray(0, used));
     if (secret.length === HEAD_BUFFER_SIZE && this.pool.length < POOL_LIMIT) this.pool.push(secret);
     else sodium.sodium_free(secret);
   }
