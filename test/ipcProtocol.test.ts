@@ -252,11 +252,16 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     );
   });
 
-  test('a message that changes kind before its END, or data beyond credit, is a protocol violation', () => {
+  test('a message that changes kind before its END, grows beyond the limit, or data beyond credit, is a protocol violation', () => {
     const { writer } = collectingWriter();
     const receiver = new MessageReceiver(writer, 1, (_d, _b, _f, written) => written());
     receiver.receive(Msg.WS_TEXT_PART, Buffer.from('a'));
     assert.throws(() => receiver.receive(Msg.WS_BINARY_END, Buffer.from('b')), ProtocolError);
+    const bounded = new MessageReceiver(writer, 3, (_d, _b, _f, written) => written(), 10);
+    bounded.receive(Msg.WS_BINARY_PART, Buffer.alloc(6));
+    bounded.receive(Msg.WS_BINARY_END, Buffer.alloc(4));
+    bounded.receive(Msg.WS_TEXT_PART, Buffer.alloc(6));
+    assert.throws(() => bounded.receive(Msg.WS_TEXT_END, Buffer.alloc(5)), /message of more than 10 bytes/);
     const greedy = new MessageReceiver(writer, 2, () => {});
     for (let sent = 0; sent < INITIAL_STREAM_WINDOW; sent += MAX_DATA_PAYLOAD) greedy.receive(Msg.WS_TEXT_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
     assert.throws(() => greedy.receive(Msg.WS_TEXT_END, Buffer.from('x')), ProtocolError);

@@ -133,11 +133,14 @@ export class MessageReceiver {
   private readonly credit: CreditReceiver;
   /** Kind of the message whose parts are arriving (null between messages). */
   private binaryInProgress: boolean | null = null;
+  private messageBytes = 0;
 
+  /** `maxMessageBytes`: a message that grows beyond it is a violation (the peer's socket could not have received it). */
   constructor(
     writer: FrameWriter,
     private readonly streamId: number,
     private readonly sink: FragmentSink,
+    private readonly maxMessageBytes = Infinity,
   ) {
     this.credit = new CreditReceiver(writer, streamId);
   }
@@ -149,6 +152,9 @@ export class MessageReceiver {
     if (this.binaryInProgress !== null && this.binaryInProgress !== binary) {
       throw new ProtocolError(`message kind changed within a message on stream ${this.streamId}`);
     }
+    this.messageBytes += payload.length;
+    if (this.messageBytes > this.maxMessageBytes) throw new ProtocolError(`message of more than ${this.maxMessageBytes} bytes on stream ${this.streamId}`);
+    if (fin) this.messageBytes = 0;
     this.binaryInProgress = fin ? null : binary;
     const n = payload.length;
     this.sink(payload, binary, fin, () => this.credit.consumed(n));

@@ -70,7 +70,7 @@ export class UpstreamSocket {
       ...{ closeTimeout: WS_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
     this.sender = new MessageSender(ctx.writer, id, this.socket);
-    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.socket.send(data, { binary, fin }, written));
+    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.socket.send(data, { binary, fin }, written), ctx.maxMessageBytes);
     this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
     this.socket.on('open', () => this.onOpen());
     this.socket.on('unexpected-response', (_req, res) => this.onRefused(res));
