@@ -227,6 +227,23 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     assert.equal(decodeAll('worker', bytes()).length, frames.length, 'nothing is sent after WS_CLOSE');
   });
 
+  test('discard(): queued messages are dropped, a waiting close goes out, the source reads again, later messages are dropped', () => {
+    const { writer, bytes } = collectingWriter();
+    const { events, source } = pausable();
+    const sender = new MessageSender(writer, 1, source);
+    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 1), true);
+    let closed = false;
+    sender.close(1001, Buffer.from('going'), () => (closed = true));
+    const before = decodeAll('worker', bytes()).length;
+    sender.discard();
+    sender.send(Buffer.from('late'), false);
+    sender.grant(100);
+    const after = decodeAll('worker', bytes()).slice(before);
+    assert.deepEqual(after.map((f) => f.type), [Msg.WS_CLOSE]);
+    assert.equal(closed, true);
+    assert.deepEqual(events, ['pause', 'resume']);
+  });
+
   test('the receiver passes parts on as fragments and returns credit once the socket took them', () => {
     const { writer, bytes } = collectingWriter();
     const fragments: Array<[number, boolean, boolean]> = [];

@@ -52,6 +52,8 @@ export class MessageSender {
   private pendingClose: Buffer | null = null;
   private closeSent = false;
   private onCloseSent: (() => void) | null = null;
+  /** After discard(): messages are dropped as they come. */
+  private dropping = false;
 
   constructor(
     private readonly writer: FrameWriter,
@@ -60,7 +62,7 @@ export class MessageSender {
   ) {}
 
   send(data: Buffer, binary: boolean): void {
-    if (this.closeSent || this.pendingClose !== null) return;
+    if (this.dropping || this.closeSent || this.pendingClose !== null) return;
     this.queue.push({ data, binary });
     if (this.queue.length === 1) this.pump();
     if (this.queue.length > 0) this.source.pause();
@@ -82,6 +84,19 @@ export class MessageSender {
   /** WS_CLOSE has been sent or waits behind queued messages. */
   get closing(): boolean {
     return this.closeSent || this.pendingClose !== null;
+  }
+
+  /**
+   * The peer's socket is gone: drop the queued messages and any that follow
+   * (nobody will take them), send a waiting close, and let the source read
+   * again, so that its close handshake is not stuck behind unread data.
+   */
+  discard(): void {
+    this.dropping = true;
+    this.queue.length = 0;
+    this.sentOfFirst = 0;
+    if (this.pendingClose !== null) this.sendClose();
+    this.source.resume();
   }
 
   grant(increment: number): void {

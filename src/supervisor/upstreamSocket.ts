@@ -95,6 +95,7 @@ export class UpstreamSocket {
     if (this.requestClosed) throw new ProtocolError(`WS_CLOSE twice on stream ${this.id}`);
     const { code, reason } = decodeClose(payload);
     this.closeRequest();
+    this.sender.discard(); // the client's socket is closing: what waits for it will never be taken
     closeLike(this.socket, code, reason);
     // Our own WS_CLOSE follows when the upstream's socket has closed.
   }
@@ -117,6 +118,7 @@ export class UpstreamSocket {
   private end(close: () => void): void {
     clearTimeout(this.handshakeTimer);
     this.responseClosed = true;
+    this.sender.discard(); // no credit will come: read the upstream's close reply instead
     close();
     this.closeRequest();
     this.ctx.onDone(this.id);
