@@ -138,6 +138,7 @@ export class ClientSocket {
     this.dump?.closed('upstream_to_client', code, reason.toString('utf8'));
     if (this.socket === null) return this.abandon('upstream closed during the handshake');
     this.beginClosing();
+    this.sender?.discard(); // the upstream's socket is closing: what waits for it will never be taken
     closeLike(this.socket, code, reason);
   }
 
