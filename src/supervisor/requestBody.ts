@@ -8,6 +8,7 @@ export class RequestBodyQueue implements AsyncIterable<Buffer> {
   private ended = false;
   private failure: Error | null = null;
   private wake: (() => void) | null = null;
+  private iterated = false;
 
   /** `onTaken(bytes, drained)`: undici has taken a chunk; `drained` when none is queued. */
   constructor(private readonly onTaken: (bytes: number, drained: boolean) => void) {}
@@ -22,6 +23,14 @@ export class RequestBodyQueue implements AsyncIterable<Buffer> {
     this.wakeConsumer();
   }
 
+  /** The whole body as one buffer, if it is complete and none of it was taken yet; else null. */
+  whole(): Buffer | null {
+    if (!this.ended || this.failure !== null || this.iterated) return null;
+    const whole = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks);
+    this.chunks = [];
+    return whole;
+  }
+
   /** Stop the body: undici's write fails and the request is abandoned. */
   destroy(reason: Error): void {
     this.failure = reason;
@@ -30,6 +39,7 @@ export class RequestBodyQueue implements AsyncIterable<Buffer> {
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    this.iterated = true;
     for (;;) {
       if (this.failure !== null) throw this.failure;
       const chunk = this.chunks.shift();

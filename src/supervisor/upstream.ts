@@ -91,6 +91,11 @@ export function reportKeyScan(writer: FrameWriter, id: number, detector: KeyDete
   if (detector !== null) writer.send(Msg.REQUEST_SCANNED, id, encodeKeyScan(detector.result));
 }
 
+function hasContentLength(headers: HeaderList): boolean {
+  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'content-length') return true;
+  return false;
+}
+
 /**
  * One upstream request, dispatched on undici's handler interface: response
  * chunks arrive as callbacks, straight from the parser, and back-pressure is
@@ -120,8 +125,17 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
     headers.push('authorization', ctx.upstream.authorizationPlaceholder);
-    // undici accepts any async iterable as a body; its types list only Readable.
-    ctx.upstream.pool.dispatch({ path: ctx.upstream.path, method: 'POST', headers, body: this.requestBody as unknown as Dispatcher.DispatchOptions['body'] }, this);
+    // Dispatched once the rest of this IPC read is handled: a small request's
+    // body and end usually come in it, and a complete body sent with a
+    // Content-Length leaves with the head in one write. Otherwise (a body
+    // still arriving, or chunked, whose framing must stay as sent) it streams.
+    queueMicrotask(() => {
+      if (this.responseClosed) return; // cancelled meanwhile: nothing was sent
+      const whole = hasContentLength(headers) ? this.requestBody.whole() : null;
+      // undici accepts any async iterable as a body; its types list only Readable.
+      const body = whole ?? (this.requestBody as unknown as Dispatcher.DispatchOptions['body']);
+      ctx.upstream.pool.dispatch({ path: ctx.upstream.path, method: 'POST', headers, body }, this);
+    });
   }
 
   onRequestData(payload: Buffer): void {
