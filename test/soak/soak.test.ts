@@ -12,7 +12,6 @@
 
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { ControlledUpstream, type Exchange } from '../helpers/controlledUpstream.js';
 import { ProxyProcess, childPids, isAlive, sleep } from '../helpers/proxyProcess.js';
 import { StrayPids } from '../helpers/strayPids.js';
+import { fdCount, fdList, prng, rssMb, sha256 } from './soakKit.js';
 
 /** SOAK_REQUESTS overrides the count (e.g. a longer local run); the kill stays in the middle. */
 const REQUESTS = Number(process.env.SOAK_REQUESTS ?? 5000);
@@ -69,18 +69,6 @@ interface Result {
 
 // ---------------------------------------------------------------- deterministic bodies
 
-/** mulberry32: a small seeded PRNG, so the upstream and the client agree on every byte. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
 function bodyFor(seed: number, size: number): Buffer {
   const next = prng(seed);
   const buf = Buffer.allocUnsafe(size + 3);
@@ -88,7 +76,6 @@ function bodyFor(seed: number, size: number): Buffer {
   return buf.subarray(0, size);
 }
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
 function makeSpecs(count: number, seed: number): Spec[] {
   const next = prng(seed);
@@ -268,26 +255,6 @@ function runOne(port: number, agent: Agent, spec: Spec): Promise<Result> {
 
 // ---------------------------------------------------------------- /proc figures
 
-function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-function rssMb(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) / 1024 : NaN;
-}
-
-function fdList(pid: number): string {
-  const out: string[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      out.push(`${fd}:${readlinkSync(`/proc/${pid}/fd/${fd}`)}`);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out.join(' ');
-}
 
 describe('soak', { timeout: 180_000, concurrency: true }, () => {
   const proxies: ProxyProcess[] = [];

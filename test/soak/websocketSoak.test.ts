@@ -23,8 +23,6 @@
 // in what the proxy printed.
 
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -34,6 +32,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { ProxyProcess, TEST_KEY, childPids, isAlive, sleep } from '../helpers/proxyProcess.js';
 import { StrayPids } from '../helpers/strayPids.js';
 import { WsClient, WsRefusedError } from '../helpers/wsClient.js';
+import { fdCount, fdList, prng, rssMb, sha256 } from './soakKit.js';
 
 /** SOAK_WS_SESSIONS overrides the count (e.g. a longer local run); the kill stays in the middle. */
 const SESSIONS = Number(process.env.SOAK_WS_SESSIONS ?? 1500);
@@ -141,19 +140,6 @@ interface Result {
 
 // ---------------------------------------------------------------- deterministic sessions and bytes
 
-/** mulberry32: a small seeded PRNG. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 const MiB = 1024 * 1024;
 const POOL_BYTES = 8 * MiB;
 
@@ -519,26 +505,6 @@ function upstreamProblem(r: Result, s: UpstreamSession | undefined): string | nu
 
 // ---------------------------------------------------------------- /proc figures
 
-function fdCount(pid: number): number {
-  return readdirSync(`/proc/${pid}/fd`).length;
-}
-
-function rssMb(pid: number): number {
-  const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return match ? Number(match[1]) / 1024 : NaN;
-}
-
-function fdList(pid: number): string {
-  const out: string[] = [];
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      out.push(`${fd}:${readlinkSync(`/proc/${pid}/fd/${fd}`)}`);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out.join(' ');
-}
 
 describe('WebSocket soak', { timeout: 150_000 }, () => {
   const proxies: ProxyProcess[] = [];
