@@ -12,8 +12,11 @@
 // FC_RUNS_FACTOR=<n> multiplies the number of cases (deeper local runs).
 
 import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
+import { WebSocketServer } from 'ws';
 import { MAX_OPEN_STREAMS } from '../src/shared/constants.js';
 import { FRAME_HEADER_BYTES, FrameWriter, INITIAL_STREAM_WINDOW, MAX_DATA_PAYLOAD, MESSAGE_SPECS, Msg, encodeHead, type FrameDecoder, type MsgType } from '../src/shared/ipcProtocol.js';
 import { createLogger } from '../src/shared/logger.js';
@@ -104,6 +107,8 @@ interface CaseOptions {
   readonly stepwise?: boolean;
   /** With stepwise: also wait this long after each chunk (lets asynchronous upstream events interleave). */
   readonly delayMs?: number;
+  /** --websocket: WS_OPEN opens a real upstream WebSocket (ws) instead of being a violation. */
+  readonly webSocket?: boolean;
 }
 
 const CONSUME_TIMEOUT_MS = 5_000;
@@ -157,7 +162,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
       violated = true;
     },
   };
-  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: null }, silentLog, events);
+  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null }, silentLog, events);
   const internals = monitor as unknown as MonitorInternals;
   const realDispatch = internals.dispatch.bind(monitor);
   internals.dispatch = (type, streamId, payload) => {
@@ -329,6 +334,8 @@ interface Model {
 }
 
 const HEAD = encodeHead(['content-type', 'application/json']);
+const WS_HEAD = encodeHead(['upgrade', 'websocket', 'connection', 'Upgrade', 'sec-websocket-version', '13', 'sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ==', 'openai-beta', 'responses_websockets=2026-02-06']);
+const WS_STREAM_TYPES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END, Msg.WS_CLOSE, Msg.WINDOW, Msg.RESET] as const;
 
 function newModel(): Model {
   return { ready: false, highest: 0, streams: new Map(), frames: [], expected: { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 } };
@@ -593,6 +600,9 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
   let refusing: Upstream;
   /** A real upstream that answers with a body larger than one credit window. */
   let answering: Upstream;
+  /** A real WebSocket upstream that accepts every upgrade and echoes every message (POSTs get 404). */
+  let echoing: Upstream;
+  const echoServer = createServer((_req, res) => res.writeHead(404).end());
   let totalRuns = 0;
   let seedOffset = 0;
 
@@ -609,11 +619,22 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     auth = authHeaderFor(TEST_KEY);
     refusing = new Upstream(new URL(`http://127.0.0.1:${closedPort.port}/v1/responses`), auth, 5_000);
     answering = new Upstream(new URL(mock.url()), auth, 5_000);
+    const webSockets = new WebSocketServer({ noServer: true });
+    echoServer.on('upgrade', (req, socket, head) => webSockets.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('error', () => {}); // fuzzed text is often not UTF-8: ws fails such a socket (1007)
+        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      }),
+    );
+    await new Promise<void>((resolve) => echoServer.listen(0, '127.0.0.1', resolve));
+    echoing = new Upstream(new URL(`http://127.0.0.1:${(echoServer.address() as AddressInfo).port}/v1/responses`), auth, 5_000);
   });
 
   after(async () => {
     await refusing?.close();
     await answering?.close();
+    await echoing?.close();
+    echoServer.closeAllConnections();
+    echoServer.close();
     await mock?.close();
     closedPort?.release();
     auth?.destroy();
@@ -637,7 +658,7 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
   test('random bytes: never throws, at most one violation, bounded memory, deaf after a violation', { timeout: 60_000 }, async (t) => {
     const arb = fc.record({ segments: fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' }), chunking: chunkingArb });
     await check(t, 'random bytes', arb, 700, async ({ segments, chunking }) => {
-      const report = await runCase(refusing, split(Buffer.concat(segments), chunking.cuts), { stepwise: chunking.stepwise });
+      const report = await runCase(refusing, split(Buffer.concat(segments), chunking.cuts), { stepwise: chunking.stepwise, webSocket: true });
       checkInvariants(report);
     });
   });
@@ -704,14 +725,17 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     });
   });
 
-  test('mixed valid and invalid frames against a real answering upstream: the invariants hold', { timeout: 60_000 }, async (t) => {
+  test('mixed valid and invalid frames, WebSockets too, against a real answering upstream: the invariants hold', { timeout: 60_000 }, async (t) => {
     const itemArb = fc.oneof(
       { weight: 8, arbitrary: opArb.map((op) => ({ op })) },
       { weight: 3, arbitrary: fc.record({ window: fc.nat(), increment: fc.oneof(fc.integer({ min: 1, max: 300_000 }), u32Arb) }) },
       { weight: 1, arbitrary: mixedFrameArb.map((noise) => ({ noise })) },
+      // WebSocket streams: opened (the HTTP mock refuses the upgrade; the echoing upstream accepts it), then frames of their kinds.
+      { weight: 2, arbitrary: fc.constant({ wsOpen: true as const }) },
+      { weight: 3, arbitrary: fc.record({ wsPick: fc.nat(), type: fc.constantFrom(...WS_STREAM_TYPES), data: bytesArb(300) }) },
     );
-    const arb = fc.record({ items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }), httpShutdown: fc.boolean(), delayMs: fc.integer({ min: 0, max: 1 }) });
-    await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs }) => {
+    const arb = fc.record({ items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }), httpShutdown: fc.boolean(), delayMs: fc.integer({ min: 0, max: 1 }), echo: fc.boolean() });
+    await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs, echo }) => {
       // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
       const m = newModel();
       const chunks: Buffer[] = [];
@@ -719,10 +743,17 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
         const before = m.frames.length;
         if ('op' in item) applyValidOps(m, [item.op], httpShutdown);
         else if ('noise' in item) m.frames.push(item.noise);
+        else if ('wsOpen' in item) m.frames.push(frame(Msg.WS_OPEN, ++m.highest, WS_HEAD));
+        else if ('wsPick' in item) {
+          if (m.highest === 0) continue;
+          const payload = item.type === Msg.WS_CLOSE ? Buffer.concat([Buffer.from([0x03, 0xe8]), item.data.subarray(0, 100)]) : item.type === Msg.WINDOW ? u32(1 + item.data.length) : item.type === Msg.RESET ? Buffer.alloc(0) : item.data;
+          if (payload.length === 0 && (item.type === Msg.WS_TEXT_PART || item.type === Msg.WS_BINARY_PART)) continue;
+          m.frames.push(frame(item.type, 1 + (item.wsPick % m.highest), payload));
+        }
         else if (m.highest > 0) m.frames.push(frame(Msg.WINDOW, 1 + (item.window % m.highest), u32(item.increment)));
         if (m.frames.length > before) chunks.push(Buffer.concat(m.frames.slice(before)));
       }
-      const report = await runCase(answering, chunks, { httpShutdown, stepwise: true, delayMs });
+      const report = await runCase(echo ? echoing : answering, chunks, { httpShutdown, stepwise: true, delayMs, webSocket: true });
       checkInvariants(report);
     });
   });
