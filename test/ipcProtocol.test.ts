@@ -242,6 +242,10 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     assert.deepEqual(after.map((f) => f.type), [Msg.WS_CLOSE]);
     assert.equal(closed, true);
     assert.deepEqual(events, ['pause', 'resume']);
+    // A source that was never paused is not resumed (ws throws on resume() while a handshake is failing).
+    const idle = pausable();
+    new MessageSender(writer, 2, idle.source).discard();
+    assert.deepEqual(idle.events, []);
   });
 
   test('the receiver passes parts on as fragments and returns credit once the socket took them', () => {

@@ -54,6 +54,8 @@ export class MessageSender {
   private onCloseSent: (() => void) | null = null;
   /** After discard(): messages are dropped as they come. */
   private dropping = false;
+  /** Whether we paused the source: only then is it resumed (ws throws on resume() during a failed handshake). */
+  private sourcePaused = false;
 
   constructor(
     private readonly writer: FrameWriter,
@@ -65,7 +67,7 @@ export class MessageSender {
     if (this.dropping || this.closeSent || this.pendingClose !== null) return;
     this.queue.push({ data, binary });
     if (this.queue.length === 1) this.pump();
-    if (this.queue.length > 0) this.source.pause();
+    if (this.queue.length > 0) this.pauseSource();
   }
 
   /** WS_CLOSE after every queued message (once); then `onSent`. */
@@ -96,7 +98,7 @@ export class MessageSender {
     this.queue.length = 0;
     this.sentOfFirst = 0;
     if (this.pendingClose !== null) this.sendClose();
-    this.source.resume();
+    this.resumeSource();
   }
 
   grant(increment: number): void {
@@ -106,7 +108,18 @@ export class MessageSender {
     this.pump();
     if (this.queue.length > 0) return;
     if (this.pendingClose !== null) this.sendClose();
-    else this.source.resume();
+    else this.resumeSource();
+  }
+
+  private pauseSource(): void {
+    this.sourcePaused = true;
+    this.source.pause();
+  }
+
+  private resumeSource(): void {
+    if (!this.sourcePaused) return;
+    this.sourcePaused = false;
+    this.source.resume();
   }
 
   private pump(): void {
