@@ -8,7 +8,7 @@
 // issue-9 conversation over WebSocket vs HTTP (conversation.ts).
 //
 //   node dist/test/bench/run.js [--rounds N] [--quick] [--json]
-//        [--targets direct,ours,original] [--ours-args "--log-level warn"]
+//        [--targets direct,ours,original,floor] [--ours-args "--log-level warn"]
 //        [--no-splice]
 
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
@@ -23,7 +23,7 @@ import { fmt, median, ratio, table } from './report.js';
 import { cpuProfileSummary, perfAvailable, perfSummary, startPerf, stopPerf } from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
 import { TURNS, runConversations, type ConversationResult } from './conversation.js';
-import { direct, killTree, originalCommand, oursCommandLine, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
+import { direct, killTree, originalCommand, oursCommandLine, startFloor, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
 
 // ------------------------------------------------------------------ options
 
@@ -39,7 +39,7 @@ interface Options {
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { rounds: 3, quick: false, json: false, targets: ['direct', 'ours', 'original'], oursArgs: [], splice: true, profile: null };
+  const o: Options = { rounds: 3, quick: false, json: false, targets: ['direct', 'ours', 'original', 'floor'], oursArgs: [], splice: true, profile: null };
   let roundsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -59,7 +59,7 @@ function parseArgs(argv: readonly string[]): Options {
     else if (a === '--targets') o.targets = value().split(',') as TargetName[];
     else if (a === '--ours-args') o.oursArgs = value().split(' ').filter((s) => s !== '');
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--targets direct,ours,original] [--ours-args "ARGS"] [--no-splice] [--profile DIR]');
+      console.log('usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--no-splice] [--profile DIR]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -469,6 +469,7 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
       result.notes[name] = [];
       if (name === 'direct') targets.set(name, direct(ctx.mock.port, key));
       else if (name === 'ours') targets.set(name, await startOurs(mockUrl, key, opts.oursArgs));
+      else if (name === 'floor') targets.set(name, await startFloor(ctx.mock.port, key));
       else targets.set(name, await startOriginal(mockUrl, key));
     }
     await sleep(300);
@@ -542,10 +543,15 @@ function checkTargets(rounds: readonly RoundResult[], haveOriginal: boolean, slo
   const rmed = (k: string): number => median(ratios(rounds, 'ours', 'original', k));
   const per = (k: string): string => ratios(rounds, 'ours', 'original', k).map((x) => fmt(x, 2)).join(' ');
   const out: TargetCheck[] = [];
+  // Where the floor was measured, its figure says how much of a miss is the two-process shape itself.
+  const floorOf = (k: string): string => {
+    const f = median(ratios(rounds, 'floor', 'original', k));
+    return Number.isFinite(f) ? `; floor ${fmt(med('floor', k))} (${fmt(f, 2)}× original: two Node processes relaying bytes, no proxy logic)` : '';
+  };
   const vsOrig = (label: string, k: string, ok: (r: number) => boolean): void => {
     if (!haveOriginal) return void out.push({ target: label, met: null, figure: 'original not installed' });
     const r = rmed(k);
-    out.push({ target: label, met: Number.isFinite(r) ? ok(r) : null, figure: `ours/original ${fmt(r, 2)}× (rounds: ${per(k)}); ours ${fmt(med('ours', k))}, original ${fmt(med('original', k))}` });
+    out.push({ target: label, met: Number.isFinite(r) ? ok(r) : null, figure: `ours/original ${fmt(r, 2)}× (rounds: ${per(k)}); ours ${fmt(med('ours', k))}, original ${fmt(med('original', k))}${floorOf(k)}` });
   };
   vsOrig('small-request throughput c=16 ≥ 1.0× original', 'c16Rps', (r) => r >= 1);
   vsOrig('small-request throughput c=64 ≥ 1.0× original', 'c64Rps', (r) => r >= 1);

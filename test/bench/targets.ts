@@ -1,6 +1,7 @@
 // What the load client talks to: `ours` (this proxy, both processes),
-// `original` (the pinned @openai/codex's native responses-api-proxy), or
-// `direct` (the mock upstream itself, the client adding Authorization).
+// `original` (the pinned @openai/codex's native responses-api-proxy),
+// `direct` (the mock upstream itself, the client adding Authorization), or
+// `floor` (two Node processes relaying bytes in our shape: relayFloor.ts).
 // Proxies are started and stopped by pid.
 
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -11,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { processTree } from './procTree.js';
 import { sleep } from './common.js';
 
-export type TargetName = 'direct' | 'ours' | 'original';
+export type TargetName = 'direct' | 'ours' | 'original' | 'floor';
 
 export interface Target {
   readonly name: TargetName;
@@ -142,6 +143,13 @@ export function startOriginal(upstreamUrl: string, key: string): Promise<Target>
   const home = mkdtempSync(join(tmpdir(), 'rap-bench-codex-home-'));
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, RUST_LOG: 'error' };
   return startProxy('original', cmd.file, [...cmd.args, '--upstream-url', upstreamUrl], env, key, () => rmSync(home, { recursive: true, force: true }));
+}
+
+/** The floor relay, in front of the mock at `upstreamPort`; the client adds Authorization, as for direct. */
+export async function startFloor(upstreamPort: number, key: string): Promise<Target> {
+  const entry = fileURLToPath(new URL('./relayFloor.js', import.meta.url));
+  const t = await startProxy('floor', process.execPath, [entry, 'back', String(upstreamPort)], { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+  return { ...t, headers: { authorization: `Bearer ${key}` } };
 }
 
 export function direct(port: number, key: string): Target {
