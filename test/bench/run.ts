@@ -285,6 +285,7 @@ async function largeStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): 
   );
   addFailures(f, 'one stream', one);
   v.oneStreamMBps = one.perStreamMbpsMedian;
+  const cpu0 = t.pid === null ? 0 : treeCpuSeconds(t.pid);
   const many = await client.run<StreamsResult>(
     {
       kind: 'streams',
@@ -294,6 +295,7 @@ async function largeStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): 
   );
   addFailures(f, `${s.multiStreams} streams`, many);
   v.multiMBps = many.mbps; // bytes of completed streams only; failures are counted above
+  v.multiCpuPerGb = t.pid === null ? null : (treeCpuSeconds(t.pid) - cpu0) / Math.max(1e-9, many.totalBytes / 1e9);
 }
 
 async function slowStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Promise<void> {
@@ -440,6 +442,7 @@ const ROWS: MetricRow[] = [
   { key: 'add_ttfbMs', label: '  added vs direct ms', higherBetter: false, digits: 3 },
   { key: 'oneStreamMBps', label: 'MB/s, one 50 MiB stream', higherBetter: true },
   { key: 'multiMBps', label: 'MB/s, 32 concurrent streams', higherBetter: true },
+  { key: 'multiCpuPerGb', label: '  proxy CPU s per GB, 32 streams', higherBetter: false, digits: 2 },
   { key: 'idleRssMb', label: 'tree RSS MiB, idle (peak)', higherBetter: false },
   { key: 'slowPeakRssMb', label: 'tree RSS MiB, slow streams (peak)', higherBetter: false },
   { key: 'slowOk', label: '  slow streams completed', higherBetter: true, digits: 0, noRatio: true },
