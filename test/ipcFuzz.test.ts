@@ -23,6 +23,7 @@ import { createLogger } from '../src/shared/logger.js';
 import { readAuthHeader, type AuthHeader } from '../src/supervisor/authHeader.js';
 import { Monitor, type MonitorEvents } from '../src/supervisor/monitor.js';
 import { Upstream } from '../src/supervisor/upstream.js';
+import { loadWebSocketClient } from '../src/supervisor/upstreamSocket.js';
 import { reserveClosedPort, type ClosedPort } from './helpers/closedPort.js';
 import { ControlledUpstream } from './helpers/controlledUpstream.js';
 import { socketPair } from './helpers/socketPair.js';
@@ -162,6 +163,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
       violated = true;
     },
   };
+  if (options.webSocket === true) await loadWebSocketClient(); // as startProxy does with --websocket
   monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null }, silentLog, events);
   const internals = monitor as unknown as MonitorInternals;
   const realDispatch = internals.dispatch.bind(monitor);

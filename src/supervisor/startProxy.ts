@@ -15,6 +15,7 @@ import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from './proxySupervisor.js';
 import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
+import { loadWebSocketClient } from './upstreamSocket.js';
 import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
 import { DEFAULT_WORKER_ENTRY, workerPermissionFlags, workerReadPaths } from './workerProcess.js';
 
@@ -63,6 +64,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     throw err;
   }
   const permission = workerPermissionFlags(workerEntry, dumpDir);
+  if (options.webSocket !== null) await loadWebSocketClient();
   // Said only now, so that a startup failure stays a single line.
   for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
   for (const note of identity.notes) log.info(note);

@@ -14,7 +14,7 @@
 import type { IncomingMessage } from 'node:http';
 import { connect as netConnect, isIP, type NetConnectOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
-import WebSocket from 'ws';
+import type WebSocket from 'ws';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import { Msg, encodeHead, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import { CLOSE_ABNORMAL, CLOSE_GOING_AWAY, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
@@ -26,6 +26,17 @@ import { reportKeyScan, sendWholeResponse, upstreamFailure, type CallContext } f
 export const WS_CLOSE_TIMEOUT_MS = 5_000;
 /** A refusal's body is an error message: only this much of it is passed on. */
 const MAX_REFUSAL_BODY = MAX_DATA_PAYLOAD;
+
+/**
+ * ws, imported only with --websocket (loadWebSocketClient): loading it costs
+ * each process several MiB of RSS, for nothing when the mode is off.
+ */
+let WebSocketClient: typeof WebSocket | null = null;
+
+/** Called at startup when --websocket is on, before any WS_OPEN can arrive. */
+export async function loadWebSocketClient(): Promise<void> {
+  WebSocketClient ??= (await import('ws')).default;
+}
 
 export interface SocketContext extends CallContext {
   readonly maxMessageBytes: number;
@@ -62,7 +73,8 @@ export class UpstreamSocket {
       const tcp = { ...options, path: undefined } as NetConnectOpts & ConnectionOptions;
       return upstream.splicer.wrap(secure ? tlsConnect({ ...tcp, servername: isIP(host) === 0 ? host : '' }) : netConnect(tcp));
     };
-    this.socket = new WebSocket(upstream.webSocketUrl, protocols, {
+    if (WebSocketClient === null) throw new Error('WebSocket session without loadWebSocketClient()');
+    this.socket = new WebSocketClient(upstream.webSocketUrl, protocols, {
       headers,
       maxPayload: ctx.maxMessageBytes,
       followRedirects: false,

@@ -4,7 +4,7 @@
 
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
-import { WebSocketServer } from 'ws';
+import type { WebSocketServer } from 'ws';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -32,6 +32,8 @@ export class HttpFrontend {
     private readonly writer: FrameWriter,
     private readonly log: Logger,
     private readonly dumps: DumpWriter | null,
+    /** ws's server class, loaded by main.ts only with --websocket. */
+    webSocketServer: typeof WebSocketServer | null,
   ) {
     // Host is replaced upstream anyway; the original accepts requests without one.
     // connectionsCheckingInterval makes the 30 s header deadline hold to within 2 s.
@@ -53,13 +55,16 @@ export class HttpFrontend {
       if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
-    if (config.webSocket !== null) this.serveWebSockets(config.webSocket.maxMessageBytes, config.webSocket.idleTimeoutMs);
+    if (config.webSocket !== null) {
+      if (webSocketServer === null) throw new Error('--websocket without ws loaded');
+      this.serveWebSockets(webSocketServer, config.webSocket.maxMessageBytes, config.webSocket.idleTimeoutMs);
+    }
   }
 
   /** --websocket: upgrades go to ws, which checks the handshake and then asks us (verifyClient). */
-  private serveWebSockets(maxPayload: number, idleTimeoutMs: number): void {
+  private serveWebSockets(WebSocketServerClass: typeof WebSocketServer, maxPayload: number, idleTimeoutMs: number): void {
     const sessionOf = (req: IncomingMessage): ClientSocket => this.sessions.get(req) as ClientSocket;
-    const webSockets = new WebSocketServer({
+    const webSockets = new WebSocketServerClass({
       noServer: true,
       maxPayload,
       // On the loopback hop compression saves nothing and costs each message

@@ -65,6 +65,9 @@ function startupFailed(reason: string): void {
 }
 
 async function start(config: WorkerConfig, logger: Logger): Promise<void> {
+  // ws only with --websocket: loading it costs several MiB of RSS. Imported
+  // here, before the sandbox is in place.
+  const webSocketServer = config.webSocket === null ? null : (await import('ws')).WebSocketServer;
   let dumps: DumpWriter | null = null;
   if (config.dumpDir !== null) {
     dumps = new DumpWriter(config.dumpDir, config.dumpMaxBytes, config.dumpSequenceStart, logger);
@@ -81,7 +84,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   } catch (err) {
     return startupFailed(err instanceof Error ? err.message : String(err));
   }
-  const server = new HttpFrontend(config, writer, logger, dumps);
+  const server = new HttpFrontend(config, writer, logger, dumps, webSocketServer);
   frontend = server;
   server.listen(() => writer.send(Msg.READY, 0));
 }
