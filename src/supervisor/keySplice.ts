@@ -20,7 +20,9 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import sodium from 'sodium-native';
-import { buildConnector } from 'undici';
+import type { buildConnector as BuildConnector } from 'undici';
+// Not undici's index, for the reason given in upstream.ts.
+import buildConnector from 'undici/lib/core/connect.js';
 import type { AuthHeader } from './authHeader.js';
 
 /** Pooled secure buffers hold a head of up to this size (Codex's are under 3 KiB); a larger one gets its own. */
@@ -44,7 +46,7 @@ export class KeySplicer {
   constructor(private readonly auth: AuthHeader) {}
 
   /** An undici `connect` function: the default connector, with each socket wrapped. */
-  connector(options: buildConnector.BuildOptions): buildConnector.connector {
+  connector(options: BuildConnector.BuildOptions): BuildConnector.connector {
     const connect = buildConnector(options);
     return (opts, callback) =>
       connect(opts, (err, socket) => {

@@ -6,7 +6,13 @@
 // the worker; the response half when RESPONSE_END or RESET has been sent. The
 // call is forgotten only when both are closed, so late frames stay accounted.
 
-import { Pool, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+// Pool's own file, not undici's index: the index also loads fetch, the web
+// APIs, the mock and cache layers, ~9 MiB of RSS the supervisor never uses.
+// undici has no "exports" map, so the path resolves; package-lock pins the
+// version, and a moved file fails the import at startup (test/undiciImports
+// also checks these are the public classes).
+import Pool from 'undici/lib/dispatcher/pool.js';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
 import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -19,7 +25,7 @@ import { KeySplicer } from './keySplice.js';
 import { RequestBodyQueue } from './requestBody.js';
 
 export class Upstream {
-  readonly pool: Pool;
+  readonly pool: InstanceType<typeof Pool>;
   /** Path and query of the upstream URL, kept as given (Azure's ?api-version=...). */
   readonly path: string;
   readonly host: string;
