@@ -32,8 +32,17 @@ export interface WorkerLaunch {
   readonly nodeFlags: readonly string[];
 }
 
+/**
+ * V8's young generation for the worker: semi-spaces of at most 4 MiB, not the
+ * 16 V8 chooses on a machine with this much memory. The worker's live heap is
+ * small; the larger young generation only added resident memory (−7 MiB at
+ * the peak holding 1000 slow streams) and measured no faster (2 MiB cost ~10%
+ * more worker CPU for small requests).
+ */
+const WORKER_V8_FLAGS = ['--max-semi-space-size=4'];
+
 export function spawnWorker(launch: WorkerLaunch): WorkerProcess {
-  const child = spawn(process.execPath, ['--no-warnings', ...launch.nodeFlags, launch.entry], {
+  const child = spawn(process.execPath, ['--no-warnings', ...WORKER_V8_FLAGS, ...launch.nodeFlags, launch.entry], {
     stdio: ['ignore', 'ignore', 'inherit', launch.listenFd, 'pipe'],
     env: {},
     cwd: '/',
