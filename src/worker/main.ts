@@ -3,6 +3,7 @@
 // socketpair (fd 4). It never sees the API key.
 
 import { Socket } from 'node:net';
+import type { WebSocketServer } from 'ws';
 import { WORKER_IPC_FD } from '../shared/constants.js';
 import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement, type MsgType } from '../shared/ipcProtocol.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
@@ -67,7 +68,14 @@ function startupFailed(reason: string): void {
 async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   // ws only with --websocket: loading it costs several MiB of RSS. Imported
   // here, before the sandbox is in place.
-  const webSocketServer = config.webSocket === null ? null : (await import('ws')).WebSocketServer;
+  let webSocketServer: typeof WebSocketServer | null = null;
+  if (config.webSocket !== null) {
+    try {
+      webSocketServer = (await import('ws')).WebSocketServer;
+    } catch (err) {
+      return startupFailed(`cannot load ws for --websocket: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
   let dumps: DumpWriter | null = null;
   if (config.dumpDir !== null) {
     dumps = new DumpWriter(config.dumpDir, config.dumpMaxBytes, config.dumpSequenceStart, logger);
