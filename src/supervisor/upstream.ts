@@ -10,7 +10,7 @@ import type { Dispatcher } from 'undici';
 // Pool's own file, not undici's index: the index also loads fetch, the web
 // APIs, the mock and cache layers, ~9 MiB of RSS the supervisor never uses.
 // undici has no "exports" map, so the path resolves; package-lock pins the
-// version, and a moved file fails the import at startup (test/undiciImports
+// version, and a moved file fails the import at startup (test/loadedModules
 // also checks these are the public classes).
 import Pool from 'undici/lib/dispatcher/pool.js';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
