@@ -23,6 +23,9 @@ export interface StartOptions {
   readonly startTimeoutMs?: number;
 }
 
+/** How long after the proxy exits its output may still arrive (see the constructor). */
+const EXIT_OUTPUT_GRACE_MS = 500;
+
 const LISTENING = /responses-api-proxy listening on 127\.0\.0\.1:(\d+)/;
 
 export class ProxyProcess {
@@ -37,8 +40,16 @@ export class ProxyProcess {
     child.stderr?.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
     this.exited = new Promise((resolve) =>
       child.on('exit', (code, signal) => {
-        this.exitStatus = { code, signal };
-        resolve(this.exitStatus);
+        const status = { code, signal };
+        this.exitStatus = status;
+        // At 'exit' the last output may still be in the pipes; 'close' comes
+        // once they are read. A worker that outlives the supervisor holds
+        // stderr open, so that wait is bounded.
+        const grace = setTimeout(() => resolve(status), EXIT_OUTPUT_GRACE_MS);
+        child.once('close', () => {
+          clearTimeout(grace);
+          resolve(status);
+        });
       }),
     );
   }
