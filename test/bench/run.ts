@@ -619,7 +619,14 @@ async function runSplice(mock: Mock, key: string, s: ReturnType<typeof sizes>): 
   }
 }
 
-/** --profile: c=64 small requests against ours and the original under perf (and --cpu-prof for our supervisor). */
+/** What a profiled process is, by target and place in its tree. */
+function processLabel(target: TargetName, isRoot: boolean): string {
+  if (target === 'original') return 'original';
+  if (target === 'floor') return isRoot ? 'floor-back' : 'floor-front';
+  return isRoot ? 'supervisor' : 'worker';
+}
+
+/** --profile: c=64 small requests against ours, the original and the floor under perf (and --cpu-prof for our supervisor). */
 async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: string, key: string, s: ReturnType<typeof sizes>): Promise<string[]> {
   const dir = opts.profile as string;
   const out: string[] = [];
@@ -634,7 +641,12 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
     for (const pass of passes) {
       if (!pass.perf && !pass.cpuProf) continue;
       progress(opts, `profile: ${name}${pass.cpuProf ? ' (--cpu-prof)' : ' (perf)'}`);
-      const t = name === 'ours' ? await startOurs(mockUrl, key, opts.oursArgs, pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []) : await startOriginal(mockUrl, key);
+      const t =
+        name === 'ours'
+          ? await startOurs(mockUrl, key, opts.oursArgs, pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])
+          : name === 'floor'
+            ? await startFloor(mock.port, key)
+            : await startOriginal(mockUrl, key);
       let load: LoadResult;
       let sessions: ReturnType<typeof startPerf>[] = [];
       try {
@@ -643,7 +655,7 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
         const root = t.pid as number;
         if (pass.perf) {
           sessions = [
-            startPerf(profDir, name, root, (pid) => (name === 'original' ? 'original' : pid === root ? 'supervisor' : 'worker')),
+            startPerf(profDir, name, root, (pid) => processLabel(name, pid === root)),
             startPerf(profDir, name, mock.child.pid as number, () => 'mock-upstream'),
           ];
           await sleep(500); // let perf attach
