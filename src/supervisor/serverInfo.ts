@@ -3,19 +3,26 @@
 // must never see a partial line, so it is written to a fresh temporary file in
 // the same directory (O_EXCL: a planted file or symlink is refused) and renamed
 // into place. proper-lockfile guards it against a second live proxy; a lock
-// left by a killed proxy is taken over.
+// left by a killed proxy is taken over. It is loaded only for --server-info:
+// it patches fs (graceful-fs) and process exit and signal handling
+// (signal-exit) as it loads, which the privileged process otherwise does
+// without.
 
 import { mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import lockfile from 'proper-lockfile';
 import { ProxyError, errnoCode } from '../shared/errors.js';
+
+type Lockfile = typeof import('proper-lockfile');
 
 const LOCK_OPTIONS = { realpath: false, stale: 10_000, update: 5_000, retries: 0 } as const;
 
 export class ServerInfoFile {
   private written = false;
 
-  private constructor(readonly path: string) {}
+  private constructor(
+    readonly path: string,
+    private readonly lockfile: Lockfile,
+  ) {}
 
   /** Create parent directories and take the lock. Throws ProxyError (exit 1). */
   static async claim(path: string, onCompromised: (err: Error) => void): Promise<ServerInfoFile> {
@@ -25,6 +32,7 @@ export class ServerInfoFile {
     } catch (err) {
       throw new ProxyError('ERR_SERVER_INFO', `cannot create the directory for --server-info ${absolute}: ${errnoCode(err) ?? String(err)}`);
     }
+    const { default: lockfile } = await import('proper-lockfile');
     const lock = (): Promise<unknown> => lockfile.lock(absolute, { ...LOCK_OPTIONS, onCompromised });
     try {
       await lock();
@@ -41,7 +49,7 @@ export class ServerInfoFile {
       rmSync(`${absolute}.lock`, { recursive: true, force: true });
       await lock();
     }
-    return new ServerInfoFile(absolute);
+    return new ServerInfoFile(absolute, lockfile);
   }
 
   write(port: number, pid: number): void {
@@ -61,7 +69,7 @@ export class ServerInfoFile {
       }
     }
     try {
-      lockfile.unlockSync(this.path, { realpath: false });
+      this.lockfile.unlockSync(this.path, { realpath: false });
     } catch {
       // lock already released or taken over
     }
