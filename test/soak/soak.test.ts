@@ -19,7 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { ControlledUpstream, type Exchange } from '../helpers/controlledUpstream.js';
 import { ProxyProcess, childPids, isAlive, sleep } from '../helpers/proxyProcess.js';
 import { StrayPids } from '../helpers/strayPids.js';
-import { fdCount, fdList, prng, rssMb, sha256 } from './soakKit.js';
+import { fdCount, fdList, prng, rssMb, runLanes, sha256, type LaneRun } from './soakKit.js';
 
 /** SOAK_REQUESTS overrides the count (e.g. a longer local run); the kill stays in the middle. */
 const REQUESTS = Number(process.env.SOAK_REQUESTS ?? 5000);
@@ -293,45 +293,22 @@ describe('soak', { timeout: 180_000, concurrency: true }, () => {
     t.diagnostic(`baseline: supervisor fds ${baseline.fds}, upstream sockets ${baseline.sockets}, supervisor RSS ${baseline.rss.toFixed(1)} MB`);
 
     const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
-    const results: Result[] = [];
-    let nextIndex = 0;
-    let killAt = -1;
-    let killedWorker = 0;
-    let peakRss = baseline.rss;
-    const checkpoints: string[] = [];
-    let warmRss: number | null = null;
-    const startedAt = performance.now();
-    const rssSampler = setInterval(() => {
-      try {
-        peakRss = Math.max(peakRss, rssMb(pid));
-      } catch {
-        // exited: asserted below
-      }
-    }, 250);
-    const lane = async (): Promise<void> => {
-      while (nextIndex < specs.length) {
-        const spec = specs[nextIndex++] as Spec;
-        results.push(await runOne(proxy.port, agent, spec));
-        if (results.length % Math.floor(REQUESTS / 4) === 0) {
-          const rss = rssMb(pid);
-          if (warmRss === null) warmRss = rss;
-          checkpoints.push(`${results.length}: ${rss.toFixed(1)} MB`);
-        }
-        if (killAt < 0 && results.length >= KILL_AFTER) {
-          killedWorker = proxy.workerPid();
-          strayPids.add(killedWorker);
-          killAt = performance.now();
-          process.kill(killedWorker, 'SIGKILL');
-        }
-      }
-    };
+    let run: LaneRun<Result>;
     try {
-      await Promise.all(Array.from({ length: CONCURRENCY }, lane));
+      run = await runLanes({
+        specs,
+        concurrency: CONCURRENCY,
+        killAfter: KILL_AFTER,
+        supervisorPid: pid,
+        baselineRss: baseline.rss,
+        run: (spec) => runOne(proxy.port, agent, spec),
+        workerPid: () => proxy.workerPid(),
+        onKill: (worker) => strayPids.add(worker),
+      });
     } finally {
-      clearInterval(rssSampler);
       agent.destroy();
     }
-    const elapsed = performance.now() - startedAt;
+    const { results, startedAt, elapsed, killAt, killedWorker, peakRss, warmRss, checkpoints } = run;
 
     // ---- every request: exact or a clean error
     const counts: Record<string, number> = {};

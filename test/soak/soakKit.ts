@@ -1,4 +1,5 @@
-// What both soak suites share: seeded data and the supervisor's figures from /proc.
+// What both soak suites share: seeded data, the supervisor's figures from /proc,
+// and the lanes that run the specs and kill the worker part-way.
 
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
@@ -37,4 +38,75 @@ export function fdList(pid: number): string {
     }
   }
   return out.join(' ');
+}
+
+/** What a soak's lanes did, for its assertions. Times are performance.now() values. */
+export interface LaneRun<R> {
+  readonly results: R[];
+  readonly startedAt: number;
+  readonly elapsed: number;
+  /** When the worker was SIGKILLed (-1: never), and its pid. */
+  readonly killAt: number;
+  readonly killedWorker: number;
+  /** Supervisor RSS (MB): highest sample, at the first quarter, and at each quarter. */
+  readonly peakRss: number;
+  readonly warmRss: number | null;
+  readonly checkpoints: string[];
+}
+
+/**
+ * Runs every spec, `concurrency` at a time, and SIGKILLs the worker once
+ * `killAfter` have finished (its pid goes to `onKill`, to be stopped later if
+ * it survives). The supervisor's RSS is sampled every 250 ms and recorded at
+ * each quarter of the specs.
+ */
+export async function runLanes<S, R>(o: {
+  readonly specs: readonly S[];
+  readonly concurrency: number;
+  readonly killAfter: number;
+  readonly supervisorPid: number;
+  readonly baselineRss: number;
+  readonly run: (spec: S) => Promise<R>;
+  readonly workerPid: () => number;
+  readonly onKill: (pid: number) => void;
+}): Promise<LaneRun<R>> {
+  const results: R[] = [];
+  const checkpoints: string[] = [];
+  const startedAt = performance.now();
+  let nextIndex = 0;
+  let killAt = -1;
+  let killedWorker = 0;
+  let peakRss = o.baselineRss;
+  let warmRss: number | null = null;
+  const rssSampler = setInterval(() => {
+    try {
+      peakRss = Math.max(peakRss, rssMb(o.supervisorPid));
+    } catch {
+      // exited: the caller's assertions say so
+    }
+  }, 250);
+  const quarter = Math.floor(o.specs.length / 4);
+  const lane = async (): Promise<void> => {
+    while (nextIndex < o.specs.length) {
+      const spec = o.specs[nextIndex++] as S;
+      results.push(await o.run(spec));
+      if (results.length % quarter === 0) {
+        const rss = rssMb(o.supervisorPid);
+        if (warmRss === null) warmRss = rss;
+        checkpoints.push(`${results.length} (${((performance.now() - startedAt) / 1000).toFixed(1)} s): ${rss.toFixed(1)} MB`);
+      }
+      if (killAt < 0 && results.length >= o.killAfter) {
+        killedWorker = o.workerPid();
+        o.onKill(killedWorker);
+        killAt = performance.now();
+        process.kill(killedWorker, 'SIGKILL');
+      }
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: o.concurrency }, lane));
+  } finally {
+    clearInterval(rssSampler);
+  }
+  return { results, startedAt, elapsed: performance.now() - startedAt, killAt, killedWorker, peakRss, warmRss, checkpoints };
 }

@@ -32,7 +32,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { ProxyProcess, TEST_KEY, childPids, isAlive, sleep } from '../helpers/proxyProcess.js';
 import { StrayPids } from '../helpers/strayPids.js';
 import { WsClient, WsRefusedError } from '../helpers/wsClient.js';
-import { fdCount, fdList, prng, rssMb, sha256 } from './soakKit.js';
+import { fdCount, fdList, prng, rssMb, runLanes, sha256 } from './soakKit.js';
 
 /** SOAK_WS_SESSIONS overrides the count (e.g. a longer local run); the kill stays in the middle. */
 const SESSIONS = Number(process.env.SOAK_WS_SESSIONS ?? 1500);
@@ -535,44 +535,16 @@ describe('WebSocket soak', { timeout: 150_000 }, () => {
     t.diagnostic(`baseline: supervisor fds ${baseline.fds}, upstream sockets ${baseline.sockets}, supervisor RSS ${baseline.rss.toFixed(1)} MB`);
     assert.equal(baseline.sockets, 0);
 
-    const results: Result[] = [];
-    let nextIndex = 0;
-    let killAt = -1;
-    let killedWorker = 0;
-    let peakRss = baseline.rss;
-    const checkpoints: string[] = [];
-    let warmRss: number | null = null;
-    const startedAt = performance.now();
-    const rssSampler = setInterval(() => {
-      try {
-        peakRss = Math.max(peakRss, rssMb(pid));
-      } catch {
-        // exited: asserted below
-      }
-    }, 250);
-    const lane = async (): Promise<void> => {
-      while (nextIndex < specs.length) {
-        const spec = specs[nextIndex++] as Spec;
-        results.push(await runSession(proxy.port, pools, spec));
-        if (results.length % Math.floor(SESSIONS / 4) === 0) {
-          const rss = rssMb(pid);
-          if (warmRss === null) warmRss = rss;
-          checkpoints.push(`${results.length} (${((performance.now() - startedAt) / 1000).toFixed(1)} s): ${rss.toFixed(1)} MB`);
-        }
-        if (killAt < 0 && results.length >= KILL_AFTER) {
-          killedWorker = proxy.workerPid();
-          strayPids.add(killedWorker);
-          killAt = performance.now();
-          process.kill(killedWorker, 'SIGKILL');
-        }
-      }
-    };
-    try {
-      await Promise.all(Array.from({ length: CONCURRENCY }, lane));
-    } finally {
-      clearInterval(rssSampler);
-    }
-    const elapsed = performance.now() - startedAt;
+    const { results, startedAt, elapsed, killAt, killedWorker, peakRss, warmRss, checkpoints } = await runLanes({
+      specs,
+      concurrency: CONCURRENCY,
+      killAfter: KILL_AFTER,
+      supervisorPid: pid,
+      baselineRss: baseline.rss,
+      run: (spec) => runSession(proxy.port, pools, spec),
+      workerPid: () => proxy.workerPid(),
+      onKill: (worker) => strayPids.add(worker),
+    });
 
     // ---- every session: as its ending says, on the client's side and the upstream's
     const tally: Record<string, number> = {};
