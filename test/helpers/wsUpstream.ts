@@ -340,11 +340,16 @@ export class WsUpstream {
     });
   }
 
-  async close(): Promise<void> {
-    for (const client of this.wss.clients) client.terminate();
-    for (const socket of this.sockets) socket.destroy();
-    this.wss.close();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return closeUpstream(this.server, this.wss, this.sockets);
   }
+}
+
+/** Stop a mock upstream: every WebSocket and socket dropped, the server closed. */
+export async function closeUpstream(server: Server, wss: WebSocketServer, sockets: Iterable<Socket>): Promise<void> {
+  for (const client of wss.clients) client.terminate();
+  for (const socket of sockets) socket.destroy();
+  wss.close();
+  server.closeAllConnections();
+  await new Promise<void>((resolve) => server.close(() => resolve()));
 }

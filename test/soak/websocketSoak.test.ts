@@ -32,6 +32,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { ProxyProcess, TEST_KEY, childPids, isAlive, sleep } from '../helpers/proxyProcess.js';
 import { StrayPids } from '../helpers/strayPids.js';
 import { WsClient, WsRefusedError } from '../helpers/wsClient.js';
+import { closeUpstream } from '../helpers/wsUpstream.js';
 import { fdCount, fdList, prng, rssMb, runLanes, sha256 } from './soakKit.js';
 
 /** SOAK_WS_SESSIONS overrides the count (e.g. a longer local run); the kill stays in the middle. */
@@ -311,12 +312,8 @@ class SoakUpstream {
     else this.anomalies.push(`session ${session.id} (${session.ending}): end signal`);
   }
 
-  async close(): Promise<void> {
-    for (const client of this.wss.clients) client.terminate();
-    for (const socket of this.sockets) socket.destroy();
-    this.wss.close();
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  close(): Promise<void> {
+    return closeUpstream(this.server, this.wss, this.sockets);
   }
 }
 
