@@ -552,7 +552,7 @@ describe('permission model flags', () => {
     const model = permissionModelFlags('22.13.0', ['/opt/rap', '/proc/self/status'], ['/var/dumps'], { allowedFlags: all });
     assert.deepEqual(model, {
       supported: true,
-      reason: '--permission',
+      reason: '--permission (network not gated by this Node)',
       flags: ['--permission', '--allow-fs-read=/opt/rap', '--allow-fs-read=/proc/self/status', '--allow-fs-write=/var/dumps', '--allow-addons'],
     });
     assert.ok(!model.flags.some((f) => f.startsWith('--allow-child-process') || f.startsWith('--allow-worker')));
@@ -560,6 +560,12 @@ describe('permission model flags', () => {
       '--experimental-permission',
       '--allow-fs-read=/a',
     ]);
+  });
+
+  test('Node 25 and later: --allow-net, since the model gates accepting on the inherited socket', () => {
+    const model = permissionModelFlags('26.10.0', ['/opt/rap'], [], { allowedFlags: new Set([...all, '--allow-net']) });
+    assert.deepEqual(model.flags, ['--permission', '--allow-fs-read=/opt/rap', '--allow-addons', '--allow-net']);
+    assert.equal(model.reason, '--permission (network allowed for the inherited socket)');
   });
 
   test('unsupported when the running Node does not accept the flag, or a path cannot be expressed', () => {

@@ -339,11 +339,17 @@ export function permissionModelFlags(
     // ',' was a list separator and '*' a wildcard in some 20.x/21.x releases.
     if (/[,*\0]/.test(path)) return unsupported(`cannot express ${JSON.stringify(path)} as a permission-model path`);
   }
+  // Node 25 and later gate network under the model, all or nothing: the
+  // worker accepts on its inherited listening socket, which needs --allow-net.
+  // New sockets are denied by the seccomp filter, not by the model.
+  const gatesNetwork = allowed.has('--allow-net');
   const flags = [
     flag,
     ...readPaths.map((path) => `--allow-fs-read=${path}`),
     ...writePaths.map((path) => `--allow-fs-write=${path}`),
     ...(allowAddons ? ['--allow-addons'] : []),
+    ...(gatesNetwork ? ['--allow-net'] : []),
   ];
-  return { supported: true, flags, reason: flag };
+  const network = gatesNetwork ? 'network allowed for the inherited socket' : 'network not gated by this Node';
+  return { supported: true, flags, reason: `${flag} (${network})` };
 }
