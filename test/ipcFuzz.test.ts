@@ -159,7 +159,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     onDrained: () => note('drained'),
     onViolation: (reason) => {
       report.violations.push(reason);
-      report.openCallsAtViolation = monitor.openCalls;
+      report.openCallsAtViolation = monitor.openStreams;
       violated = true;
     },
   };
@@ -173,7 +173,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     try {
       realDispatch(type, streamId, payload);
     } finally {
-      report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openCalls);
+      report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openStreams);
     }
   };
 
@@ -187,7 +187,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
       report.throws.push(err);
     }
     report.maxBuffered = Math.max(report.maxBuffered, internals.decoder.bufferedBytes);
-    report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openCalls);
+    report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openStreams);
     wake?.();
   });
   workerEnd.resume(); // whatever the supervisor answers (WINDOW, RESPONSE_*) is drained
@@ -221,7 +221,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     if (!report.timedOut && !(await consumed(report.written))) report.timedOut = true;
     report.received = received;
     report.finalBuffered = internals.decoder.bufferedBytes;
-    report.finalOpenCalls = monitor.openCalls;
+    report.finalOpenCalls = monitor.openStreams;
     stats.cases++;
     stats.bytes += report.received;
     stats.frames += report.dispatched;
@@ -229,7 +229,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     stats.maxBuffered = Math.max(stats.maxBuffered, report.maxBuffered);
     stats.maxOpenCalls = Math.max(stats.maxOpenCalls, report.maxOpenCalls);
   } finally {
-    monitor.cancelAll('test over');
+    monitor.abandonAll('test over');
     pair.destroy();
   }
   return report;

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ProtocolError } from '../src/shared/errors.js';
-import { CreditReceiver, StreamSender } from '../src/shared/flowControl.js';
+import { CreditReceiver, CreditSender } from '../src/shared/flowControl.js';
 import {
   FRAME_HEADER_BYTES,
   FrameDecoder,
@@ -16,7 +16,7 @@ import {
   encodeHead,
   type MsgType,
 } from '../src/shared/ipcProtocol.js';
-import { MessageReceiver, MessageSender, decodeClose } from '../src/shared/wsRelay.js';
+import { MessageReceiver, decodeClose, sendClose, sendMessage } from '../src/shared/wsRelay.js';
 
 interface Frame {
   type: MsgType;
@@ -137,8 +137,8 @@ describe('flow control', () => {
   test('a sender stays within credit, pauses its source and resumes on grant', () => {
     const { writer, bytes } = collectingWriter();
     const source = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
-    const sender = new StreamSender(writer, Msg.REQUEST_DATA, 1, source);
-    sender.write(Buffer.alloc(INITIAL_STREAM_WINDOW + 1000, 1));
+    const sender = new CreditSender(writer, 1, source);
+    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 1000, 1), Msg.REQUEST_DATA);
     let frames = decodeAll('worker', bytes());
     assert.equal(frames.reduce((n, f) => n + f.payload.length, 0), INITIAL_STREAM_WINDOW);
     assert.ok(frames.every((f) => f.payload.length <= MAX_DATA_PAYLOAD));
@@ -180,11 +180,11 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
   test('a message goes out as parts of at most MAX_DATA_PAYLOAD and one END, byte-exact, kind kept', () => {
     const { writer, bytes } = collectingWriter();
     const { source } = pausable();
-    const sender = new MessageSender(writer, 3, source);
+    const sender = new CreditSender(writer, 3, source);
     const message = Buffer.alloc(200 * 1024);
     for (let i = 0; i < message.length; i++) message[i] = i % 251;
-    sender.send(message, true);
-    sender.send(Buffer.alloc(0), false);
+    sendMessage(sender, message, true);
+    sendMessage(sender, Buffer.alloc(0), false);
     const frames = decodeAll('worker', bytes());
     assert.deepEqual(
       frames.map((f) => f.type),
@@ -198,11 +198,11 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
   test('beyond the credit window the source is paused; later messages and the close wait in order', () => {
     const { writer, bytes } = collectingWriter();
     const { events, source } = pausable();
-    const sender = new MessageSender(writer, 1, source);
-    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 10, 0x61), false);
-    sender.send(Buffer.from('next'), false);
+    const sender = new CreditSender(writer, 1, source);
+    sendMessage(sender, Buffer.alloc(INITIAL_STREAM_WINDOW + 10, 0x61), false);
+    sendMessage(sender, Buffer.from('next'), false);
     let closeSent = false;
-    sender.close(4000, Buffer.from('bye'), () => (closeSent = true));
+    sendClose(sender, 4000, Buffer.from('bye'), () => (closeSent = true));
     let frames = decodeAll('worker', bytes());
     const sent = frames.reduce((n, f) => n + f.payload.length, 0);
     assert.equal(sent, INITIAL_STREAM_WINDOW, 'exactly one window went out');
@@ -222,21 +222,21 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     );
     assert.deepEqual(decodeClose(tail[2]?.payload as Buffer), { code: 4000, reason: Buffer.from('bye') });
     assert.equal(closeSent, true);
-    assert.ok(sender.closed);
-    sender.send(Buffer.from('after close'), false);
+    assert.ok(sender.ended);
+    sendMessage(sender, Buffer.from('after close'), false);
     assert.equal(decodeAll('worker', bytes()).length, frames.length, 'nothing is sent after WS_CLOSE');
   });
 
   test('discard(): queued messages are dropped, a waiting close goes out, the source reads again, later messages are dropped', () => {
     const { writer, bytes } = collectingWriter();
     const { events, source } = pausable();
-    const sender = new MessageSender(writer, 1, source);
-    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 1), true);
+    const sender = new CreditSender(writer, 1, source);
+    sendMessage(sender, Buffer.alloc(INITIAL_STREAM_WINDOW + 1), true);
     let closed = false;
-    sender.close(1001, Buffer.from('going'), () => (closed = true));
+    sendClose(sender, 1001, Buffer.from('going'), () => (closed = true));
     const before = decodeAll('worker', bytes()).length;
     sender.discard();
-    sender.send(Buffer.from('late'), false);
+    sendMessage(sender, Buffer.from('late'), false);
     sender.grant(100);
     const after = decodeAll('worker', bytes()).slice(before);
     assert.deepEqual(after.map((f) => f.type), [Msg.WS_CLOSE]);
@@ -244,7 +244,7 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     assert.deepEqual(events, ['pause', 'resume']);
     // A source that was never paused is not resumed (ws throws on resume() while a handshake is failing).
     const idle = pausable();
-    new MessageSender(writer, 2, idle.source).discard();
+    new CreditSender(writer, 2, idle.source).discard();
     assert.deepEqual(idle.events, []);
   });
 

@@ -22,3 +22,6 @@ export const MAX_OPEN_STREAMS = 1024;
 
 /** What the worker's sandbox check reads; allowed under Node's permission model. */
 export const WORKER_SANDBOX_READ_PATHS: readonly string[] = ['/proc/self/status'];
+
+/** A WebSocket closing handshake not finished by then is abandoned (both hops: client and upstream). */
+export const WEBSOCKET_CLOSE_TIMEOUT_MS = 5_000;

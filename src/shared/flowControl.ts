@@ -7,7 +7,7 @@ import { INITIAL_STREAM_WINDOW, MAX_DATA_PAYLOAD, type FrameWriter, type MsgType
 import { ProtocolError } from './errors.js';
 
 /** Largest credit a receiver may ever hold out (guards the u32 arithmetic). */
-const MAX_WINDOW = 0x7fffffff;
+export const MAX_WINDOW = 0x7fffffff;
 
 /** Where a sender's bytes come from: it is paused while credit is exhausted. */
 export interface PausableSource {
@@ -15,78 +15,149 @@ export interface PausableSource {
   resume(): unknown;
 }
 
+/** Data held back for lack of credit, with the frame types it goes out as. */
+interface Held {
+  readonly data: Buffer;
+  readonly partType: MsgType;
+  readonly lastType: MsgType | null;
+}
+
 /**
- * Sends one stream's body as DATA frames within the peer's credit, splitting
- * chunks with subarray (never copying) and pausing the source when credit runs
- * out. Only one chunk is ever held back.
+ * Sends one stream's data within the peer's credit: body bytes, or WebSocket
+ * messages as parts and an END. Data is split with subarray (never copied);
+ * what the credit does not cover waits in order and the source is paused until
+ * credit returns. One final frame (the body's END, a WS_CLOSE) follows the last
+ * byte. Only the held-back path allocates.
  */
-export class StreamSender {
+export class CreditSender {
   private credit = INITIAL_STREAM_WINDOW;
-  private held: Buffer | null = null;
-  private ended = false;
-  private endFrame: MsgType | null = null;
-  private onEnded: (() => void) | null = null;
+  private readonly held: Held[] = [];
+  /** Bytes of held[0] already sent. */
+  private sentOfFirst = 0;
+  private heldTotal = 0;
+  private finalType: MsgType | null = null;
+  private finalPayload: Buffer | undefined = undefined;
+  private onFinalSent: (() => void) | null = null;
+  private finalSent = false;
+  /** After discard(): data is dropped as it comes. */
+  private dropping = false;
+  /** Only a source we paused is resumed (ws throws on resume() during a failed handshake). */
+  private sourcePaused = false;
 
   constructor(
     private readonly writer: FrameWriter,
-    private readonly dataType: MsgType,
     private readonly streamId: number,
     private readonly source: PausableSource,
   ) {}
 
-  write(chunk: Buffer): void {
-    if (this.held !== null) {
-      // The source should be paused; tolerate one extra chunk by joining it.
-      this.held = Buffer.concat([this.held, chunk]);
-      return;
+  /**
+   * `data` as `partType` frames of at most MAX_DATA_PAYLOAD; with `lastType`,
+   * its last part (empty for an empty message) goes as `lastType` instead.
+   * Ignored once end() or discard() was called.
+   */
+  send(data: Buffer, partType: MsgType, lastType: MsgType | null = null): void {
+    if (this.dropping || this.finalType !== null || this.finalSent) return;
+    if (this.held.length === 0) {
+      const sent = this.sendWithinCredit(data, 0, partType, lastType);
+      if (sent < 0) return;
+      this.sentOfFirst = sent;
+      this.heldTotal = data.length - sent;
+    } else {
+      this.heldTotal += data.length;
     }
-    const rest = this.sendWithinCredit(chunk);
-    if (rest !== null) {
-      this.held = rest;
-      this.source.pause();
-    }
+    this.held.push({ data, partType, lastType });
+    this.sourcePaused = true;
+    this.source.pause();
   }
 
-  /** Send `endType` once every held byte has gone out, then call `onEnded`. */
-  end(endType: MsgType, onEnded?: () => void): void {
-    this.ended = true;
-    this.endFrame = endType;
-    this.onEnded = onEnded ?? null;
-    if (this.held === null) this.sendEnd();
+  /** Send `type` (with `payload`) once, after every held byte; then call `onSent`. */
+  end(type: MsgType, onSent?: () => void, payload?: Buffer): void {
+    if (this.finalType !== null || this.finalSent) return;
+    this.finalType = type;
+    this.finalPayload = payload;
+    this.onFinalSent = onSent ?? null;
+    if (this.held.length === 0) this.sendFinal();
+  }
+
+  /** The final frame was asked for (it may still wait behind held data). */
+  get ending(): boolean {
+    return this.finalType !== null || this.finalSent;
+  }
+
+  /** The final frame has been sent. */
+  get ended(): boolean {
+    return this.finalSent;
+  }
+
+  /** Bytes held back for lack of credit. */
+  get heldBytes(): number {
+    return this.heldTotal;
+  }
+
+  /**
+   * Nobody will take the data any more (the peer's socket is closing): drop
+   * what is held and whatever follows, send a waiting final frame, and let the
+   * source read again so that its own close is not stuck behind unread data.
+   */
+  discard(): void {
+    this.dropping = true;
+    this.held.length = 0;
+    this.sentOfFirst = 0;
+    this.heldTotal = 0;
+    if (this.finalType !== null) this.sendFinal();
+    this.resumeSource();
   }
 
   /** Credit returned by the peer. Throws ProtocolError if it overflows. */
   grant(increment: number): void {
     if (this.credit + increment > MAX_WINDOW) throw new ProtocolError(`window overflow on stream ${this.streamId}`);
     this.credit += increment;
-    if (this.held === null) return;
-    const rest = this.sendWithinCredit(this.held);
-    this.held = rest;
-    if (rest !== null) return;
-    if (this.ended) this.sendEnd();
-    else this.source.resume();
-  }
-
-  private sendEnd(): void {
-    if (this.endFrame === null) return;
-    this.writer.send(this.endFrame, this.streamId);
-    this.endFrame = null;
-    this.onEnded?.();
-  }
-
-  get heldBytes(): number {
-    return this.held === null ? 0 : this.held.length;
-  }
-
-  private sendWithinCredit(chunk: Buffer): Buffer | null {
-    let offset = 0;
-    while (offset < chunk.length && this.credit > 0) {
-      const n = Math.min(chunk.length - offset, this.credit, MAX_DATA_PAYLOAD);
-      this.writer.send(this.dataType, this.streamId, offset === 0 && n === chunk.length ? chunk : chunk.subarray(offset, offset + n));
-      this.credit -= n;
-      offset += n;
+    if (this.held.length === 0) return;
+    while (this.held.length > 0) {
+      const { data, partType, lastType } = this.held[0] as Held;
+      const sent = this.sendWithinCredit(data, this.sentOfFirst, partType, lastType);
+      if (sent >= 0) {
+        this.heldTotal -= sent - this.sentOfFirst;
+        this.sentOfFirst = sent;
+        return;
+      }
+      this.heldTotal -= data.length - this.sentOfFirst;
+      this.held.shift();
+      this.sentOfFirst = 0;
     }
-    return offset === chunk.length ? null : chunk.subarray(offset);
+    if (this.finalType !== null) this.sendFinal();
+    else this.resumeSource();
+  }
+
+  /** Sends `data` from `offset` as far as credit goes: -1 when all of it went, else how much has. */
+  private sendWithinCredit(data: Buffer, offset: number, partType: MsgType, lastType: MsgType | null): number {
+    let at = offset;
+    for (;;) {
+      const remaining = data.length - at;
+      const n = Math.min(remaining, MAX_DATA_PAYLOAD, this.credit);
+      const last = n === remaining;
+      if (n === 0 && !(last && lastType !== null)) return last ? -1 : at; // done, or out of credit
+      const part = n === data.length ? data : data.subarray(at, at + n);
+      this.writer.send(last && lastType !== null ? lastType : partType, this.streamId, part);
+      this.credit -= n;
+      at += n;
+      if (last) return -1;
+    }
+  }
+
+  private resumeSource(): void {
+    if (!this.sourcePaused) return;
+    this.sourcePaused = false;
+    this.source.resume();
+  }
+
+  private sendFinal(): void {
+    const type = this.finalType as MsgType;
+    this.finalType = null;
+    this.finalSent = true;
+    this.writer.send(type, this.streamId, this.finalPayload);
+    this.finalPayload = undefined;
+    this.onFinalSent?.();
   }
 }
 

@@ -2,8 +2,8 @@
 //
 // Each side terminates its own WebSocket (the worker the client's, the
 // supervisor the upstream's); only messages and close codes cross the channel.
-// A message goes out as WS_*_PART frames and one WS_*_END frame, split with
-// subarray (no copy) and sent within the peer's credit, like a body; the
+// A message goes out as WS_*_PART frames and one WS_*_END frame through the
+// same credit sender as a body (flowControl.ts); the
 // receiving side writes each part to its socket as a fragment of the same
 // message as it arrives and returns credit once the socket has taken it. So a
 // socket that stops reading pins one credit window, never a whole message.
@@ -14,8 +14,8 @@
 
 import type WebSocket from 'ws';
 import { ProtocolError } from './errors.js';
-import { CreditReceiver, type PausableSource } from './flowControl.js';
-import { INITIAL_STREAM_WINDOW, MAX_CLOSE_REASON, MAX_DATA_PAYLOAD, Msg, type FrameWriter, type MsgType } from './ipcProtocol.js';
+import { CreditReceiver, type CreditSender } from './flowControl.js';
+import { MAX_CLOSE_REASON, Msg, type FrameWriter, type MsgType } from './ipcProtocol.js';
 
 /** No status code was present (RFC 6455 §7.4.1): close without one. */
 export const CLOSE_NO_STATUS = 1005;
@@ -23,130 +23,20 @@ export const CLOSE_NO_STATUS = 1005;
 export const CLOSE_ABNORMAL = 1006;
 export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_INTERNAL_ERROR = 1011;
-const MAX_WINDOW = 0x7fffffff;
 
 export function isMessageFrame(type: number): boolean {
   return type === Msg.WS_TEXT_PART || type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
 }
 
-function frameType(binary: boolean, last: boolean): MsgType {
-  if (binary) return last ? Msg.WS_BINARY_END : Msg.WS_BINARY_PART;
-  return last ? Msg.WS_TEXT_END : Msg.WS_TEXT_PART;
+/** One whole message as part frames and an END, within the stream's credit (held in order while it is short). */
+export function sendMessage(sender: CreditSender, data: Buffer, binary: boolean): void {
+  if (binary) sender.send(data, Msg.WS_BINARY_PART, Msg.WS_BINARY_END);
+  else sender.send(data, Msg.WS_TEXT_PART, Msg.WS_TEXT_END);
 }
 
-interface QueuedMessage {
-  readonly data: Buffer;
-  readonly binary: boolean;
-}
-
-/**
- * Sends whole messages as part frames within the peer's credit. While credit
- * is short the source socket is paused; messages it had already parsed wait in
- * order, and so does the close that follows them.
- */
-export class MessageSender {
-  private credit = INITIAL_STREAM_WINDOW;
-  private readonly queue: QueuedMessage[] = [];
-  /** Bytes of queue[0] already sent. */
-  private sentOfFirst = 0;
-  private pendingClose: Buffer | null = null;
-  private closeSent = false;
-  private onCloseSent: (() => void) | null = null;
-  /** After discard(): messages are dropped as they come. */
-  private dropping = false;
-  /** Whether we paused the source: only then is it resumed (ws throws on resume() during a failed handshake). */
-  private sourcePaused = false;
-
-  constructor(
-    private readonly writer: FrameWriter,
-    private readonly streamId: number,
-    private readonly source: PausableSource,
-  ) {}
-
-  send(data: Buffer, binary: boolean): void {
-    if (this.dropping || this.closeSent || this.pendingClose !== null) return;
-    this.queue.push({ data, binary });
-    if (this.queue.length === 1) this.pump();
-    if (this.queue.length > 0) this.pauseSource();
-  }
-
-  /** WS_CLOSE after every queued message (once); then `onSent`. */
-  close(code: number, reason: Buffer, onSent?: () => void): void {
-    if (this.closeSent || this.pendingClose !== null) return;
-    this.pendingClose = encodeClose(code, reason);
-    this.onCloseSent = onSent ?? null;
-    if (this.queue.length === 0) this.sendClose();
-  }
-
-  /** WS_CLOSE has been sent. */
-  get closed(): boolean {
-    return this.closeSent;
-  }
-
-  /** WS_CLOSE has been sent or waits behind queued messages. */
-  get closing(): boolean {
-    return this.closeSent || this.pendingClose !== null;
-  }
-
-  /**
-   * The peer's socket is gone: drop the queued messages and any that follow
-   * (nobody will take them), send a waiting close, and let the source read
-   * again, so that its close handshake is not stuck behind unread data.
-   */
-  discard(): void {
-    this.dropping = true;
-    this.queue.length = 0;
-    this.sentOfFirst = 0;
-    if (this.pendingClose !== null) this.sendClose();
-    this.resumeSource();
-  }
-
-  grant(increment: number): void {
-    if (this.credit + increment > MAX_WINDOW) throw new ProtocolError(`window overflow on stream ${this.streamId}`);
-    this.credit += increment;
-    if (this.queue.length === 0) return;
-    this.pump();
-    if (this.queue.length > 0) return;
-    if (this.pendingClose !== null) this.sendClose();
-    else this.resumeSource();
-  }
-
-  private pauseSource(): void {
-    this.sourcePaused = true;
-    this.source.pause();
-  }
-
-  private resumeSource(): void {
-    if (!this.sourcePaused) return;
-    this.sourcePaused = false;
-    this.source.resume();
-  }
-
-  private pump(): void {
-    while (this.queue.length > 0) {
-      const { data, binary } = this.queue[0] as QueuedMessage;
-      for (;;) {
-        const remaining = data.length - this.sentOfFirst;
-        const n = Math.min(remaining, MAX_DATA_PAYLOAD, this.credit);
-        const last = n === remaining;
-        if (n === 0 && !last) return; // out of credit
-        const part = n === data.length ? data : data.subarray(this.sentOfFirst, this.sentOfFirst + n);
-        this.writer.send(frameType(binary, last), this.streamId, part);
-        this.credit -= n;
-        this.sentOfFirst += n;
-        if (last) break;
-      }
-      this.queue.shift();
-      this.sentOfFirst = 0;
-    }
-  }
-
-  private sendClose(): void {
-    this.writer.send(Msg.WS_CLOSE, this.streamId, this.pendingClose as Buffer);
-    this.pendingClose = null;
-    this.closeSent = true;
-    this.onCloseSent?.();
-  }
+/** WS_CLOSE after every message held for credit (once); then `onSent`. */
+export function sendClose(sender: CreditSender, code: number, reason: Buffer, onSent?: () => void): void {
+  sender.end(Msg.WS_CLOSE, onSent, encodeClose(code, reason));
 }
 
 /** Where received parts go: one fragment of the current message; call `written` once the socket took it. */

@@ -25,12 +25,12 @@ import type { buildConnector as BuildConnector } from 'undici';
 import buildConnector from 'undici/lib/core/connect.js';
 import type { AuthHeader } from './authHeader.js';
 
-/** Pooled secure buffers hold a head of up to this size (Codex's are under 3 KiB); a larger one gets its own. */
+/** Pooled secure buffers hold a request head up to this size (any Codex sends); a larger one gets its own. */
 const HEAD_BUFFER_SIZE = 8 * 1024;
 /**
- * Secure buffers kept for reuse: one per head write in flight at once, so as
- * many as concurrent requests (at most 1 MiB of locked memory). Allocating one
- * (mmap, guard pages, mlock) costs ten times the rest of a splice.
+ * Secure buffers kept for reuse, one per head write in flight: allocating one
+ * (mmap, guard pages, mlock) costs far more than the rest of a splice. The
+ * limit bounds the locked memory the pool holds.
  */
 const POOL_LIMIT = 128;
 const VALUE_OFFSET = '\r\nauthorization: '.length;

@@ -10,6 +10,7 @@ import { FrameDecoder, Msg, decodeHead, decodeWindowIncrement, messageName, type
 import type { Logger } from '../shared/logger.js';
 import { UpstreamCall, type Upstream } from './upstream.js';
 import { UpstreamSocket } from './upstreamSocket.js';
+import type { StreamContext, UpstreamStream } from './upstreamStream.js';
 
 export interface MonitorEvents {
   onReady(): void;
@@ -30,11 +31,11 @@ export interface MonitorOptions {
   readonly webSocketMaxMessageBytes: number | null;
 }
 
-type Stream = UpstreamCall | UpstreamSocket;
 const MESSAGE_FRAMES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END] as const;
 
 export class Monitor {
-  private readonly calls = new Map<number, Stream>();
+  private readonly streams = new Map<number, UpstreamStream>();
+  private readonly streamContext: StreamContext;
   private readonly decoder = new FrameDecoder('worker', (type, streamId, payload) => this.dispatch(type, streamId, payload));
   private highestStreamId = 0;
   private ready = false;
@@ -46,22 +47,28 @@ export class Monitor {
     [Msg.DRAINED, () => this.events.onDrained()],
     [Msg.STARTUP_FAILED, (_id, payload) => this.events.onStartupFailed(printable(payload))],
     [Msg.OPEN, (id, payload) => this.onOpen(id, payload)],
-    [Msg.REQUEST_DATA, (id, payload) => this.call(id, UpstreamCall)?.onRequestData(payload)],
-    [Msg.REQUEST_END, (id) => this.call(id, UpstreamCall)?.onRequestEnd()],
-    [Msg.RESET, (id) => this.call(id)?.cancel()],
-    [Msg.WINDOW, (id, payload) => this.call(id)?.onWindow(decodeWindowIncrement(payload))],
+    [Msg.REQUEST_DATA, (id, payload) => this.stream(id, UpstreamCall)?.onRequestData(payload)],
+    [Msg.REQUEST_END, (id) => this.stream(id, UpstreamCall)?.onRequestEnd()],
+    [Msg.RESET, (id) => this.stream(id)?.onReset()],
+    [Msg.WINDOW, (id, payload) => this.stream(id)?.onWindow(decodeWindowIncrement(payload))],
     [Msg.WS_OPEN, (id, payload) => this.onWebSocketOpen(id, payload)],
-    ...MESSAGE_FRAMES.map((type): [number, Handler] => [type, (id, payload) => this.call(id, UpstreamSocket)?.onMessageFrame(type, payload)]),
-    [Msg.WS_CLOSE, (id, payload) => this.call(id, UpstreamSocket)?.onWorkerClose(payload)],
+    ...MESSAGE_FRAMES.map((type): [number, Handler] => [
+      type,
+      (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(type, payload),
+    ]),
+    [Msg.WS_CLOSE, (id, payload) => this.stream(id, UpstreamSocket)?.onWorkerClose(payload)],
   ]);
 
   constructor(
-    private readonly writer: FrameWriter,
-    private readonly upstream: Upstream,
+    writer: FrameWriter,
+    upstream: Upstream,
     private readonly options: MonitorOptions,
     private readonly log: Logger,
     private readonly events: MonitorEvents,
-  ) {}
+  ) {
+    const onDone = (id: number): boolean => this.streams.delete(id);
+    this.streamContext = { writer, upstream, log, scanRequests: options.scanRequests, onDone };
+  }
 
   /** Bytes from the worker's end of the socketpair. Never throws. */
   receive(chunk: Buffer): void {
@@ -73,8 +80,8 @@ export class Monitor {
     }
   }
 
-  get openCalls(): number {
-    return this.calls.size;
+  get openStreams(): number {
+    return this.streams.size;
   }
 
   /** How many streams this worker has opened (ids are strictly increasing). */
@@ -82,12 +89,9 @@ export class Monitor {
     return this.highestStreamId;
   }
 
-  /** Abort every upstream call; close every upstream socket "going away", saying `why`. */
-  cancelAll(why: string): void {
-    for (const call of [...this.calls.values()]) {
-      if (call instanceof UpstreamSocket) call.goAway(why);
-      else call.cancel();
-    }
+  /** End every stream (the worker is gone or the proxy stops), telling the upstream `why` where it can be told. */
+  abandonAll(why: string): void {
+    for (const stream of [...this.streams.values()]) stream.abandon(why);
   }
 
   private dispatch(type: MsgType, streamId: number, payload: Buffer): void {
@@ -99,7 +103,7 @@ export class Monitor {
   private violation(err: unknown): void {
     this.broken = true;
     this.decoder.fail();
-    this.cancelAll('proxy worker replaced');
+    this.abandonAll('proxy worker replaced');
     const reason = err instanceof ProtocolError ? err.message : `handler failed: ${err instanceof Error ? err.message : String(err)}`;
     this.log.error({ reason }, 'IPC protocol violation by the worker');
     this.events.onViolation(reason);
@@ -109,13 +113,15 @@ export class Monitor {
    * A live stream (of the given kind: an HTTP frame on a WebSocket stream is a
    * violation), null for one that already ended here (late frames are normal).
    */
-  private call(streamId: number): Stream | null;
-  private call<K extends Stream>(streamId: number, kind: abstract new (...args: never[]) => K): K | null;
-  private call(streamId: number, kind?: abstract new (...args: never[]) => Stream): Stream | null {
-    const call = this.calls.get(streamId);
-    if (call !== undefined) {
-      if (kind !== undefined && !(call instanceof kind)) throw new ProtocolError(`frame of the wrong kind for stream ${streamId}`);
-      return call;
+  private stream(streamId: number): UpstreamStream | null;
+  private stream<K extends UpstreamStream>(streamId: number, kind: abstract new (...args: never[]) => K): K | null;
+  private stream(streamId: number, kind?: abstract new (...args: never[]) => UpstreamStream): UpstreamStream | null {
+    const stream = this.streams.get(streamId);
+    if (stream !== undefined) {
+      if (kind !== undefined && !(stream instanceof kind)) {
+        throw new ProtocolError(`frame of the wrong kind for stream ${streamId}`);
+      }
+      return stream;
     }
     if (streamId <= this.highestStreamId) return null;
     throw new ProtocolError(`frame for stream ${streamId}, which was never opened`);
@@ -134,32 +140,22 @@ export class Monitor {
 
   private onOpen(streamId: number, payload: Buffer): void {
     const headers = this.newStream(streamId, payload);
-    this.calls.set(streamId, new UpstreamCall(streamId, headers, this.callContext()));
+    this.streams.set(streamId, new UpstreamCall(streamId, headers, this.streamContext));
   }
 
   private onWebSocketOpen(streamId: number, payload: Buffer): void {
     const maxMessageBytes = this.options.webSocketMaxMessageBytes;
     if (maxMessageBytes === null) throw new ProtocolError('WS_OPEN without --websocket');
     const headers = this.newStream(streamId, payload);
-    this.calls.set(streamId, new UpstreamSocket(streamId, headers, { ...this.callContext(), maxMessageBytes }));
+    this.streams.set(streamId, new UpstreamSocket(streamId, headers, this.streamContext, maxMessageBytes));
   }
 
   /** Checks shared by every kind of stream; returns the client's header list. */
   private newStream(streamId: number, payload: Buffer): string[] {
     if (streamId <= this.highestStreamId) throw new ProtocolError(`OPEN reuses stream id ${streamId}`);
-    if (this.calls.size >= MAX_OPEN_STREAMS) throw new ProtocolError(`more than ${MAX_OPEN_STREAMS} open streams`);
+    if (this.streams.size >= MAX_OPEN_STREAMS) throw new ProtocolError(`more than ${MAX_OPEN_STREAMS} open streams`);
     this.highestStreamId = streamId;
     return decodeHead(payload, false).headers;
-  }
-
-  private callContext() {
-    return {
-      writer: this.writer,
-      upstream: this.upstream,
-      log: this.log,
-      scanRequests: this.options.scanRequests,
-      onDone: (id: number) => this.calls.delete(id),
-    };
   }
 }
 

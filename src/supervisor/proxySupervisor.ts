@@ -106,7 +106,7 @@ export class ProxySupervisor {
     const { log, serverInfo, auth } = this.setup;
     if (exitCode === 0) log.info({ reason }, 'stopped');
     else log.error({ reason }, 'stopped');
-    this.worker?.monitor.cancelAll('proxy stopping');
+    this.worker?.monitor.abandonAll('proxy stopping');
     this.worker?.child.kill('SIGKILL');
     serverInfo?.remove();
     auth.destroy();
@@ -136,7 +136,7 @@ export class ProxySupervisor {
   private onWorkerExit(worker: RunningWorker, how: string): void {
     if (this.stopping) return;
     // Its streams are lost: abort their upstream requests so nothing leaks.
-    worker.monitor.cancelAll('proxy worker restarted');
+    worker.monitor.abandonAll('proxy worker restarted');
     this.streamsOpenedBefore += worker.monitor.streamsOpened;
     this.worker = null;
     if (this.draining) return this.stop(0, `worker exited (${how}) while shutting down`);

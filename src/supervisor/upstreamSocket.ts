@@ -6,31 +6,33 @@
 //
 // The upstream's answer to the handshake goes back as RESPONSE_HEAD: 101 means
 // open; any other status (401, 404, 426...) is a refusal, passed on with its
-// body so the client can show it and fall back to HTTP. Like an UpstreamCall
-// the session has two halves and is forgotten when both are closed: the
-// worker's (WS_CLOSE or RESET received) and ours (WS_CLOSE sent, or the
-// refusal answered).
+// body so the client can show it and fall back to HTTP.
 
 import type { IncomingMessage } from 'node:http';
 import { connect as netConnect, isIP, type NetConnectOpts } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type WebSocket from 'ws';
+import { WEBSOCKET_CLOSE_TIMEOUT_MS } from '../shared/constants.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
-import { Msg, encodeHead, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
-import { CLOSE_ABNORMAL, CLOSE_GOING_AWAY, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import { encodeHead, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import {
+  CLOSE_ABNORMAL,
+  CLOSE_GOING_AWAY,
+  MessageReceiver,
+  closeLike,
+  decodeClose,
+  errorCloseCode,
+  sendClose,
+  sendMessage,
+} from '../shared/wsRelay.js';
 import { acceptedHandshakeHeaders, upstreamHandshakeHeaders } from './headerRules.js';
-import { KeyDetector, KeyScrubber } from './keyScrubber.js';
-import { reportKeyScan, sendWholeResponse, upstreamFailure, type CallContext } from './upstream.js';
+import { UpstreamStream, type StreamContext } from './upstreamStream.js';
 
-/** How long a closing handshake may take before the socket is dropped. */
-export const WS_CLOSE_TIMEOUT_MS = 5_000;
 /** A refusal's body is an error message: only this much of it is passed on. */
 const MAX_REFUSAL_BODY = MAX_DATA_PAYLOAD;
+const NO_REASON = Buffer.alloc(0);
 
-/**
- * ws, imported only with --websocket (loadWebSocketClient): loading it costs
- * each process several MiB of RSS, for nothing when the mode is off.
- */
+/** ws, imported only with --websocket (loadWebSocketClient): loading it costs memory, wasted when the mode is off. */
 let WebSocketClient: typeof WebSocket | null = null;
 
 /** Called at startup when --websocket is on, before any WS_OPEN can arrive. */
@@ -38,32 +40,23 @@ export async function loadWebSocketClient(): Promise<void> {
   WebSocketClient ??= (await import('ws')).default;
 }
 
-export interface SocketContext extends CallContext {
-  readonly maxMessageBytes: number;
+function handshakeTimeout(): Error {
+  return Object.assign(new Error('no answer to the WebSocket handshake'), { code: 'ETIMEDOUT' });
 }
 
-export class UpstreamSocket {
+export class UpstreamSocket extends UpstreamStream {
+  protected readonly failureMessage = 'upstream WebSocket failed';
   private readonly socket: WebSocket;
-  private readonly sender: MessageSender;
   private readonly receiver: MessageReceiver;
-  private readonly scrubber: KeyScrubber;
-  private readonly detector: KeyDetector | null;
   /** The 101's head, sent once ws has checked the handshake and opened. */
   private acceptHead: Buffer | null = null;
+  /** The upstream answered the handshake (opened or refused), or we answered for it. */
   private answered = false;
   private readonly handshakeTimer: NodeJS.Timeout;
-  private closing = false;
-  private requestClosed = false;
-  private responseClosed = false;
 
-  constructor(
-    readonly id: number,
-    clientHeaders: HeaderList,
-    private readonly ctx: SocketContext,
-  ) {
+  constructor(id: number, clientHeaders: HeaderList, ctx: StreamContext, maxMessageBytes: number) {
+    super(id, clientHeaders, ctx);
     const { upstream } = ctx;
-    this.scrubber = new KeyScrubber(upstream.auth);
-    this.detector = ctx.scanRequests ? new KeyDetector(upstream.auth, clientHeaders) : null;
     const { headers, protocols } = upstreamHandshakeHeaders(clientHeaders, upstream.host);
     headers.authorization = upstream.authorizationPlaceholder;
     const secure = upstream.webSocketUrl.protocol === 'wss:';
@@ -71,18 +64,20 @@ export class UpstreamSocket {
       const host = options.host ?? '';
       // `path` is the request's, never a Unix socket to connect to.
       const tcp = { ...options, path: undefined } as NetConnectOpts & ConnectionOptions;
-      return upstream.splicer.wrap(secure ? tlsConnect({ ...tcp, servername: isIP(host) === 0 ? host : '' }) : netConnect(tcp));
+      const servername = isIP(host) === 0 ? host : '';
+      return upstream.splicer.wrap(secure ? tlsConnect({ ...tcp, servername }) : netConnect(tcp));
     };
     if (WebSocketClient === null) throw new Error('WebSocket session without loadWebSocketClient()');
     this.socket = new WebSocketClient(upstream.webSocketUrl, protocols, {
       headers,
-      maxPayload: ctx.maxMessageBytes,
+      maxPayload: maxMessageBytes,
       followRedirects: false,
       createConnection: connect as WebSocket.ClientOptions['createConnection'],
-      ...{ closeTimeout: WS_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
+      ...{ closeTimeout: WEBSOCKET_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
-    this.sender = new MessageSender(ctx.writer, id, this.socket);
-    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.socket.send(data, { binary, fin }, written), ctx.maxMessageBytes);
+    const toUpstream = (data: Buffer, binary: boolean, fin: boolean, written: () => void): void =>
+      this.socket.send(data, { binary, fin }, written);
+    this.receiver = new MessageReceiver(ctx.writer, id, toUpstream, maxMessageBytes);
     this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
     this.socket.on('open', () => this.onOpen());
     this.socket.on('unexpected-response', (_req, res) => this.onRefused(res));
@@ -90,14 +85,16 @@ export class UpstreamSocket {
     this.socket.on('error', (err) => this.onError(err));
     this.socket.on('close', (code, reason) => this.onUpstreamClosed(code, reason));
     // Our own timer rather than ws's handshakeTimeout, whose error does not say it was a timeout: 504, as for HTTP.
-    this.handshakeTimer = setTimeout(() => this.onError(Object.assign(new Error('no answer to the WebSocket handshake'), { code: 'ETIMEDOUT' })), upstream.timeoutMs);
+    this.handshakeTimer = setTimeout(() => this.onError(handshakeTimeout()), upstream.timeoutMs);
   }
 
   /** WS_*_PART / WS_*_END from the worker: a client message on its way upstream. */
   onMessageFrame(type: MsgType, payload: Buffer): void {
     if (this.requestClosed) throw new ProtocolError(`message after WS_CLOSE on stream ${this.id}`);
-    if (this.acceptHead === null || !this.answered) throw new ProtocolError(`message before the handshake on stream ${this.id}`);
-    this.detector?.pushBody(payload);
+    if (this.acceptHead === null || !this.answered) {
+      throw new ProtocolError(`message before the handshake on stream ${this.id}`);
+    }
+    this.scanRequest(payload);
     // Once the upstream's socket is closing, ws fails the send and its callback still returns the credit.
     this.receiver.receive(type, payload);
   }
@@ -112,28 +109,28 @@ export class UpstreamSocket {
     // Our own WS_CLOSE follows when the upstream's socket has closed.
   }
 
-  onWindow(increment: number): void {
-    if (!this.answered) throw new ProtocolError(`WINDOW before the handshake on stream ${this.id}`);
-    this.sender.grant(increment);
+  pause(): void {
+    this.socket.pause();
   }
 
-  /** RESET from the worker: the client is gone; drop the upstream's socket too. */
-  cancel(): void {
-    this.end(() => closeLike(this.socket, CLOSE_ABNORMAL, Buffer.alloc(0)));
+  resume(): void {
+    this.socket.resume();
   }
 
-  /** The worker is gone or the proxy stops: close the upstream's socket with 1001. */
-  goAway(why: string): void {
-    this.end(() => closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from(why)));
-  }
-
-  private end(close: () => void): void {
+  /** Reset by the worker: drop the upstream's socket too; abandoned: close it "going away", saying why. */
+  protected dropUpstream(why: string | null): void {
     clearTimeout(this.handshakeTimer);
-    this.responseClosed = true;
     this.sender.discard(); // no credit will come: read the upstream's close reply instead
-    close();
-    this.closeRequest();
-    this.ctx.onDone(this.id);
+    if (why === null) closeLike(this.socket, CLOSE_ABNORMAL, NO_REASON);
+    else closeLike(this.socket, CLOSE_GOING_AWAY, Buffer.from(why));
+  }
+
+  /** A complete non-101 answer (refusal or failure): the upstream's socket is done with. */
+  protected override answer(head: Buffer, body: Buffer): void {
+    clearTimeout(this.handshakeTimer);
+    this.socket.terminate();
+    this.answered = true;
+    super.answer(head, body);
   }
 
   private onOpen(): void {
@@ -141,8 +138,7 @@ export class UpstreamSocket {
     const head = this.acceptHead as Buffer;
     if (this.responseClosed) return;
     this.answered = true;
-    this.scrubber.maskInPlace(head);
-    this.ctx.writer.send(Msg.RESPONSE_HEAD, this.id, head);
+    this.sendHead(head);
   }
 
   private onRefused(res: IncomingMessage): void {
@@ -174,20 +170,16 @@ export class UpstreamSocket {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.responseClosed) return;
     this.scrubber.maskInPlace(data);
-    this.sender.send(data, isBinary);
+    sendMessage(this.sender, data, isBinary);
   }
 
   private onError(err: Error): void {
     if (this.responseClosed) return;
-    if (!this.answered) {
-      // No answer to the handshake: the worker answers the client 502/504 as for HTTP.
-      const failure = upstreamFailure(err);
-      this.ctx.log.warn({ stream: this.id, code: failure.code, status: failure.status }, 'upstream WebSocket failed');
-      return this.answer(encodeHead(['content-type', 'application/json'], failure.status), failure.body);
-    }
+    // No answer to the handshake: the worker answers the client 502/504 as for HTTP.
+    if (!this.answered) return this.answerFailure(err);
     // ws closes the socket itself (1009 for an oversize message...); say so to the client at once.
     this.ctx.log.info({ stream: this.id, code: errnoCode(err) ?? 'UNKNOWN' }, 'upstream WebSocket failed');
-    this.closeTowardsWorker(errorCloseCode(err), Buffer.alloc(0));
+    this.closeTowardsWorker(errorCloseCode(err), NO_REASON);
   }
 
   private onUpstreamClosed(code: number, reason: Buffer): void {
@@ -198,30 +190,7 @@ export class UpstreamSocket {
 
   /** WS_CLOSE after the messages still waiting for credit; our half closes once it is sent. */
   private closeTowardsWorker(code: number, reason: Buffer): void {
-    if (this.closing) return;
-    this.closing = true;
-    this.sender.close(code, reason, () => this.closeResponse());
-  }
-
-  /** A complete non-101 answer (refusal or failure). */
-  private answer(head: Buffer, body: Buffer): void {
-    clearTimeout(this.handshakeTimer);
-    this.socket.terminate();
-    this.answered = true;
-    sendWholeResponse(this.ctx.writer, this.id, head, body);
-    this.closeResponse();
-  }
-
-  private closeRequest(): void {
-    if (this.requestClosed) return;
-    this.requestClosed = true;
-    reportKeyScan(this.ctx.writer, this.id, this.detector);
-    if (this.responseClosed) this.ctx.onDone(this.id);
-  }
-
-  private closeResponse(): void {
-    if (this.responseClosed) return;
-    this.responseClosed = true;
-    if (this.requestClosed) this.ctx.onDone(this.id);
+    if (this.sender.ending) return;
+    sendClose(this.sender, code, reason, () => this.closeResponse());
   }
 }

@@ -13,11 +13,20 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
-import { CLOSE_ABNORMAL, CLOSE_INTERNAL_ERROR, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import { WEBSOCKET_CLOSE_TIMEOUT_MS } from '../shared/constants.js';
+import { CreditSender } from '../shared/flowControl.js';
+import {
+  CLOSE_ABNORMAL,
+  CLOSE_INTERNAL_ERROR,
+  MessageReceiver,
+  closeLike,
+  decodeClose,
+  errorCloseCode,
+  sendClose,
+  sendMessage,
+} from '../shared/wsRelay.js';
 import type { WebSocketDump } from './dumpWriter.js';
 
-/** A closing handshake that has not finished by then is abandoned. */
-export const CLOSING_LIMIT_MS = 5_000;
 const NOT_MIRRORED = new Set(['content-length', 'sec-websocket-protocol']);
 
 type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
@@ -25,7 +34,7 @@ type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
 export class ClientSocket {
   private phase: Phase = 'handshake';
   private socket: WebSocket | null = null;
-  private sender: MessageSender | null = null;
+  private sender: CreditSender | null = null;
   private readonly receiver: MessageReceiver;
   /** ws's verifyClient callback, once ws has found the handshake valid. */
   private accept: ((ok: boolean) => void) | null = null;
@@ -166,14 +175,14 @@ export class ClientSocket {
     if (this.phase !== 'open') return;
     this.beginClosing();
     this.dump?.closed('client_to_upstream', code, reason);
-    this.sender?.close(code, Buffer.from(reason), () => this.finishIfClosed());
+    if (this.sender !== null) sendClose(this.sender, code, Buffer.from(reason), () => this.finishIfClosed());
     this.socket.close(code, reason);
   }
 
   /** Called now and then: idle sockets are closed; closings that hang are abandoned. */
   sweep(now: number, idleTimeoutMs: number): void {
     if (this.phase === 'open' && now - this.lastActivity >= idleTimeoutMs) this.close(1001, 'idle timeout');
-    else if (this.phase === 'closing' && now - this.closingSince >= CLOSING_LIMIT_MS) this.abandon('closing handshake timed out');
+    else if (this.phase === 'closing' && now - this.closingSince >= WEBSOCKET_CLOSE_TIMEOUT_MS) this.abandon('closing handshake timed out');
   }
 
   get isOpen(): boolean {
@@ -183,13 +192,13 @@ export class ClientSocket {
   private onOpen(socket: WebSocket): void {
     this.socket = socket;
     this.phase = 'open';
-    const sender = new MessageSender(this.writer, this.id, socket);
+    const sender = new CreditSender(this.writer, this.id, socket);
     this.sender = sender;
     socket.on('message', (data: Buffer, isBinary) => {
       this.lastActivity = Date.now();
       this.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
-      sender.send(data, isBinary);
+      sendMessage(sender, data, isBinary);
     });
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.
     socket.on('error', (err) => {
@@ -221,18 +230,18 @@ export class ClientSocket {
   }
 
   private closeTowardsUpstream(code: number, reason: Buffer): void {
-    const sender = this.sender as MessageSender;
-    if (sender.closing || this.resetSent) return;
+    const sender = this.sender as CreditSender;
+    if (sender.ending || this.resetSent) return;
     this.beginClosing();
     this.dump?.closed('client_to_upstream', code, reason.toString('utf8'));
     // The client dropped: the upstream goes at once, whatever is still queued.
     if (code === CLOSE_ABNORMAL) this.sendReset();
-    else sender.close(code, reason, () => this.finishIfClosed());
+    else sendClose(sender, code, reason, () => this.finishIfClosed());
   }
 
   /** Done once the client's socket has closed and the supervisor has been told. */
   private finishIfClosed(): void {
-    if (this.clientClosed && (this.resetSent || this.sender?.closed === true)) this.finish();
+    if (this.clientClosed && (this.resetSent || this.sender?.ended === true)) this.finish();
   }
 
   private beginClosing(): void {
@@ -251,7 +260,7 @@ export class ClientSocket {
 
   /** Abandon towards the supervisor (it drops the upstream socket), unless it never heard of us. */
   private sendReset(): void {
-    if (this.resetSent || !this.openSent || this.sender?.closed === true) return;
+    if (this.resetSent || !this.openSent || this.sender?.ended === true) return;
     this.resetSent = true;
     this.writer.send(Msg.RESET, this.id);
   }

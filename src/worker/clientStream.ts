@@ -7,7 +7,7 @@
 const NOT_MIRRORED = new Set(['content-length']);
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
+import { CreditReceiver, CreditSender } from '../shared/flowControl.js';
 import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -16,7 +16,7 @@ import { drainThenClose } from './linger.js';
 import { bodyTooLarge } from '../shared/openaiError.js';
 
 export class ClientStream {
-  private readonly toSupervisor: StreamSender;
+  private readonly toSupervisor: CreditSender;
   private readonly responseCredit: CreditReceiver;
   private closed = false;
   /** REQUEST_END or RESET has been sent: the supervisor expects nothing more. */
@@ -39,7 +39,7 @@ export class ClientStream {
     private readonly onClosed: (stream: ClientStream) => void,
     private readonly dump: ExchangeDump | null,
   ) {
-    this.toSupervisor = new StreamSender(writer, Msg.REQUEST_DATA, id, req);
+    this.toSupervisor = new CreditSender(writer, id, req);
     this.responseCredit = new CreditReceiver(writer, id);
   }
 
@@ -50,7 +50,7 @@ export class ClientStream {
       this.bytesIn += chunk.length;
       if (this.bytesIn > this.maxBodyBytes) return this.refuseBody();
       this.dump?.requestBody.add(chunk);
-      this.toSupervisor.write(chunk);
+      this.toSupervisor.send(chunk, Msg.REQUEST_DATA);
     });
     req.on('end', () => {
       if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));

@@ -5,12 +5,12 @@
 import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
 import type { WebSocketServer } from 'ws';
-import { WORKER_LISTEN_FD } from '../shared/constants.js';
+import { WEBSOCKET_CLOSE_TIMEOUT_MS, WORKER_LISTEN_FD } from '../shared/constants.js';
 import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { bodyTooLarge, openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import type { WorkerConfig } from '../shared/workerConfig.js';
-import { ClientSocket, CLOSING_LIMIT_MS } from './clientSocket.js';
+import { ClientSocket } from './clientSocket.js';
 import { ClientStream } from './clientStream.js';
 import { ExchangeDump, WebSocketDump, type DumpWriter } from './dumpWriter.js';
 import { drainThenClose } from './linger.js';
@@ -73,7 +73,7 @@ export class HttpFrontend {
       clientTracking: false,
       verifyClient: (info, accept) => sessionOf(info.req).verified(accept),
       handleProtocols: (offered, req) => sessionOf(req).selectProtocol(offered),
-      ...{ closeTimeout: CLOSING_LIMIT_MS }, // ws 8.19+; not in @types/ws yet
+      ...{ closeTimeout: WEBSOCKET_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
     webSockets.on('headers', (lines, req) => lines.push(...sessionOf(req).mirroredHeaderLines()));
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(webSockets, req, socket, head));
