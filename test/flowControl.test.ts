@@ -142,5 +142,9 @@ describe('CreditSender', () => {
     const count = sent.length;
     sender.grant(100);
     assert.equal(sent.length, count, 'nothing after the final frame');
+    // A source that was never paused is not resumed (ws throws on resume() while a handshake is failing).
+    const idle = setUp();
+    idle.sender.discard();
+    assert.deepEqual(idle.events, []);
   });
 });
