@@ -27,7 +27,7 @@ interface Held {
  * messages as parts and an END. Data is split with subarray (never copied);
  * what the credit does not cover waits in order and the source is paused until
  * credit returns. One final frame (the body's END, a WS_CLOSE) follows the last
- * byte. Only the held-back path allocates.
+ * byte.
  */
 export class CreditSender {
   private credit = INITIAL_STREAM_WINDOW;
