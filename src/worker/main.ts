@@ -10,14 +10,14 @@ import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
 import { installWorkerSandbox } from './sandbox.js';
-import { HttpFrontend } from './httpServer.js';
+import { Frontend } from './frontend.js';
 import { ClientSocket } from './clientSocket.js';
 import { isMessageFrame } from '../shared/wsRelay.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
 const writer = new FrameWriter(channel);
 let log: Logger | null = null;
-let frontend: HttpFrontend | null = null;
+let frontend: Frontend | null = null;
 
 // The supervisor is our reason to live: when the channel closes (it exited or
 // was killed), stop at once so nothing keeps holding the port.
@@ -92,7 +92,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   } catch (err) {
     return startupFailed(err instanceof Error ? err.message : String(err));
   }
-  const server = new HttpFrontend(config, writer, logger, dumps, webSocketServer);
+  const server = new Frontend(config, writer, logger, dumps, webSocketServer);
   frontend = server;
   server.listen(() => writer.send(Msg.READY, 0));
 }
