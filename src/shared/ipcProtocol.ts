@@ -146,7 +146,7 @@ export type Condition =
   | 'dumps';
 
 export const CONDITIONS: Readonly<Record<Condition, ConditionRule>> = {
-  /** At most once on the channel. */
+  /** At most once on the channel (a connection message). */
   once: { holds: (s, type) => !s.passed.has(type), denied: 'sent twice' },
   beforeReady: { holds: (s) => !s.passed.has(Msg.READY), denied: 'after READY' },
   afterReady: { holds: (s) => s.passed.has(Msg.READY), denied: 'before READY' },
@@ -176,10 +176,6 @@ export type MsgType = (typeof Msg)[MessageName];
 export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map(
   Object.entries(PROTOCOL).map(([name, spec]) => [spec.type, { name, ...spec }]),
 );
-
-export function messageName(type: number): string {
-  return MESSAGE_SPECS.get(type)?.name ?? `0x${type.toString(16)}`;
-}
 
 export type FrameHandler = (type: MsgType, streamId: number, payload: Buffer) => void;
 

@@ -9,7 +9,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { fileURLToPath } from 'node:url';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameWriter, Msg, type MsgType } from '../../src/shared/ipcProtocol.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../../src/shared/workerConfig.js';
-import { bindLoopback, closeDescriptor } from '../../src/supervisor/listenSocket.js';
+import { closeFd } from '../../src/shared/libc.js';
+import { bindLoopback } from '../../src/supervisor/listenSocket.js';
 import { DEFAULT_WORKER_ENTRY } from '../../src/supervisor/workerProcess.js';
 import { TEST_KEY, killQuietly, waitFor, type ExitStatus } from './proxyProcess.js';
 
@@ -203,7 +204,7 @@ export class HostileSupervisor {
       });
       return new HostileSupervisor(child);
     } finally {
-      closeDescriptor(listen.fd); // the worker holds its own copy
+      closeFd(listen.fd); // the worker holds its own copy
     }
   }
 
