@@ -88,6 +88,7 @@ describe('the dispatcher enforces when each message is permitted', () => {
   });
 
   test('beforeReady: STARTUP_FAILED after READY is a violation, not a reason to stop', () => {
+    assert.equal(attempt('worker', 'STARTUP_FAILED', { before: ['DRAIN'] }), 'handled');
     assert.equal(attempt('worker', 'STARTUP_FAILED', { before: ['READY'] }), 'STARTUP_FAILED after READY');
   });
 
