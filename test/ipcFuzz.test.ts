@@ -1,6 +1,6 @@
 // Property-based fuzzing (fast-check) of the supervisor's side of the IPC
-// channel: the REAL Monitor (frame decoder + dispatch table + UpstreamCall
-// handlers) reading from a REAL AF_UNIX socketpair, with a real Upstream
+// channel: the REAL Monitor (frame decoder + the protocol table's dispatcher +
+// UpstreamCall handlers) reading from a REAL AF_UNIX socketpair, with a real Upstream
 // (undici pool, real AuthHeader in secure memory). A hostile worker may write
 // any byte sequence; whatever it writes, the Monitor must never throw out of
 // receive(), must report at most one violation, must keep its memory bounded
@@ -18,7 +18,16 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { WebSocketServer } from 'ws';
 import { MAX_OPEN_STREAMS } from '../src/shared/constants.js';
-import { FRAME_HEADER_BYTES, FrameWriter, INITIAL_STREAM_WINDOW, MAX_DATA_PAYLOAD, MESSAGE_SPECS, Msg, encodeHead, type FrameDecoder, type MsgType } from '../src/shared/ipcProtocol.js';
+import {
+  FRAME_HEADER_BYTES,
+  FrameWriter,
+  INITIAL_STREAM_WINDOW,
+  MAX_DATA_PAYLOAD,
+  MESSAGE_SPECS,
+  Msg,
+  encodeHead,
+  type MsgType,
+} from '../src/shared/ipcProtocol.js';
 import { createLogger } from '../src/shared/logger.js';
 import { readAuthHeader, type AuthHeader } from '../src/supervisor/authHeader.js';
 import { Monitor, type MonitorEvents } from '../src/supervisor/monitor.js';
@@ -39,6 +48,8 @@ const SUPERVISOR_TYPES = [...MESSAGE_SPECS].filter(([, s]) => s.from === 'superv
 const UNKNOWN_TYPES = Array.from({ length: 256 }, (_, t) => t).filter((t) => !MESSAGE_SPECS.has(t));
 const STREAM_TYPES = WORKER_TYPES.filter((t) => MESSAGE_SPECS.get(t)?.onStream === true);
 const CONNECTION_TYPES = WORKER_TYPES.filter((t) => MESSAGE_SPECS.get(t)?.onStream === false);
+/** Worker messages whose only condition is READY having passed (no flag enables them). */
+const AFTER_READY_TYPES = WORKER_TYPES.filter((t) => MESSAGE_SPECS.get(t)?.when.join() === 'afterReady');
 /** The largest frame any side may send: the decoder must never hold more than this. */
 const LARGEST_FRAME = FRAME_HEADER_BYTES + Math.max(...[...MESSAGE_SPECS.values()].map((s) => s.maxPayload));
 const TEST_KEY = 'sk-fuzzKEY_0123456789abcdef';
@@ -88,18 +99,20 @@ interface CaseReport {
   eventsAfterViolation: number;
   events: Record<'ready' | 'shutdown' | 'startupFailed' | 'drained', number>;
   maxBuffered: number;
-  maxOpenCalls: number;
-  openCallsAtViolation: number | null;
+  maxOpenStreams: number;
+  openStreamsAtViolation: number | null;
   finalBuffered: number;
-  finalOpenCalls: number;
+  finalOpenStreams: number;
   written: number;
   received: number;
   timedOut: boolean;
 }
 
 interface MonitorInternals {
-  dispatch(type: MsgType, streamId: number, payload: Buffer): void;
-  readonly decoder: FrameDecoder;
+  readonly channel: {
+    dispatch(type: MsgType, streamId: number, payload: Buffer): void;
+    readonly bufferedBytes: number;
+  };
 }
 
 interface CaseOptions {
@@ -110,15 +123,17 @@ interface CaseOptions {
   readonly delayMs?: number;
   /** --websocket: WS_OPEN opens a real upstream WebSocket (ws) instead of being a violation. */
   readonly webSocket?: boolean;
+  /** The supervisor says DRAIN before the worker's first byte (DRAINED is permitted). */
+  readonly draining?: boolean;
 }
 
 const CONSUME_TIMEOUT_MS = 5_000;
 
 /** Totals over the cases of one property, printed so a run shows what it exercised. */
-const stats = { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenCalls: 0 };
+const stats = { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenStreams: 0 };
 
 function resetStats(): void {
-  Object.assign(stats, { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenCalls: 0 });
+  Object.assign(stats, { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenStreams: 0 });
 }
 
 /**
@@ -137,10 +152,10 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     eventsAfterViolation: 0,
     events: { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 },
     maxBuffered: 0,
-    maxOpenCalls: 0,
-    openCallsAtViolation: null,
+    maxOpenStreams: 0,
+    openStreamsAtViolation: null,
     finalBuffered: 0,
-    finalOpenCalls: 0,
+    finalOpenStreams: 0,
     written: 0,
     received: 0,
     timedOut: false,
@@ -159,21 +174,22 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     onDrained: () => note('drained'),
     onViolation: (reason) => {
       report.violations.push(reason);
-      report.openCallsAtViolation = monitor.openStreams;
+      report.openStreamsAtViolation = monitor.openStreams;
       violated = true;
     },
   };
   if (options.webSocket === true) await loadWebSocketClient(); // as startProxy does with --websocket
   monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null }, silentLog, events);
-  const internals = monitor as unknown as MonitorInternals;
-  const realDispatch = internals.dispatch.bind(monitor);
-  internals.dispatch = (type, streamId, payload) => {
+  if (options.draining === true) monitor.drain();
+  const { channel } = monitor as unknown as MonitorInternals;
+  const realDispatch = channel.dispatch.bind(channel);
+  channel.dispatch = (type, streamId, payload) => {
     if (violated) report.dispatchedAfterViolation++;
     else report.dispatched++;
     try {
       realDispatch(type, streamId, payload);
     } finally {
-      report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openStreams);
+      report.maxOpenStreams = Math.max(report.maxOpenStreams, monitor.openStreams);
     }
   };
 
@@ -186,8 +202,8 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     } catch (err) {
       report.throws.push(err);
     }
-    report.maxBuffered = Math.max(report.maxBuffered, internals.decoder.bufferedBytes);
-    report.maxOpenCalls = Math.max(report.maxOpenCalls, monitor.openStreams);
+    report.maxBuffered = Math.max(report.maxBuffered, channel.bufferedBytes);
+    report.maxOpenStreams = Math.max(report.maxOpenStreams, monitor.openStreams);
     wake?.();
   });
   workerEnd.resume(); // whatever the supervisor answers (WINDOW, RESPONSE_*) is drained
@@ -220,14 +236,14 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     }
     if (!report.timedOut && !(await consumed(report.written))) report.timedOut = true;
     report.received = received;
-    report.finalBuffered = internals.decoder.bufferedBytes;
-    report.finalOpenCalls = monitor.openStreams;
+    report.finalBuffered = channel.bufferedBytes;
+    report.finalOpenStreams = monitor.openStreams;
     stats.cases++;
     stats.bytes += report.received;
     stats.frames += report.dispatched;
     stats.violations += report.violations.length;
     stats.maxBuffered = Math.max(stats.maxBuffered, report.maxBuffered);
-    stats.maxOpenCalls = Math.max(stats.maxOpenCalls, report.maxOpenCalls);
+    stats.maxOpenStreams = Math.max(stats.maxOpenStreams, report.maxOpenStreams);
   } finally {
     monitor.abandonAll('test over');
     pair.destroy();
@@ -242,12 +258,12 @@ function checkInvariants(r: CaseReport): void {
   assert.deepEqual(r.throws.map(String), [], 'Monitor.receive() threw');
   assert.ok(r.violations.length <= 1, `more than one violation reported: ${JSON.stringify(r.violations)}`);
   assert.ok(r.maxBuffered <= LARGEST_FRAME, `decoder held ${r.maxBuffered} bytes (largest frame ${LARGEST_FRAME})`);
-  assert.ok(r.maxOpenCalls <= MAX_OPEN_STREAMS, `${r.maxOpenCalls} open calls (limit ${MAX_OPEN_STREAMS})`);
+  assert.ok(r.maxOpenStreams <= MAX_OPEN_STREAMS, `${r.maxOpenStreams} open calls (limit ${MAX_OPEN_STREAMS})`);
   if (r.violations.length === 1) {
     assert.equal(r.dispatchedAfterViolation, 0, 'frames were dispatched after the violation');
     assert.equal(r.eventsAfterViolation, 0, 'events fired after the violation');
-    assert.equal(r.openCallsAtViolation, 0, 'open calls were not all cancelled at the violation');
-    assert.equal(r.finalOpenCalls, 0, 'calls opened after the violation');
+    assert.equal(r.openStreamsAtViolation, 0, 'open calls were not all cancelled at the violation');
+    assert.equal(r.finalOpenStreams, 0, 'calls opened after the violation');
     assert.equal(r.finalBuffered, 0, 'the decoder kept bytes after the violation');
   }
 }
@@ -308,7 +324,8 @@ type Op =
   | { readonly k: 'shutdown' };
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 1, arbitrary: fc.constant({ k: 'ready' as const }) },
+  // Frequent: streams open only after READY.
+  { weight: 4, arbitrary: fc.constant({ k: 'ready' as const }) },
   { weight: 1, arbitrary: fc.constant({ k: 'drained' as const }) },
   { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((t) => ({ k: 'startupFailed' as const, text: Buffer.from(t) })) },
   { weight: 4, arbitrary: fc.record({ k: fc.constant('open' as const), gap: fc.integer({ min: 1, max: 3 }), headers: headersArb }) },
@@ -328,7 +345,10 @@ interface StreamModel {
 }
 
 interface Model {
+  /** The supervisor said DRAIN before the worker's first frame. */
+  readonly draining: boolean;
   ready: boolean;
+  startupFailed: boolean;
   highest: number;
   readonly streams: Map<number, StreamModel>;
   readonly frames: Buffer[];
@@ -339,8 +359,21 @@ const HEAD = encodeHead(['content-type', 'application/json']);
 const WS_HEAD = encodeHead(['upgrade', 'websocket', 'connection', 'Upgrade', 'sec-websocket-version', '13', 'sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ==', 'openai-beta', 'responses_websockets=2026-02-06']);
 const WS_STREAM_TYPES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END, Msg.WS_CLOSE, Msg.WINDOW, Msg.RESET] as const;
 
-function newModel(): Model {
-  return { ready: false, highest: 0, streams: new Map(), frames: [], expected: { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 } };
+function newModel(draining = false): Model {
+  const expected = { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 };
+  return { draining, ready: false, startupFailed: false, highest: 0, streams: new Map(), frames: [], expected };
+}
+
+function say(m: Model, event: 'ready' | 'drained' | 'shutdown', type: MsgType): void {
+  m.expected[event]++;
+  m.frames.push(frame(type, 0));
+}
+
+/** READY, unless said already: streams are opened only after it. */
+function ensureReady(m: Model): void {
+  if (m.ready) return;
+  m.ready = true;
+  say(m, 'ready', Msg.READY);
 }
 
 function liveStreams(m: Model): number[] {
@@ -348,6 +381,7 @@ function liveStreams(m: Model): number[] {
 }
 
 function openStream(m: Model, gap = 1, head = HEAD): number {
+  ensureReady(m);
   const id = m.highest + gap;
   m.highest = id;
   m.streams.set(id, { sent: 0, ended: false, reset: false });
@@ -360,26 +394,22 @@ function applyValidOps(m: Model, ops: readonly Op[], httpShutdown: boolean): voi
   for (const op of ops) {
     switch (op.k) {
       case 'ready':
-        if (m.ready) break;
-        m.ready = true;
-        m.expected.ready++;
-        m.frames.push(frame(Msg.READY, 0));
+        ensureReady(m);
         break;
       case 'drained':
-        m.expected.drained++;
-        m.frames.push(frame(Msg.DRAINED, 0));
+        if (m.draining) say(m, 'drained', Msg.DRAINED);
         break;
       case 'startupFailed':
+        if (m.ready || m.startupFailed) break;
+        m.startupFailed = true;
         m.expected.startupFailed++;
         m.frames.push(frame(Msg.STARTUP_FAILED, 0, op.text));
         break;
       case 'shutdown':
-        if (!httpShutdown) break;
-        m.expected.shutdown++;
-        m.frames.push(frame(Msg.SHUTDOWN, 0));
+        if (httpShutdown && m.ready) say(m, 'shutdown', Msg.SHUTDOWN);
         break;
       case 'open':
-        if (m.streams.size >= MAX_OPEN_STREAMS) break;
+        if (!m.ready || m.streams.size >= MAX_OPEN_STREAMS) break;
         openStream(m, op.gap, encodeHead(op.headers));
         break;
       case 'data': {
@@ -432,6 +462,9 @@ type Bad =
   | { readonly k: 'unopened'; readonly type: number; readonly gap: number }
   | { readonly k: 'reuse'; readonly pick: number }
   | { readonly k: 'readyTwice' }
+  | { readonly k: 'wrongPhase'; readonly type: number }
+  | { readonly k: 'startupFailedTwice' }
+  | { readonly k: 'drainedEarly' }
   | { readonly k: 'shutdownDenied' }
   | { readonly k: 'badHead'; readonly headers: string[]; readonly trailing: boolean }
   | { readonly k: 'badHeaderField'; readonly name: string }
@@ -453,6 +486,9 @@ const badArb: fc.Arbitrary<Bad> = fc.oneof(
   fc.record({ k: fc.constant('unopened' as const), type: fc.constantFrom(Msg.REQUEST_DATA, Msg.REQUEST_END, Msg.RESET, Msg.WINDOW), gap: fc.integer({ min: 1, max: 1000 }) }),
   fc.record({ k: fc.constant('reuse' as const), pick: fc.nat() }),
   fc.constant({ k: 'readyTwice' as const }),
+  fc.record({ k: fc.constant('wrongPhase' as const), type: fc.constantFrom(...AFTER_READY_TYPES) }),
+  fc.constant({ k: 'startupFailedTwice' as const }),
+  fc.constant({ k: 'drainedEarly' as const }),
   fc.constant({ k: 'shutdownDenied' as const }),
   fc.record({ k: fc.constant('badHead' as const), headers: headersArb, trailing: fc.boolean() }),
   fc.record({ k: fc.constant('badHeaderField' as const), name: fc.constantFrom('', 'bad name', 'x:y', 'caf\u00e9', 'a\r\nb', '(x)') }),
@@ -485,6 +521,7 @@ function applyBad(m: Model, bad: Bad): RegExp {
       m.frames.push(frame(bad.type, bad.streamId, validPayloadFor(bad.type)));
       return new RegExp(`on stream ${bad.streamId} is not allowed$`);
     case 'unopened': {
+      ensureReady(m);
       const id = m.highest + bad.gap;
       m.frames.push(frame(bad.type, id, validPayloadFor(bad.type)));
       return new RegExp(`^frame for stream ${id}, which was never opened$`);
@@ -499,10 +536,27 @@ function applyBad(m: Model, bad: Bad): RegExp {
       if (!m.ready) m.frames.push(frame(Msg.READY, 0));
       m.frames.push(frame(Msg.READY, 0));
       return /^READY sent twice$/;
-    case 'shutdownDenied':
+    case 'wrongPhase': {
+      // Before READY a stream frame; after it, "cannot start".
+      if (m.ready) {
+        m.frames.push(frame(Msg.STARTUP_FAILED, 0, Buffer.from('late')));
+        return m.startupFailed ? /^STARTUP_FAILED sent twice$/ : /^STARTUP_FAILED after READY$/;
+      }
+      const name = MESSAGE_SPECS.get(bad.type)?.name as string;
+      m.frames.push(frame(bad.type, m.highest + 1, validPayloadFor(bad.type)));
+      return new RegExp(`^${name} before READY$`);
+    }
+    case 'startupFailedTwice':
+      if (!m.ready && !m.startupFailed) m.frames.push(frame(Msg.STARTUP_FAILED, 0, Buffer.from('first')));
+      m.frames.push(frame(Msg.STARTUP_FAILED, 0, Buffer.from('again')));
+      return m.ready && !m.startupFailed ? /^STARTUP_FAILED after READY$/ : /^STARTUP_FAILED sent twice$/;
+    case 'drainedEarly':
+      m.frames.push(frame(Msg.DRAINED, 0));
+      return /^DRAINED before DRAIN$/;    case 'shutdownDenied':
       m.frames.push(frame(Msg.SHUTDOWN, 0));
       return /^SHUTDOWN without --http-shutdown$/;
     case 'badHead': {
+      ensureReady(m);
       const good = encodeHead(bad.headers);
       let payload: Buffer;
       if (bad.trailing) {
@@ -515,6 +569,7 @@ function applyBad(m: Model, bad: Bad): RegExp {
       return bad.trailing ? /^trailing bytes after header list$/ : /^truncated header list$/;
     }
     case 'badHeaderField':
+      ensureReady(m);
       m.frames.push(frame(Msg.OPEN, m.highest + 1, encodeHead(['content-type', 'application/json', bad.name, 'v'])));
       return /^invalid header field from the worker$/;
     case 'windowZero': {
@@ -653,24 +708,30 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     totalRuns += numRuns;
     t.diagnostic(
       `${name}: passed in ${Date.now() - startedAt} ms; ${stats.cases} cases, ${stats.bytes} bytes read, ${stats.frames} frames dispatched, ` +
-        `${stats.violations} violations, max decoder buffer ${stats.maxBuffered} B, max open calls ${stats.maxOpenCalls}`,
+        `${stats.violations} violations, max decoder buffer ${stats.maxBuffered} B, max open calls ${stats.maxOpenStreams}`,
     );
   }
 
   test('random bytes: never throws, at most one violation, bounded memory, deaf after a violation', { timeout: 60_000 }, async (t) => {
-    const arb = fc.record({ segments: fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' }), chunking: chunkingArb });
-    await check(t, 'random bytes', arb, 700, async ({ segments, chunking }) => {
-      const report = await runCase(refusing, split(Buffer.concat(segments), chunking.cuts), { stepwise: chunking.stepwise, webSocket: true });
+    const segments = fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' });
+    const arb = fc.record({ ready: fc.boolean(), segments, chunking: chunkingArb });
+    await check(t, 'random bytes', arb, 700, async ({ ready, segments, chunking }) => {
+      // After READY too, so that stream frames reach their handlers.
+      const bytes = Buffer.concat([ready ? frame(Msg.READY, 0) : Buffer.alloc(0), ...segments]);
+      const options = { stepwise: chunking.stepwise, webSocket: true };
+      const report = await runCase(refusing, split(bytes, chunking.cuts), options);
       checkInvariants(report);
     });
   });
 
   test('valid frame sequences, arbitrarily chunked: no violation, every frame dispatched once, every event delivered', { timeout: 60_000 }, async (t) => {
-    const arb = fc.record({ ops: fc.array(opArb, { maxLength: 40, size: 'max' }), httpShutdown: fc.boolean(), chunking: chunkingArb });
-    await check(t, 'valid sequences', arb, 500, async ({ ops, httpShutdown, chunking }) => {
-      const m = newModel();
+    const ops = fc.array(opArb, { maxLength: 40, size: 'max' });
+    const arb = fc.record({ ops, httpShutdown: fc.boolean(), draining: fc.boolean(), chunking: chunkingArb });
+    await check(t, 'valid sequences', arb, 500, async ({ ops, httpShutdown, draining, chunking }) => {
+      const m = newModel(draining);
       applyValidOps(m, ops, httpShutdown);
-      const report = await runCase(refusing, split(Buffer.concat(m.frames), chunking.cuts), { httpShutdown, stepwise: chunking.stepwise });
+      const options = { httpShutdown, draining, stepwise: chunking.stepwise };
+      const report = await runCase(refusing, split(Buffer.concat(m.frames), chunking.cuts), options);
       checkInvariants(report);
       assert.deepEqual(report.violations, [], 'a valid sequence was refused');
       assert.equal(report.dispatched, m.frames.length, 'every frame dispatched exactly once');
@@ -679,7 +740,7 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
       // Open request halves are always tracked; reset streams never are; ended ones until their response half closes.
       const live = liveStreams(m).length;
       const endedOnly = [...m.streams.values()].filter((s) => s.ended && !s.reset).length;
-      assert.ok(report.finalOpenCalls >= live && report.finalOpenCalls <= live + endedOnly, `${report.finalOpenCalls} open calls; ${live} live, ${endedOnly} ended`);
+      assert.ok(report.finalOpenStreams >= live && report.finalOpenStreams <= live + endedOnly, `${report.finalOpenStreams} open calls; ${live} live, ${endedOnly} ended`);
     });
   });
 
@@ -700,30 +761,31 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
   test('floods of OPENs: the 1025th open stream is a violation, never more than 1024 calls; opened-and-reset streams never accumulate', { timeout: 60_000 }, async (t) => {
     const held = fc.record({ n: fc.oneof(fc.integer({ min: 1, max: 1100 }), fc.integer({ min: 1020, max: 1100 })), chunking: chunkingArb });
     await check(t, 'flood of held OPENs', held, 24, async ({ n, chunking }) => {
-      const frames: Buffer[] = [];
+      const frames: Buffer[] = [frame(Msg.READY, 0)];
       for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
-      frames.push(frame(Msg.READY, 0)); // must be ignored after a violation
-      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), { stepwise: chunking.stepwise });
+      frames.push(frame(Msg.DRAINED, 0)); // must be ignored after a violation
+      const options = { stepwise: chunking.stepwise, draining: true };
+      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), options);
       checkInvariants(report);
       if (n > MAX_OPEN_STREAMS) {
         assert.deepEqual(report.violations, [`more than ${MAX_OPEN_STREAMS} open streams`]);
-        assert.equal(report.maxOpenCalls, MAX_OPEN_STREAMS);
-        assert.equal(report.events.ready, 0);
+        assert.equal(report.maxOpenStreams, MAX_OPEN_STREAMS);
+        assert.equal(report.events.drained, 0);
       } else {
         assert.deepEqual(report.violations, []);
-        assert.equal(report.finalOpenCalls, n, 'every open request half is tracked');
-        assert.equal(report.events.ready, 1);
+        assert.equal(report.finalOpenStreams, n, 'every open request half is tracked');
+        assert.equal(report.events.drained, 1);
       }
     });
     const churn = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS + 1, max: 1400 }), chunking: chunkingArb });
     await check(t, 'flood of OPEN+RESET', churn, 16, async ({ n, chunking }) => {
-      const frames: Buffer[] = [];
+      const frames: Buffer[] = [frame(Msg.READY, 0)];
       for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));
       const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), { stepwise: chunking.stepwise });
       checkInvariants(report);
       assert.deepEqual(report.violations, [], 'streams that were reset do not count as open');
-      assert.ok(report.maxOpenCalls <= 1, `reset calls were not forgotten (max ${report.maxOpenCalls})`);
-      assert.equal(report.finalOpenCalls, 0);
+      assert.ok(report.maxOpenStreams <= 1, `reset calls were not forgotten (max ${report.maxOpenStreams})`);
+      assert.equal(report.finalOpenStreams, 0);
     });
   });
 
@@ -740,7 +802,8 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs, echo }) => {
       // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
       const m = newModel();
-      const chunks: Buffer[] = [];
+      ensureReady(m);
+      const chunks: Buffer[] = [Buffer.concat(m.frames)];
       for (const item of items) {
         const before = m.frames.length;
         if ('op' in item) applyValidOps(m, [item.op], httpShutdown);

@@ -9,9 +9,13 @@
 // chosen by the worker, strictly increasing. Bodies travel as raw DATA payloads
 // (never JSON), bounded by per-stream credit windows (see flowControl.ts).
 //
-// Like OpenSSH's monitor, the table below is the whole contract: a type that is
-// not in it, that comes from the wrong side, or whose payload is outside its
-// limits is a protocol violation, and the supervisor ends the worker.
+// Like OpenSSH's monitor, the table below is the whole contract: a message
+// that is not in it, comes from the wrong side, has a payload outside its
+// limits or arrives when its conditions do not hold is a protocol violation.
+// The decoder checks the header; the dispatcher (ipcDispatch.ts) checks the
+// conditions before any handler runs, so handlers never check them. The
+// supervisor ends a worker that breaks the protocol; the worker exits if the
+// supervisor does.
 
 import { ProtocolError } from './errors.js';
 
@@ -26,82 +30,152 @@ const MAX_CONFIG_PAYLOAD = 64 * 1024;
 /** RFC 6455: a close frame's reason fits 123 bytes. */
 export const MAX_CLOSE_REASON = 123;
 
-export const Msg = {
-  // worker -> supervisor
-  READY: 0x01, //            the worker accepts connections
-  SHUTDOWN: 0x02, //         a client asked for GET /shutdown (allowed by config)
-  STARTUP_FAILED: 0x08, //   the worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason
-  DRAINED: 0x09, //          after DRAIN: the last open stream has finished (it exits once its connections close)
-  OPEN: 0x03, //             stream: a POST /v1/responses head (client header list)
-  REQUEST_DATA: 0x04, //     stream: request body bytes
-  REQUEST_END: 0x05, //      stream: request body complete
-  WS_OPEN: 0x0a, //          stream (--websocket only): a GET /v1/responses upgrade head (client header list)
-  // either direction
-  RESET: 0x06, //            stream: abandon it (client gone / upstream failed mid-stream)
-  WINDOW: 0x07, //           stream: u32 more bytes of credit for the peer
-  // WebSocket streams: a message travels as *_PART frames and one *_END frame
-  // (a message of up to MAX_DATA_PAYLOAD bytes, even 0, is a single *_END),
-  // counted against the same credit as body bytes.
-  WS_TEXT_PART: 0x0b, //     stream: part of a text message, more follows
-  WS_TEXT_END: 0x0c, //      stream: last part of a text message
-  WS_BINARY_PART: 0x0d, //   stream: part of a binary message, more follows
-  WS_BINARY_END: 0x0e, //    stream: last part of a binary message
-  WS_CLOSE: 0x0f, //         stream: this side's socket closed: u16 code + UTF-8 reason (what its peer said)
-  // supervisor -> worker
-  CONFIG: 0x81, //           JSON WorkerConfig, first frame the worker receives
-  RESPONSE_HEAD: 0x82, //    stream: u16 status + header list
-  RESPONSE_DATA: 0x83, //    stream: response body bytes
-  RESPONSE_END: 0x84, //     stream: response complete
-  DRAIN: 0x86, //            stop accepting, finish open streams, say DRAINED, close connections, exit
-  REQUEST_SCANNED: 0x85, //  stream (dumps only): request half closed; u8 body has key, u16 n, n x u16 header index with key
-} as const;
-
-export type MsgType = (typeof Msg)[keyof typeof Msg];
 export type Side = 'worker' | 'supervisor';
 
-interface MessageSpec {
+/**
+ * One message of the protocol: who may send it, whether it belongs to a stream
+ * (id > 0) or to the connection (id 0), its payload size limits, and when it is
+ * permitted: every condition in `when` holds (checked in that order).
+ */
+export interface MessageSpec {
   readonly name: string;
+  readonly type: number;
   readonly from: Side | 'either';
   readonly onStream: boolean;
   readonly minPayload: number;
   readonly maxPayload: number;
+  readonly when: readonly Condition[];
 }
 
-const spec = (name: string, from: MessageSpec['from'], onStream: boolean, minPayload: number, maxPayload: number): MessageSpec => ({
-  name,
-  from,
-  onStream,
-  minPayload,
-  maxPayload,
-});
-
-export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
-  [Msg.READY, spec('READY', 'worker', false, 0, 0)],
-  [Msg.SHUTDOWN, spec('SHUTDOWN', 'worker', false, 0, 0)],
-  [Msg.STARTUP_FAILED, spec('STARTUP_FAILED', 'worker', false, 1, 1024)],
-  [Msg.DRAINED, spec('DRAINED', 'worker', false, 0, 0)],
-  [Msg.DRAIN, spec('DRAIN', 'supervisor', false, 0, 0)],
-  [Msg.OPEN, spec('OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
-  [Msg.REQUEST_DATA, spec('REQUEST_DATA', 'worker', true, 1, MAX_DATA_PAYLOAD)],
-  [Msg.REQUEST_END, spec('REQUEST_END', 'worker', true, 0, 0)],
-  [Msg.RESET, spec('RESET', 'either', true, 0, 0)],
-  [Msg.WINDOW, spec('WINDOW', 'either', true, 4, 4)],
-  [Msg.CONFIG, spec('CONFIG', 'supervisor', false, 2, MAX_CONFIG_PAYLOAD)],
-  [Msg.RESPONSE_HEAD, spec('RESPONSE_HEAD', 'supervisor', true, 4, MAX_HEAD_PAYLOAD)],
-  [Msg.RESPONSE_DATA, spec('RESPONSE_DATA', 'supervisor', true, 1, MAX_DATA_PAYLOAD)],
-  [Msg.RESPONSE_END, spec('RESPONSE_END', 'supervisor', true, 0, 0)],
-  [Msg.REQUEST_SCANNED, spec('REQUEST_SCANNED', 'supervisor', true, 3, MAX_HEAD_PAYLOAD)],
-  [Msg.WS_OPEN, spec('WS_OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
-  [Msg.WS_TEXT_PART, spec('WS_TEXT_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],
-  [Msg.WS_TEXT_END, spec('WS_TEXT_END', 'either', true, 0, MAX_DATA_PAYLOAD)],
-  [Msg.WS_BINARY_PART, spec('WS_BINARY_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],
-  [Msg.WS_BINARY_END, spec('WS_BINARY_END', 'either', true, 0, MAX_DATA_PAYLOAD)],
-  [Msg.WS_CLOSE, spec('WS_CLOSE', 'either', true, 2, 2 + MAX_CLOSE_REASON)],
-]);
-
-export function messageName(type: number): string {
-  return MESSAGE_SPECS.get(type)?.name ?? `0x${type.toString(16)}`;
+function message<const T extends number, const F extends Side | 'either'>(
+  type: T,
+  from: F,
+  on: 'connection' | 'stream',
+  [minPayload, maxPayload]: readonly [number, number],
+  ...when: Condition[]
+) {
+  return { type, from, onStream: on === 'stream', minPayload, maxPayload, when };
 }
+
+const PROTOCOL = {
+  // worker -> supervisor
+  /** The worker accepts connections. */
+  READY: message(0x01, 'worker', 'connection', [0, 0], 'once', 'beforeReady'),
+  /** A client asked for GET /shutdown (repeats are harmless). */
+  SHUTDOWN: message(0x02, 'worker', 'connection', [0, 0], 'httpShutdown', 'afterReady'),
+  /** The worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason. */
+  STARTUP_FAILED: message(0x08, 'worker', 'connection', [1, 1024], 'once', 'beforeReady'),
+  /** After DRAIN: the last open stream has finished (it exits once its connections close). */
+  DRAINED: message(0x09, 'worker', 'connection', [0, 0], 'afterDrain'),
+  /** A POST /v1/responses head (client header list). */
+  OPEN: message(0x03, 'worker', 'stream', [2, MAX_HEAD_PAYLOAD], 'afterReady'),
+  /** Request body bytes. */
+  REQUEST_DATA: message(0x04, 'worker', 'stream', [1, MAX_DATA_PAYLOAD], 'afterReady'),
+  /** The request body is complete. */
+  REQUEST_END: message(0x05, 'worker', 'stream', [0, 0], 'afterReady'),
+  /** A GET /v1/responses upgrade head (client header list). */
+  WS_OPEN: message(0x0a, 'worker', 'stream', [2, MAX_HEAD_PAYLOAD], 'webSocket', 'afterReady'),
+
+  // either direction
+  /** Abandon the stream (client gone, upstream failed mid-stream). */
+  RESET: message(0x06, 'either', 'stream', [0, 0], 'afterReady'),
+  /** u32 more bytes of credit for the peer. */
+  WINDOW: message(0x07, 'either', 'stream', [4, 4], 'afterReady'),
+  // WebSocket streams: a message travels as *_PART frames and one *_END frame
+  // (a message of up to MAX_DATA_PAYLOAD bytes, even 0, is a single *_END),
+  // counted against the same credit as body bytes.
+  /** Part of a text message, more follows. */
+  WS_TEXT_PART: message(0x0b, 'either', 'stream', [1, MAX_DATA_PAYLOAD], 'webSocket', 'afterReady'),
+  /** Last part of a text message. */
+  WS_TEXT_END: message(0x0c, 'either', 'stream', [0, MAX_DATA_PAYLOAD], 'webSocket', 'afterReady'),
+  /** Part of a binary message, more follows. */
+  WS_BINARY_PART: message(0x0d, 'either', 'stream', [1, MAX_DATA_PAYLOAD], 'webSocket', 'afterReady'),
+  /** Last part of a binary message. */
+  WS_BINARY_END: message(0x0e, 'either', 'stream', [0, MAX_DATA_PAYLOAD], 'webSocket', 'afterReady'),
+  /** This side's socket closed: u16 code + UTF-8 reason (what its peer said). */
+  WS_CLOSE: message(0x0f, 'either', 'stream', [2, 2 + MAX_CLOSE_REASON], 'webSocket', 'afterReady'),
+
+  // supervisor -> worker
+  /** JSON WorkerConfig. Every other message needs it first (their conditions read it or follow READY). */
+  CONFIG: message(0x81, 'supervisor', 'connection', [2, MAX_CONFIG_PAYLOAD], 'once'),
+  /** Stop accepting, finish open streams, say DRAINED, close connections, exit. */
+  DRAIN: message(0x86, 'supervisor', 'connection', [0, 0], 'configured', 'once'),
+  /** u16 status + header list. */
+  RESPONSE_HEAD: message(0x82, 'supervisor', 'stream', [4, MAX_HEAD_PAYLOAD], 'afterReady'),
+  /** Response body bytes. */
+  RESPONSE_DATA: message(0x83, 'supervisor', 'stream', [1, MAX_DATA_PAYLOAD], 'afterReady'),
+  /** The response is complete. */
+  RESPONSE_END: message(0x84, 'supervisor', 'stream', [0, 0], 'afterReady'),
+  /** The request half closed: u8 body has key, u16 n, n x u16 index of a header field holding the key. */
+  REQUEST_SCANNED: message(0x85, 'supervisor', 'stream', [3, MAX_HEAD_PAYLOAD], 'dumps', 'afterReady'),
+};
+
+/** What the receiving side knows when a frame arrives: the conditions read it. */
+export interface ChannelState {
+  /** What the worker's configuration enables; null on the worker until CONFIG arrives. */
+  readonly config: ChannelConfig | null;
+  /** The connection messages (stream 0) that have passed so far, either way. */
+  readonly passed: ReadonlySet<number>;
+}
+
+/** The flags that enable messages. */
+export interface ChannelConfig {
+  /** --http-shutdown */
+  readonly httpShutdown: boolean;
+  /** --websocket */
+  readonly webSocket: boolean;
+  /** --dump-dir */
+  readonly dumps: boolean;
+}
+
+export interface ConditionRule {
+  holds(state: ChannelState, type: number): boolean;
+  /** Completes "<MESSAGE> ..." as the violation's reason. */
+  readonly denied: string;
+}
+
+/** When a message is permitted (see CONDITIONS). */
+export type Condition =
+  | 'once'
+  | 'beforeReady'
+  | 'afterReady'
+  | 'afterDrain'
+  | 'configured'
+  | 'httpShutdown'
+  | 'webSocket'
+  | 'dumps';
+
+export const CONDITIONS: Readonly<Record<Condition, ConditionRule>> = {
+  /** At most once on the channel (a connection message). */
+  once: { holds: (s, type) => !s.passed.has(type), denied: 'sent twice' },
+  beforeReady: { holds: (s) => !s.passed.has(Msg.READY), denied: 'after READY' },
+  afterReady: { holds: (s) => s.passed.has(Msg.READY), denied: 'before READY' },
+  afterDrain: { holds: (s) => s.passed.has(Msg.DRAIN), denied: 'before DRAIN' },
+  configured: { holds: (s) => s.config !== null, denied: 'before CONFIG' },
+  httpShutdown: { holds: (s) => s.config?.httpShutdown === true, denied: 'without --http-shutdown' },
+  webSocket: { holds: (s) => s.config?.webSocket === true, denied: 'without --websocket' },
+  dumps: { holds: (s) => s.config?.dumps === true, denied: 'without --dump-dir' },
+};
+
+export type MessageName = keyof typeof PROTOCOL;
+type Entry<K extends MessageName> = (typeof PROTOCOL)[K];
+
+/** The messages `sender` may send: its own and those of either side. */
+export type SentBy<Sender extends Side> = {
+  [K in MessageName]: Entry<K>['from'] extends Sender | 'either' ? K : never;
+}[MessageName];
+
+/** Each message's type byte, by name. */
+export const Msg = Object.fromEntries(Object.entries(PROTOCOL).map(([name, spec]) => [name, spec.type])) as {
+  readonly [K in MessageName]: Entry<K>['type'];
+};
+
+export type MsgType = (typeof Msg)[MessageName];
+
+/** The table by type byte. */
+export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map(
+  Object.entries(PROTOCOL).map(([name, spec]) => [spec.type, { name, ...spec }]),
+);
 
 export type FrameHandler = (type: MsgType, streamId: number, payload: Buffer) => void;
 
@@ -111,9 +185,9 @@ export type FrameHandler = (type: MsgType, streamId: number, payload: Buffer) =>
  * is refused at once, never buffered). Payloads are views into the received
  * chunks; bytes are copied only when a frame straddles chunks, except for the
  * `pieceTypes` (body data): such a frame is handed on in pieces as its bytes
- * arrive, each piece a frame of the same type and stream (a 64 KiB DATA frame
- * nearly always straddles the 64 KiB reads of a socket, and copying it cost
- * an allocation and a copy per frame).
+ * arrive, each piece a frame of the same type and stream, because a full-size
+ * DATA frame usually straddles the socket's reads and would otherwise be
+ * copied to be reassembled.
  * Throws ProtocolError; after that the decoder accepts nothing more.
  */
 export class FrameDecoder {
@@ -231,9 +305,8 @@ interface FrameSink {
  * into a single writev; DATA payloads are written as they are (no copy). The
  * uncork is a microtask, so it runs after the tick's process.nextTick
  * callbacks: a request's OPEN, body and end (the body's 'data' and 'end' are
- * emitted from nextTick) leave in one write.
- * (Corking until setImmediate batches more frames but delays credit and cost
- * a third of single-stream throughput in the benchmark.)
+ * emitted from nextTick) leave in one write. Corking any longer (until
+ * setImmediate) would hold back credit and slow every stream down.
  */
 export class FrameWriter {
   private corked = false;

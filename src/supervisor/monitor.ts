@@ -1,12 +1,14 @@
 // The supervisor's side of the IPC channel, after OpenSSH's monitor.c: one
-// table of the requests the worker may make, one handler each. Anything else —
-// a frame the decoder refuses, a stream id out of order, data beyond credit, a
+// handler for each message the protocol table (ipcProtocol.ts) lets the worker
+// send; the dispatcher checks when each is permitted. Anything else — a frame
+// the table does not permit, a stream id out of order, data beyond credit, a
 // handler finding its payload invalid — is a protocol violation: the worker is
 // treated as compromised and `onViolation` ends it.
 
 import { MAX_OPEN_STREAMS } from '../shared/constants.js';
 import { ProtocolError } from '../shared/errors.js';
-import { FrameDecoder, Msg, decodeHead, decodeWindowIncrement, messageName, type FrameWriter, type MsgType } from '../shared/ipcProtocol.js';
+import { IpcDispatcher, type MessageHandlers } from '../shared/ipcDispatch.js';
+import { Msg, decodeHead, decodeWindowIncrement, type FrameWriter } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { UpstreamCall, type Upstream } from './upstream.js';
 import { UpstreamSocket } from './upstreamSocket.js';
@@ -20,8 +22,6 @@ export interface MonitorEvents {
   onViolation(reason: string): void;
 }
 
-type Handler = (streamId: number, payload: Buffer) => void;
-
 export interface MonitorOptions {
   /** GET /shutdown is allowed (--http-shutdown). */
   readonly httpShutdown: boolean;
@@ -31,33 +31,31 @@ export interface MonitorOptions {
   readonly webSocketMaxMessageBytes: number | null;
 }
 
-const MESSAGE_FRAMES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END] as const;
-
 export class Monitor {
   private readonly streams = new Map<number, UpstreamStream>();
   private readonly streamContext: StreamContext;
-  private readonly decoder = new FrameDecoder('worker', (type, streamId, payload) => this.dispatch(type, streamId, payload));
+  private readonly channel: IpcDispatcher<'worker'>;
   private highestStreamId = 0;
-  private ready = false;
   private broken = false;
 
-  private readonly handlers: ReadonlyMap<number, Handler> = new Map<number, Handler>([
-    [Msg.READY, () => this.onReady()],
-    [Msg.SHUTDOWN, () => this.onShutdown()],
-    [Msg.DRAINED, () => this.events.onDrained()],
-    [Msg.STARTUP_FAILED, (_id, payload) => this.events.onStartupFailed(printable(payload))],
-    [Msg.OPEN, (id, payload) => this.onOpen(id, payload)],
-    [Msg.REQUEST_DATA, (id, payload) => this.stream(id, UpstreamCall)?.onRequestData(payload)],
-    [Msg.REQUEST_END, (id) => this.stream(id, UpstreamCall)?.onRequestEnd()],
-    [Msg.RESET, (id) => this.stream(id)?.onReset()],
-    [Msg.WINDOW, (id, payload) => this.stream(id)?.onWindow(decodeWindowIncrement(payload))],
-    [Msg.WS_OPEN, (id, payload) => this.onWebSocketOpen(id, payload)],
-    ...MESSAGE_FRAMES.map((type): [number, Handler] => [
-      type,
-      (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(type, payload),
-    ]),
-    [Msg.WS_CLOSE, (id, payload) => this.stream(id, UpstreamSocket)?.onWorkerClose(payload)],
-  ]);
+  /** What the worker may ask for; when it may is the table's business, not the handlers'. */
+  private readonly handlers: MessageHandlers<'worker'> = {
+    READY: () => this.events.onReady(),
+    SHUTDOWN: () => this.events.onShutdownRequest(),
+    STARTUP_FAILED: (_id, payload) => this.events.onStartupFailed(printable(payload)),
+    DRAINED: () => this.events.onDrained(),
+    OPEN: (id, payload) => this.onOpen(id, payload),
+    REQUEST_DATA: (id, payload) => this.stream(id, UpstreamCall)?.onRequestData(payload),
+    REQUEST_END: (id) => this.stream(id, UpstreamCall)?.onRequestEnd(),
+    RESET: (id) => this.stream(id)?.onReset(),
+    WINDOW: (id, payload) => this.stream(id)?.onWindow(decodeWindowIncrement(payload)),
+    WS_OPEN: (id, payload) => this.onWebSocketOpen(id, payload),
+    WS_TEXT_PART: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_TEXT_PART, payload),
+    WS_TEXT_END: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_TEXT_END, payload),
+    WS_BINARY_PART: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_BINARY_PART, payload),
+    WS_BINARY_END: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_BINARY_END, payload),
+    WS_CLOSE: (id, payload) => this.stream(id, UpstreamSocket)?.onWorkerClose(payload),
+  };
 
   constructor(
     writer: FrameWriter,
@@ -68,13 +66,18 @@ export class Monitor {
   ) {
     const onDone = (id: number): boolean => this.streams.delete(id);
     this.streamContext = { writer, upstream, log, scanRequests: options.scanRequests, onDone };
+    this.channel = new IpcDispatcher('worker', this.handlers, {
+      httpShutdown: options.httpShutdown,
+      webSocket: options.webSocketMaxMessageBytes !== null,
+      dumps: options.scanRequests,
+    });
   }
 
   /** Bytes from the worker's end of the socketpair. Never throws. */
   receive(chunk: Buffer): void {
     if (this.broken) return;
     try {
-      this.decoder.push(chunk);
+      this.channel.push(chunk);
     } catch (err) {
       this.violation(err);
     }
@@ -94,15 +97,15 @@ export class Monitor {
     for (const stream of [...this.streams.values()]) stream.abandon(why);
   }
 
-  private dispatch(type: MsgType, streamId: number, payload: Buffer): void {
-    const handler = this.handlers.get(type);
-    if (handler === undefined) throw new ProtocolError(`${messageName(type)} is not a worker request`);
-    handler(streamId, payload);
+  /** Tell the worker to finish its open streams and exit (DRAINED may follow). */
+  drain(): void {
+    this.channel.sent(Msg.DRAIN);
+    this.streamContext.writer.send(Msg.DRAIN, 0);
   }
 
   private violation(err: unknown): void {
     this.broken = true;
-    this.decoder.fail();
+    this.channel.fail();
     this.abandonAll('proxy worker replaced');
     const reason = err instanceof ProtocolError ? err.message : `handler failed: ${err instanceof Error ? err.message : String(err)}`;
     this.log.error({ reason }, 'IPC protocol violation by the worker');
@@ -127,25 +130,14 @@ export class Monitor {
     throw new ProtocolError(`frame for stream ${streamId}, which was never opened`);
   }
 
-  private onReady(): void {
-    if (this.ready) throw new ProtocolError('READY sent twice');
-    this.ready = true;
-    this.events.onReady();
-  }
-
-  private onShutdown(): void {
-    if (!this.options.httpShutdown) throw new ProtocolError('SHUTDOWN without --http-shutdown');
-    this.events.onShutdownRequest();
-  }
-
   private onOpen(streamId: number, payload: Buffer): void {
     const headers = this.newStream(streamId, payload);
     this.streams.set(streamId, new UpstreamCall(streamId, headers, this.streamContext));
   }
 
   private onWebSocketOpen(streamId: number, payload: Buffer): void {
-    const maxMessageBytes = this.options.webSocketMaxMessageBytes;
-    if (maxMessageBytes === null) throw new ProtocolError('WS_OPEN without --websocket');
+    // The table permits WS_OPEN only with --websocket, so the limit is set.
+    const maxMessageBytes = this.options.webSocketMaxMessageBytes as number;
     const headers = this.newStream(streamId, payload);
     this.streams.set(streamId, new UpstreamSocket(streamId, headers, this.streamContext, maxMessageBytes));
   }

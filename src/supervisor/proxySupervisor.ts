@@ -42,7 +42,6 @@ const MAX_BACKOFF_MS = 5_000;
 interface RunningWorker {
   readonly child: ChildProcess;
   readonly monitor: Monitor;
-  readonly writer: FrameWriter;
 }
 
 export class ProxySupervisor {
@@ -69,6 +68,7 @@ export class ProxySupervisor {
     const monitor = new Monitor(writer, this.upstream, monitorOptions, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
       onShutdownRequest: () => this.shutdown('shutdown requested with GET /shutdown'),
+      // Only before READY (the protocol table): a worker that cannot start will not start on a retry either.
       onStartupFailed: (reason) => this.stop(1, reason),
       // The worker exits by itself once its connections have closed (exit handler below).
       onDrained: () => setup.log.info('open requests finished; the worker is closing its connections'),
@@ -78,7 +78,7 @@ export class ProxySupervisor {
         child.kill('SIGKILL');
       },
     });
-    const worker: RunningWorker = { child, monitor, writer };
+    const worker: RunningWorker = { child, monitor };
     this.worker = worker;
     channel.on('data', (chunk: Buffer) => monitor.receive(chunk));
     channel.on('error', () => {}); // the exit handler reports the worker's end
@@ -95,7 +95,7 @@ export class ProxySupervisor {
     log.info({ reason, timeoutMs: shutdownTimeoutMs }, 'shutting down: finishing open requests');
     closeDescriptor(listen.fd); // new connections are refused from now on
     if (this.worker === null) return this.stop(0, reason); // between restarts: nothing is open
-    this.worker.writer.send(Msg.DRAIN, 0);
+    this.worker.monitor.drain();
     setTimeout(() => this.stop(0, `${reason}; open requests cut after ${shutdownTimeoutMs} ms`), shutdownTimeoutMs).unref();
   }
 

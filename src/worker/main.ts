@@ -5,14 +5,16 @@
 import { Socket } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import { WORKER_IPC_FD } from '../shared/constants.js';
-import { FrameDecoder, FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement, type MsgType } from '../shared/ipcProtocol.js';
+import { ProtocolError } from '../shared/errors.js';
+import { IpcDispatcher } from '../shared/ipcDispatch.js';
+import { FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement } from '../shared/ipcProtocol.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
 import { installWorkerSandbox } from './sandbox.js';
 import { Frontend } from './frontend.js';
 import { ClientSocket } from './clientSocket.js';
-import { isMessageFrame } from '../shared/wsRelay.js';
+import type { ClientExchange } from './exchange.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
 const writer = new FrameWriter(channel);
@@ -24,40 +26,57 @@ let frontend: Frontend | null = null;
 channel.on('close', () => process.exit(0));
 channel.on('error', () => process.exit(0));
 
-function onFrame(type: MsgType, streamId: number, payload: Buffer): void {
-  if (log === null) {
-    if (type !== Msg.CONFIG) throw new Error('first frame from the supervisor was not CONFIG');
-    const config = decodeWorkerConfig(payload);
-    log = createLogger('worker', config.logLevel);
-    void start(config, log);
-    return;
-  }
-  if (type === Msg.DRAIN) {
-    if (frontend === null) writer.send(Msg.DRAINED, 0);
-    else frontend.drain();
-    return;
-  }
-  if (frontend === null) return; // still starting: nothing can be open yet
-  if (type === Msg.REQUEST_SCANNED) return frontend.onRequestScanned(streamId, decodeKeyScan(payload));
-  const stream = frontend.streams.get(streamId);
-  if (stream === undefined) return; // already closed on this side: late frames are expected
-  switch (type) {
-    case Msg.RESPONSE_HEAD: {
+// One handler for each message the protocol table lets the supervisor send;
+// the dispatcher checks when each is permitted (stream messages only once we
+// said READY, so `frontend` is set for them).
+const supervisor = new IpcDispatcher(
+  'supervisor',
+  {
+    CONFIG: (_id, payload) => configure(decodeWorkerConfig(payload)),
+    DRAIN: () => {
+      if (frontend === null) writer.send(Msg.DRAINED, 0); // still starting: nothing is open
+      else frontend.drain();
+    },
+    RESPONSE_HEAD: (id, payload) => {
       const { status, headers } = decodeHead(payload, true);
-      return stream.onResponseHead(status, headers);
-    }
-    case Msg.RESPONSE_DATA:
-      return stream.onResponseData(payload);
-    case Msg.RESPONSE_END:
-      return stream.onResponseEnd();
-    case Msg.RESET:
-      return stream.onReset();
-    case Msg.WINDOW:
-      return stream.onWindow(decodeWindowIncrement(payload));
-  }
-  if (!(stream instanceof ClientSocket)) return;
-  if (type === Msg.WS_CLOSE) return stream.onCloseFrame(payload);
-  if (isMessageFrame(type)) return stream.onMessageFrame(type, payload);
+      stream(id)?.onResponseHead(status, headers);
+    },
+    RESPONSE_DATA: (id, payload) => stream(id)?.onResponseData(payload),
+    RESPONSE_END: (id) => stream(id)?.onResponseEnd(),
+    REQUEST_SCANNED: (id, payload) => frontend?.onRequestScanned(id, decodeKeyScan(payload)),
+    RESET: (id) => stream(id)?.onReset(),
+    WINDOW: (id, payload) => stream(id)?.onWindow(decodeWindowIncrement(payload)),
+    WS_TEXT_PART: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_TEXT_PART, payload),
+    WS_TEXT_END: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_TEXT_END, payload),
+    WS_BINARY_PART: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_BINARY_PART, payload),
+    WS_BINARY_END: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_BINARY_END, payload),
+    WS_CLOSE: (id, payload) => webSocket(id)?.onCloseFrame(payload),
+  },
+  null,
+  // Response bodies are handed on in pieces as they arrive (never copied to reassemble a frame).
+  new Set([Msg.RESPONSE_DATA]),
+);
+
+/** An open stream; undefined once it has closed on this side (late frames are expected). */
+function stream(id: number): ClientExchange | undefined {
+  return frontend?.streams.get(id);
+}
+
+/** An open WebSocket stream: a WebSocket frame on an HTTP stream is a violation. */
+function webSocket(id: number): ClientSocket | undefined {
+  const open = stream(id);
+  if (open === undefined || open instanceof ClientSocket) return open;
+  throw new ProtocolError(`frame of the wrong kind for stream ${id}`);
+}
+
+function configure(config: WorkerConfig): void {
+  supervisor.configure({
+    httpShutdown: config.httpShutdown,
+    webSocket: config.webSocket !== null,
+    dumps: config.dumpDir !== null,
+  });
+  log = createLogger('worker', config.logLevel);
+  void start(config, log);
 }
 
 function startupFailed(reason: string): void {
@@ -94,18 +113,34 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   }
   const server = new Frontend(config, writer, logger, dumps, webSocketServer);
   frontend = server;
-  server.listen(() => writer.send(Msg.READY, 0));
+  server.listen(() => {
+    supervisor.sent(Msg.READY);
+    writer.send(Msg.READY, 0);
+  });
 }
 
-// Response bodies are handed on in pieces as they arrive (never copied to reassemble a frame).
-const decoder = new FrameDecoder('supervisor', onFrame, new Set([Msg.RESPONSE_DATA]));
-channel.on('data', (chunk: Buffer) => decoder.push(chunk));
+channel.on('data', (chunk: Buffer) => {
+  try {
+    supervisor.push(chunk);
+  } catch (err) {
+    if (!(err instanceof ProtocolError)) throw err;
+    // Not what the supervisor sends: nothing it says can be trusted any more.
+    if (log !== null) log.fatal({ reason: err.message }, 'IPC protocol violation by the supervisor');
+    else writeStderr(`responses-api-proxy worker: IPC protocol violation by the supervisor: ${err.message}\n`);
+    exitFailed('IPC protocol violation by the supervisor');
+  }
+});
 
 process.on('uncaughtException', (err) => {
   // A bug here must not leave a half-working worker: report and exit; the
   // supervisor decides what happens next.
   if (log !== null) log.fatal({ err: { message: err.message, stack: err.stack } }, 'worker failed');
   else writeStderr(`responses-api-proxy worker failed: ${err.message}\n`);
-  frontend?.abortAll('worker failed');
-  process.exit(70);
+  exitFailed('worker failed');
 });
+
+/** Cut every open stream, so no partial response looks complete, and exit. */
+function exitFailed(reason: string): never {
+  frontend?.abortAll(reason);
+  process.exit(70);
+}

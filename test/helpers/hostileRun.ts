@@ -1,12 +1,18 @@
 // Runs test/fixtures/supervisorWithWorker.js (the real supervisor with a
 // hostile worker entry) as a child process, by pid, and reads what it left:
-// its stderr, its exit status and the worker instances it started.
+// its stderr, its exit status and the worker instances it started. And the
+// other way round: the real worker with the test as a hostile supervisor.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { TEST_KEY, killQuietly, type ExitStatus } from './proxyProcess.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameWriter, Msg, type MsgType } from '../../src/shared/ipcProtocol.js';
+import { encodeWorkerConfig, type WorkerConfig } from '../../src/shared/workerConfig.js';
+import { closeFd } from '../../src/shared/libc.js';
+import { bindLoopback } from '../../src/supervisor/listenSocket.js';
+import { DEFAULT_WORKER_ENTRY } from '../../src/supervisor/workerProcess.js';
+import { TEST_KEY, killQuietly, waitFor, type ExitStatus } from './proxyProcess.js';
 
 export const SUPERVISOR_WITH_WORKER = fileURLToPath(new URL('../fixtures/supervisorWithWorker.js', import.meta.url));
 
@@ -77,17 +83,7 @@ export class HostileRun {
 
   /** JSON log records on stderr whose `msg` matches `pattern`. */
   logRecords(pattern: RegExp): Array<Record<string, unknown>> {
-    const records: Array<Record<string, unknown>> = [];
-    for (const line of this.stderr.split('\n')) {
-      if (!line.startsWith('{')) continue;
-      try {
-        const record = JSON.parse(line) as Record<string, unknown>;
-        if (typeof record.msg === 'string' && pattern.test(record.msg)) records.push(record);
-      } catch {
-        // not a log record
-      }
-    }
-    return records;
+    return logRecordsIn(this.stderr, pattern);
   }
 
   /** stderr lines that contain every one of `parts`. */
@@ -117,6 +113,21 @@ export class HostileRun {
   }
 }
 
+/** The JSON log records in `stderr` whose `msg` matches `pattern`. */
+function logRecordsIn(stderr: string, pattern: RegExp): Array<Record<string, unknown>> {
+  const records: Array<Record<string, unknown>> = [];
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try {
+      const record = JSON.parse(line) as Record<string, unknown>;
+      if (typeof record.msg === 'string' && pattern.test(record.msg)) records.push(record);
+    } catch {
+      // not a log record
+    }
+  }
+  return records;
+}
+
 /** A TCP server on 127.0.0.1 that accepts and never answers (a TLS handshake to it hangs). */
 export class SilentServer {
   private readonly sockets = new Set<Socket>();
@@ -143,5 +154,96 @@ export class SilentServer {
   async close(): Promise<void> {
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** What the worker is told: plain HTTP, no flags, sandbox layers it cannot install are only warned about. */
+const WORKER_CONFIG: WorkerConfig = {
+  httpShutdown: false,
+  logLevel: 'info',
+  maxOpenStreams: 8,
+  maxBodyBytes: 1024 * 1024,
+  dumpDir: null,
+  dumpMaxBytes: 0,
+  dumpSequenceStart: 1,
+  allowWeakerSandbox: true,
+  allowCapabilities: process.getuid?.() === 0,
+  webSocket: null,
+};
+
+/**
+ * The real worker, started as spawnWorker starts it (a listening socket as
+ * fd 3, the channel as fd 4, an empty environment) but with its stderr
+ * captured, and the test as its supervisor: it reads the worker's frames and
+ * sends what it likes.
+ */
+export class HostileSupervisor {
+  stderr = '';
+  exitStatus: ExitStatus | null = null;
+  /** Types of the frames the worker sent, in order. */
+  readonly received: MsgType[] = [];
+  private readonly writer: FrameWriter;
+
+  private constructor(private readonly child: ChildProcess) {
+    const channel = child.stdio[4] as Socket;
+    channel.on('error', () => {});
+    this.writer = new FrameWriter(channel);
+    const decoder = new FrameDecoder('worker', (type) => this.received.push(type));
+    channel.on('data', (chunk: Buffer) => decoder.push(chunk));
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => (this.stderr += text));
+    child.on('exit', (code, signal) => (this.exitStatus = { code, signal }));
+  }
+
+  static start(): HostileSupervisor {
+    const listen = bindLoopback(0);
+    try {
+      const child = spawn(process.execPath, ['--no-warnings', DEFAULT_WORKER_ENTRY], {
+        stdio: ['ignore', 'ignore', 'pipe', listen.fd, 'pipe'],
+        env: {},
+        cwd: '/',
+      });
+      return new HostileSupervisor(child);
+    } finally {
+      closeFd(listen.fd); // the worker holds its own copy
+    }
+  }
+
+  get pid(): number {
+    return this.child.pid as number;
+  }
+
+  sendConfig(): void {
+    this.send(Msg.CONFIG, 0, encodeWorkerConfig(WORKER_CONFIG));
+  }
+
+  send(type: number, streamId: number, payload?: Buffer): void {
+    this.writer.send(type as MsgType, streamId, payload);
+  }
+
+  /** A bare frame header: for types the protocol does not know. */
+  sendHeader(type: number, length: number, streamId: number): void {
+    const header = Buffer.alloc(FRAME_HEADER_BYTES);
+    header.writeUInt32BE(length, 0);
+    header[4] = type;
+    header.writeUInt32BE(streamId, 5);
+    (this.child.stdio[4] as Socket).write(header);
+  }
+
+  async waitForReady(timeoutMs: number): Promise<boolean> {
+    return waitFor(() => this.received.includes(Msg.READY) || this.exitStatus !== null, timeoutMs);
+  }
+
+  async waitForExit(timeoutMs: number): Promise<ExitStatus | null> {
+    await waitFor(() => this.exitStatus !== null, timeoutMs);
+    return this.exitStatus;
+  }
+
+  /** JSON log records on stderr whose `msg` matches `pattern`. */
+  logRecords(pattern: RegExp): Array<Record<string, unknown>> {
+    return logRecordsIn(this.stderr, pattern);
+  }
+
+  kill(): void {
+    if (this.exitStatus === null) killQuietly(this.pid);
   }
 }
