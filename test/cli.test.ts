@@ -63,6 +63,8 @@ const USAGE_CASES: readonly UsageCase[] = [
   { name: '--upstream-url relative/path', args: ['--upstream-url', 'relative/path'], mentions: ['--upstream-url', 'relative/path'] },
   { name: '--upstream-url ftp://x/y', args: ['--upstream-url', 'ftp://x/y'], mentions: ['--upstream-url', 'ftp'] },
   { name: '--log-level loud', args: ['--log-level', 'loud'], mentions: ['--log-level', 'loud'] },
+  // Node's timers fire at once for longer delays: the grace period would be none.
+  { name: '--shutdown-timeout 2147484', args: ['--shutdown-timeout', '2147484'], mentions: ['--shutdown-timeout', '2147484'] },
 ];
 
 describe('cli: usage errors exit 2 with one line and do not wait for stdin', { concurrency: true, timeout: 30_000 }, () => {
