@@ -125,6 +125,14 @@ describe('flags: parseCommandLine', () => {
     [['--bogus'], "unexpected argument '--bogus' found; see --help"],
     [['-x'], "unexpected argument '-x' found; see --help"],
     [['extra'], "unexpected argument 'extra' found; see --help"],
+    // mri would read these as the flag set to false, or to the text 'false'.
+    [['--no-dump-dir'], "unexpected argument '--no-dump-dir' found; see --help"],
+    [['--no-http-shutdown'], "unexpected argument '--no-http-shutdown' found; see --help"],
+    [['-no-port'], "unexpected argument '-no-port' found; see --help"],
+    // mri would make these arrays, which read as not given.
+    [['--help', '--help'], '--help was given more than once'],
+    [['-h', '-h'], '--help was given more than once'],
+    [['--version', '--version'], '--version was given more than once'],
   ];
   for (const [args, message] of bounds) {
     test(`${args.join(' ')}: ${message}`, () => assert.equal(usageError(args), message));
@@ -172,8 +180,9 @@ describe('flags: parseCommandLine', () => {
   }
 
   for (const entry of FLAG_LIST.filter((e) => !isOption(e))) {
-    test(`--${entry.flag} is a switch: on when given, off by default`, () => {
+    test(`--${entry.flag} is a switch: on when given, off by default, not given twice`, () => {
       assert.notDeepEqual(options([`--${entry.flag}`]), options([]));
+      assert.equal(usageError([`--${entry.flag}`, `--${entry.flag}`]), `--${entry.flag} was given more than once`);
     });
   }
 });

@@ -66,6 +66,9 @@ function joinDashValues(argv: readonly string[]): string[] {
 }
 
 export function parseCommandLine(argv: readonly string[]): Command {
+  // mri reads `--no-dump-dir` as --dump-dir 'false'; no flag here has such a form.
+  const negated = argv.find((arg) => /^-+no-/.test(arg));
+  if (negated !== undefined) throw new UsageError(`unexpected argument '${negated}' found; see --help`);
   let unknown: string | null = null;
   const args = mri(joinDashValues(argv), {
     string: [...VALUE_FLAGS],
@@ -81,8 +84,14 @@ export function parseCommandLine(argv: readonly string[]): Command {
   });
   if (unknown !== null) throw new UsageError(`unexpected argument '${unknown}' found; see --help`);
   if (args._.length > 0) throw new UsageError(`unexpected argument '${String(args._[0])}' found; see --help`);
-  if (args.help === true) return { kind: 'help' };
-  if (args.version === true) return { kind: 'version' };
+  /** mri makes a switch given twice an array, which would read as off. */
+  const on = (flag: string): boolean => {
+    const value: unknown = args[flag];
+    if (Array.isArray(value)) throw new UsageError(`--${flag} was given more than once`);
+    return value === true;
+  };
+  if (on('help')) return { kind: 'help' };
+  if (on('version')) return { kind: 'version' };
 
   const given = (flag: string): string | undefined => {
     const value: unknown = args[flag];
@@ -99,7 +108,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
   const sectionValue = (section: Section): Record<string, unknown> | null => {
     const members = Object.entries(section.members);
     const values = Object.fromEntries(members.map(([key, option]) => [key, valueOf(option)]));
-    if (args[section.flag] === true) return values;
+    if (on(section.flag)) return values;
     if (members.some(([, option]) => args[option.flag] !== undefined)) {
       throw new UsageError(`${members.map(([, option]) => `--${option.flag}`).join(' and ')} need --${section.flag}`);
     }
@@ -108,7 +117,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
   const options = Object.fromEntries(
     FLAG_ENTRIES.map(([key, entry]) => {
       if (isSection(entry)) return [key, sectionValue(entry)];
-      return [key, isOption(entry) ? valueOf(entry) : args[entry.flag] === true];
+      return [key, isOption(entry) ? valueOf(entry) : on(entry.flag)];
     }),
   );
   return { kind: 'run', options: options as ProxyOptions };
