@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ProtocolError } from '../src/shared/errors.js';
+import { WORKER_FLAG_ENTRIES } from '../src/shared/flags.js';
 import { MESSAGE_SPECS, Msg } from '../src/shared/ipcProtocol.js';
 import { parseCommandLine, type ProxyOptions } from '../src/supervisor/cli.js';
 import { decodeWorkerConfig, encodeWorkerConfig, workerConfigFor } from '../src/shared/workerConfig.js';
@@ -39,18 +40,14 @@ const BASE = configFor(['--websocket', '--http-shutdown', '--log-level', 'debug'
 
 describe('workerConfig: what the supervisor sends', () => {
   test('holds the flags the worker reads and what the supervisor adds, nothing else', () => {
-    assert.deepEqual(configFor([]), {
-      httpShutdown: false,
-      dumpDir: null,
-      dumpMaxBytes: 16 * 1024 * 1024,
-      maxBodyBytes: 64 * 1024 * 1024,
-      maxOpenStreams: 256,
-      webSocket: null,
-      allowWeakerSandbox: false,
-      logLevel: 'info',
-      dumpSequenceStart: 1,
-      allowCapabilities: false,
-    });
+    const config = configFor([]);
+    const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
+    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'dumpSequenceStart', 'allowCapabilities'].sort());
+    for (const key of workerKeys) assert.deepEqual(config[key], flags([])[key], key);
+    for (const supervisorOnly of ['port', 'serverInfo', 'upstreamUrl', 'upstreamTimeoutMs', 'uid', 'gid', 'checkSandbox']) {
+      assert.ok(!(supervisorOnly in config), supervisorOnly);
+    }
+    assert.equal(config.maxOpenStreams, 256, '--max-concurrent goes by the name the worker has for it');
   });
 
   test('dumpDir is the directory the supervisor created, not the flag as typed', () => {
