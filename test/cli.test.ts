@@ -57,12 +57,16 @@ const USAGE_CASES: readonly UsageCase[] = [
   { name: '--port -1', args: ['--port', '-1'], mentions: ['--port', '-1'] },
   { name: '--port abc', args: ['--port', 'abc'], mentions: ['--port', 'abc'] },
   { name: '--port given twice', args: ['--port', '0', '--port', '0'], mentions: ['--port'] },
+  { name: '--check-sandbox given twice', args: ['--check-sandbox', '--check-sandbox'], mentions: ['--check-sandbox'] },
+  { name: '--no-dump-dir', args: ['--no-dump-dir'], mentions: ['--no-dump-dir'] },
   { name: '--ws-idle-timeout without --websocket', args: ['--ws-idle-timeout', '5'], mentions: ['--ws-idle-timeout', '--websocket'] },
   { name: '--ws-max-message-bytes 0', args: ['--websocket', '--ws-max-message-bytes', '0'], mentions: ['--ws-max-message-bytes', '0'] },
   { name: '--ws-idle-timeout -1', args: ['--websocket', '--ws-idle-timeout', '-1'], mentions: ['--ws-idle-timeout', '-1'] },
   { name: '--upstream-url relative/path', args: ['--upstream-url', 'relative/path'], mentions: ['--upstream-url', 'relative/path'] },
   { name: '--upstream-url ftp://x/y', args: ['--upstream-url', 'ftp://x/y'], mentions: ['--upstream-url', 'ftp'] },
   { name: '--log-level loud', args: ['--log-level', 'loud'], mentions: ['--log-level', 'loud'] },
+  // Node's timers fire at once for longer delays: the grace period would be none.
+  { name: '--shutdown-timeout 2147484', args: ['--shutdown-timeout', '2147484'], mentions: ['--shutdown-timeout', '2147484'] },
 ];
 
 describe('cli: usage errors exit 2 with one line and do not wait for stdin', { concurrency: true, timeout: 30_000 }, () => {

@@ -1,35 +1,75 @@
-// The worker's configuration, sent by the supervisor as the CONFIG frame.
-// The worker gets nothing from argv or its (empty) environment.
+// The worker's configuration, sent by the supervisor as the CONFIG frame: the
+// values of the flags the worker reads (flags.ts) and what the supervisor
+// works out at startup. The worker gets nothing from argv or its (empty)
+// environment, and takes a CONFIG only if the flag table allows every field.
 
-import { LOG_LEVELS, type LogLevel } from './logger.js';
 import { ProtocolError } from './errors.js';
+import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, count, isOption, isSection } from './flags.js';
+import type { ConfigRule, FlagValues, WorkerFlagValues } from './flags.js';
+import { MESSAGE_SPECS, Msg } from './ipcProtocol.js';
 
-export interface WorkerConfig {
-  /** Serve GET /shutdown (the --http-shutdown flag). */
-  readonly httpShutdown: boolean;
-  readonly logLevel: LogLevel;
-  /** Open requests beyond this get 503 (--max-concurrent). */
-  readonly maxOpenStreams: number;
-  /** Request bodies beyond this get 413 (--max-body-bytes). */
-  readonly maxBodyBytes: number;
-  /** --dump-dir (absolute, created by the supervisor), or null. */
-  readonly dumpDir: string | null;
-  readonly dumpMaxBytes: number;
+/** What the supervisor adds to the flags' values. */
+interface StartupFields {
   /** Sequence number of the next dump pair (continues across worker restarts). */
   readonly dumpSequenceStart: number;
-  /** Start even if a sandbox layer cannot be installed (--allow-weaker-sandbox). */
-  readonly allowWeakerSandbox: boolean;
   /** Capabilities are expected (--uid 0 was asked for explicitly). */
   readonly allowCapabilities: boolean;
-  /** --websocket: serve GET /v1/responses upgrades; null when off. */
-  readonly webSocket: WebSocketLimits | null;
 }
 
-export interface WebSocketLimits {
-  /** --ws-max-message-bytes */
-  readonly maxMessageBytes: number;
-  /** --ws-idle-timeout: close a socket with no message either way for this long. */
-  readonly idleTimeoutMs: number;
+/** dumpDir is the absolute directory the supervisor created, or null. */
+export type WorkerConfig = WorkerFlagValues & StartupFields;
+
+type Rules = ReadonlyMap<string, ConfigRule<unknown>>;
+
+function nullable(rule: ConfigRule<unknown>): ConfigRule<unknown> {
+  return { accepts: (value): value is unknown => value === null || rule.accepts(value), widest: rule.widest };
+}
+
+/** An object holding exactly these fields, each one its rule accepts. */
+function fields(rules: Rules): ConfigRule<unknown> {
+  return { accepts: (value): value is unknown => faultIn(value, rules) === null, widest: widestOf(rules) };
+}
+
+/** The first field `value` has wrong ('' when it is not an object at all), or null if none. */
+function faultIn(value: unknown, rules: Rules): string | null {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return '';
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) if (!rules.has(key)) return key;
+  for (const [key, rule] of rules) if (!rule.accepts(record[key])) return key;
+  return null;
+}
+
+function widestOf(rules: Rules): Record<string, unknown> {
+  return Object.fromEntries([...rules].map(([key, rule]) => [key, rule.widest]));
+}
+
+const CONFIG_RULES: Rules = new Map<string, ConfigRule<unknown>>([
+  ...WORKER_FLAG_ENTRIES.map(([key, entry]): [string, ConfigRule<unknown>] => {
+    if (isSection(entry)) {
+      const members = Object.entries(entry.members);
+      return [key, nullable(fields(new Map(members.map(([member, option]) => [member, option.kind]))))];
+    }
+    if (isOption(entry)) return [key, entry.default === null ? nullable(entry.kind) : entry.kind];
+    return [key, BOOLEAN_RULE];
+  }),
+  ['dumpSequenceStart', count(1)],
+  ['allowCapabilities', BOOLEAN_RULE],
+]);
+
+/** The longest CONFIG the flags' bounds allow; it must fit the frame the worker's decoder accepts. */
+export const WIDEST_CONFIG_BYTES = Buffer.byteLength(JSON.stringify(widestOf(CONFIG_RULES)));
+const configLimit = MESSAGE_SPECS.get(Msg.CONFIG)?.maxPayload ?? 0;
+if (WIDEST_CONFIG_BYTES > configLimit) {
+  throw new Error(`the flags allow a CONFIG of ${WIDEST_CONFIG_BYTES} bytes, over its frame limit of ${configLimit}`);
+}
+
+/** The CONFIG for these flags; `startup` holds what the supervisor worked out, dumpDir the directory it created. */
+export function workerConfigFor(
+  flags: FlagValues,
+  startup: StartupFields & Pick<WorkerConfig, 'dumpDir'>,
+): WorkerConfig {
+  const values = Object.fromEntries(WORKER_FLAG_ENTRIES.map(([key]) => [key, flags[key]])) as WorkerFlagValues;
+  return { ...values, ...startup };
 }
 
 export function encodeWorkerConfig(config: WorkerConfig): Buffer {
@@ -37,33 +77,14 @@ export function encodeWorkerConfig(config: WorkerConfig): Buffer {
 }
 
 export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
-  const value: unknown = JSON.parse(payload.toString('utf8'));
-  if (value === null || typeof value !== 'object') throw new ProtocolError('CONFIG is not an object');
-  const c = value as Record<string, unknown>;
-  if (typeof c.httpShutdown !== 'boolean') throw new ProtocolError('CONFIG.httpShutdown');
-  if (!(LOG_LEVELS as readonly unknown[]).includes(c.logLevel)) throw new ProtocolError('CONFIG.logLevel');
-  if (!isCount(c.maxOpenStreams) || (c.maxOpenStreams as number) < 1) {
-    throw new ProtocolError('CONFIG.maxOpenStreams');
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError('CONFIG is not JSON');
   }
-  if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
-  if (typeof c.allowWeakerSandbox !== 'boolean' || typeof c.allowCapabilities !== 'boolean') throw new ProtocolError('CONFIG sandbox');
-  if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
-  const ws = c.webSocket as Record<string, unknown> | null;
-  if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');
-  return {
-    httpShutdown: c.httpShutdown,
-    logLevel: c.logLevel as LogLevel,
-    maxOpenStreams: c.maxOpenStreams as number,
-    maxBodyBytes: c.maxBodyBytes as number,
-    dumpDir: c.dumpDir,
-    dumpMaxBytes: c.dumpMaxBytes as number,
-    dumpSequenceStart: c.dumpSequenceStart as number,
-    allowWeakerSandbox: c.allowWeakerSandbox,
-    allowCapabilities: c.allowCapabilities,
-    webSocket: ws === null ? null : { maxMessageBytes: ws.maxMessageBytes as number, idleTimeoutMs: ws.idleTimeoutMs as number },
-  };
-}
-
-function isCount(value: unknown): boolean {
-  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+  const fault = faultIn(value, CONFIG_RULES);
+  if (fault === '') throw new ProtocolError('CONFIG is not an object');
+  if (fault !== null) throw new ProtocolError(`CONFIG.${fault} is missing, unknown or out of bounds`);
+  return value as WorkerConfig;
 }

@@ -1,34 +1,44 @@
-// Command line: the original's flags plus ours. Every mistake is a UsageError
-// (exit 2) with one line saying what is wrong.
+// Command line: the original's flags plus ours, parsed and listed in --help
+// from the flag table (shared/flags.ts). Every mistake is a UsageError (exit 2)
+// with one line saying what is wrong.
 
 import mri from 'mri';
-import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/constants.js';
+import { PROGRAM_NAME } from '../shared/constants.js';
 import { UsageError } from '../shared/errors.js';
-import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
-import type { WebSocketLimits } from '../shared/workerConfig.js';
+import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../shared/flags.js';
+import type { FlagValues, Option, Section, Switch } from '../shared/flags.js';
 
-export interface ProxyOptions {
-  /** 0 = let the kernel choose. */
-  readonly port: number;
-  readonly serverInfo: string | null;
-  readonly httpShutdown: boolean;
-  readonly upstreamUrl: URL;
-  readonly logLevel: LogLevel;
-  readonly dumpDir: string | null;
-  readonly dumpMaxBytes: number;
-  readonly maxBodyBytes: number;
-  readonly maxConcurrent: number;
-  readonly upstreamTimeoutMs: number;
-  readonly shutdownTimeoutMs: number;
-  readonly uid: string | undefined;
-  readonly gid: string | undefined;
-  readonly allowWeakerSandbox: boolean;
-  readonly checkSandbox: boolean;
-  /** --websocket and its limits, or null. */
-  readonly webSocket: WebSocketLimits | null;
+export type ProxyOptions = FlagValues;
+
+export type Command =
+  | { readonly kind: 'run'; readonly options: ProxyOptions }
+  | { readonly kind: 'help' }
+  | { readonly kind: 'version' };
+
+/** Flags that ask for something else than running the proxy; --help lists them last. */
+const COMMANDS = [
+  { flag: 'help', short: 'h', help: 'Print this help' },
+  { flag: 'version', short: 'V', help: 'Print the version' },
+] as const;
+
+const VALUE_FLAGS = FLAG_LIST.filter(isOption).map((entry) => entry.flag);
+const SWITCH_FLAGS = FLAG_LIST.filter((entry) => !isOption(entry)).map((entry) => entry.flag);
+
+/** Where help text starts: after the flag, or on the next line when the flag is longer. */
+const HELP_COLUMN = 25;
+
+function helpLines(label: string, help: string): string {
+  const [first, ...rest] = help.split('\n');
+  const indent = ' '.repeat(HELP_COLUMN);
+  const fits = label.length <= HELP_COLUMN - 3;
+  const head = fits ? `  ${label.padEnd(HELP_COLUMN - 2)}${first}` : `  ${label}\n${indent}${first}`;
+  return [head, ...rest.map((line) => indent + line)].join('\n') + '\n';
 }
 
-export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
+function flagHelp(entry: Switch | Option): string {
+  if (!isOption(entry)) return helpLines(`--${entry.flag}`, entry.help);
+  return helpLines(`--${entry.flag} <${entry.arg}>`, entry.help.replace('{default}', String(entry.default)));
+}
 
 export const USAGE = `Usage: ${PROGRAM_NAME} [OPTIONS] < key
 
@@ -37,55 +47,7 @@ Reads an API key from the first line of stdin and serves POST /v1/responses on
 Every other request is answered 403.
 
 Options:
-  --port <PORT>          Port to bind on 127.0.0.1 (default: ephemeral)
-  --server-info <FILE>   Write {"port":<PORT>,"pid":<PID>} to FILE once listening
-  --http-shutdown        Enable GET /shutdown to stop the proxy (exit 0)
-  --upstream-url <URL>   Absolute http(s) URL to forward to
-                         (default: ${DEFAULT_UPSTREAM_URL})
-  --dump-dir <DIR>       Write each request/response pair as JSON files into DIR
-  --dump-max-bytes <N>   Keep at most N bytes of each dumped body (default: 16777216)
-  --max-body-bytes <N>   Answer 413 to request bodies over N bytes (default: 67108864)
-  --max-concurrent <N>   Answer 503 beyond N open requests and WebSockets (default: 256)
-  --websocket            Also relay the Responses API WebSocket mode: a GET
-                         /v1/responses upgrade opens a WebSocket to the upstream
-                         URL (ws/wss), the key injected the same way
-  --ws-max-message-bytes <N>
-                         Close a WebSocket (1009) whose peer sends a message over
-                         N bytes (default: 67108864)
-  --ws-idle-timeout <S>  Close a WebSocket (1001) after S seconds without a message
-                         either way (default: 300)
-  --upstream-timeout <S> Seconds to wait for the upstream's response headers, and
-                         between body chunks (default: 300)
-  --shutdown-timeout <S> Seconds in-flight requests may take to finish after
-                         SIGTERM, SIGINT or GET /shutdown (default: 10)
-  --uid <USER|UID>       Run the worker as this user (as root, default: nobody)
-  --gid <GROUP|GID>      Run the worker with this group (default: the user's group)
-  --allow-weaker-sandbox Start even if a sandbox layer cannot be installed (logged)
-  --check-sandbox        Start a worker, print the sandbox layers in force, exit
-                         0 if all are, 1 if not (no key is read)
-  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
-  -h, --help             Print this help
-  -V, --version          Print the version
-`;
-
-const STRING_FLAGS = [
-  'port',
-  'server-info',
-  'upstream-url',
-  'log-level',
-  'dump-dir',
-  'dump-max-bytes',
-  'max-body-bytes',
-  'max-concurrent',
-  'upstream-timeout',
-  'shutdown-timeout',
-  'uid',
-  'gid',
-  'ws-max-message-bytes',
-  'ws-idle-timeout',
-] as const;
-const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
-const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'help', 'version'] as const;
+${FLAG_LIST.map(flagHelp).join('')}${COMMANDS.map((c) => helpLines(`-${c.short}, --${c.flag}`, c.help)).join('')}`;
 
 /** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
 function joinDashValues(argv: readonly string[]): string[] {
@@ -93,7 +55,7 @@ function joinDashValues(argv: readonly string[]): string[] {
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
     const next = argv[i + 1];
-    if ((STRING_FLAGS as readonly string[]).includes(arg.slice(2)) && arg.startsWith('--') && next !== undefined && /^-\d/.test(next)) {
+    if (arg.startsWith('--') && VALUE_FLAGS.includes(arg.slice(2)) && next !== undefined && /^-\d/.test(next)) {
       out.push(`${arg}=${next}`);
       i++;
     } else {
@@ -104,104 +66,59 @@ function joinDashValues(argv: readonly string[]): string[] {
 }
 
 export function parseCommandLine(argv: readonly string[]): Command {
+  // mri reads `--no-dump-dir` as --dump-dir 'false'; no flag here has such a form.
+  const negated = argv.find((arg) => /^-+no-/.test(arg));
+  if (negated !== undefined) throw new UsageError(`unexpected argument '${negated}' found; see --help`);
   let unknown: string | null = null;
   const args = mri(joinDashValues(argv), {
-    string: [...STRING_FLAGS],
-    boolean: [...BOOLEAN_FLAGS],
+    string: [...VALUE_FLAGS],
+    boolean: [...SWITCH_FLAGS, ...COMMANDS.map((c) => c.flag)],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
-    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 4)].map((f) => [f, []])) },
+    alias: {
+      ...Object.fromEntries(COMMANDS.map((c) => [c.flag, c.short])),
+      ...Object.fromEntries([...VALUE_FLAGS, ...SWITCH_FLAGS].map((flag) => [flag, []])),
+    },
     unknown: (flag) => {
       unknown = flag;
     },
   });
   if (unknown !== null) throw new UsageError(`unexpected argument '${unknown}' found; see --help`);
   if (args._.length > 0) throw new UsageError(`unexpected argument '${String(args._[0])}' found; see --help`);
-  if (args.help === true) return { kind: 'help' };
-  if (args.version === true) return { kind: 'version' };
+  /** mri makes a switch given twice an array, which would read as off. */
+  const on = (flag: string): boolean => {
+    const value: unknown = args[flag];
+    if (Array.isArray(value)) throw new UsageError(`--${flag} was given more than once`);
+    return value === true;
+  };
+  if (on('help')) return { kind: 'help' };
+  if (on('version')) return { kind: 'version' };
 
-  const one = (name: (typeof STRING_FLAGS)[number]): string | undefined => {
-    const value: unknown = args[name];
+  const given = (flag: string): string | undefined => {
+    const value: unknown = args[flag];
     if (value === undefined) return undefined;
-    if (Array.isArray(value)) throw new UsageError(`--${name} was given more than once`);
+    if (Array.isArray(value)) throw new UsageError(`--${flag} was given more than once`);
     const text = String(value);
-    if (text === '') throw new UsageError(`--${name} needs a value; see --help`);
+    if (text === '') throw new UsageError(`--${flag} needs a value; see --help`);
     return text;
   };
-
-  return {
-    kind: 'run',
-    options: {
-      port: parsePort(one('port')),
-      serverInfo: one('server-info') ?? null,
-      httpShutdown: args['http-shutdown'] === true,
-      upstreamUrl: parseUpstreamUrl(one('upstream-url') ?? DEFAULT_UPSTREAM_URL),
-      logLevel: parseLogLevel(one('log-level') ?? 'info'),
-      dumpDir: one('dump-dir') ?? null,
-      dumpMaxBytes: parseCount('dump-max-bytes', one('dump-max-bytes'), DEFAULT_DUMP_MAX_BYTES, 0),
-      maxBodyBytes: parseCount('max-body-bytes', one('max-body-bytes'), 64 * 1024 * 1024, 0),
-      maxConcurrent: parseCount('max-concurrent', one('max-concurrent'), 256, 1, MAX_OPEN_STREAMS),
-      upstreamTimeoutMs: parseSeconds('upstream-timeout', one('upstream-timeout'), 300),
-      shutdownTimeoutMs: parseSeconds('shutdown-timeout', one('shutdown-timeout'), 10),
-      uid: one('uid'),
-      gid: one('gid'),
-      allowWeakerSandbox: args['allow-weaker-sandbox'] === true,
-      checkSandbox: args['check-sandbox'] === true,
-      webSocket: parseWebSocket(args.websocket === true, one('ws-max-message-bytes'), one('ws-idle-timeout')),
-    },
+  const valueOf = (option: Option): unknown => {
+    const text = given(option.flag) ?? (option.default === null ? undefined : String(option.default));
+    return text === undefined ? null : option.kind.parse(text, option.flag);
   };
-}
-
-function parseWebSocket(enabled: boolean, maxMessageBytes: string | undefined, idleTimeout: string | undefined): WebSocketLimits | null {
-  const limits = {
-    maxMessageBytes: parseCount('ws-max-message-bytes', maxMessageBytes, 64 * 1024 * 1024, 1),
-    idleTimeoutMs: parseSeconds('ws-idle-timeout', idleTimeout, 300),
+  const sectionValue = (section: Section): Record<string, unknown> | null => {
+    const members = Object.entries(section.members);
+    const values = Object.fromEntries(members.map(([key, option]) => [key, valueOf(option)]));
+    if (on(section.flag)) return values;
+    if (members.some(([, option]) => args[option.flag] !== undefined)) {
+      throw new UsageError(`${members.map(([, option]) => `--${option.flag}`).join(' and ')} need --${section.flag}`);
+    }
+    return null;
   };
-  if (enabled) return limits;
-  if (maxMessageBytes !== undefined || idleTimeout !== undefined) throw new UsageError(`--ws-max-message-bytes and --ws-idle-timeout need --websocket`);
-  return null;
-}
-
-function parsePort(text: string | undefined): number {
-  if (text === undefined) return 0;
-  const port = /^\d{1,5}$/.test(text) ? Number(text) : NaN;
-  if (!(port >= 0 && port <= 65535)) throw new UsageError(`invalid value '${text}' for '--port <PORT>': expected a number from 0 to 65535`);
-  return port;
-}
-
-function parseCount(flag: string, text: string | undefined, fallback: number, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  if (text === undefined) return fallback;
-  const n = /^\d{1,15}$/.test(text) ? Number(text) : NaN;
-  if (!(n >= min && n <= max)) throw new UsageError(`invalid value '${text}' for '--${flag} <N>': expected a whole number from ${min} to ${max}`);
-  return n;
-}
-
-function parseSeconds(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback * 1000;
-  const seconds = /^\d{1,7}(\.\d{1,3})?$/.test(text) ? Number(text) : NaN;
-  if (!(seconds > 0)) throw new UsageError(`invalid value '${text}' for '--${flag} <SECONDS>': expected a positive number of seconds`);
-  return Math.round(seconds * 1000);
-}
-
-function parseUpstreamUrl(text: string): URL {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`invalid value '${text}' for '--upstream-url <URL>': expected an absolute http:// or https:// URL`);
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new UsageError(`invalid value '${text}' for '--upstream-url <URL>': scheme must be http or https, not ${url.protocol.slice(0, -1)}`);
-  }
-  if (url.username !== '' || url.password !== '') {
-    throw new UsageError(`invalid value for '--upstream-url <URL>': credentials in the URL are not allowed (the key comes from stdin)`);
-  }
-  url.hash = '';
-  return url;
-}
-
-function parseLogLevel(text: string): LogLevel {
-  if (!(LOG_LEVELS as readonly string[]).includes(text)) {
-    throw new UsageError(`invalid value '${text}' for '--log-level <LEVEL>': expected one of ${LOG_LEVELS.join(', ')}`);
-  }
-  return text as LogLevel;
+  const options = Object.fromEntries(
+    FLAG_ENTRIES.map(([key, entry]) => {
+      if (isSection(entry)) return [key, sectionValue(entry)];
+      return [key, isOption(entry) ? valueOf(entry) : on(entry.flag)];
+    }),
+  );
+  return { kind: 'run', options: options as ProxyOptions };
 }

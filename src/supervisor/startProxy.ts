@@ -7,6 +7,7 @@ import { chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { PROGRAM_NAME } from '../shared/constants.js';
 import { ProxyError, errnoCode } from '../shared/errors.js';
+import { workerConfigFor } from '../shared/workerConfig.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { readAuthHeader, type AuthHeader } from './authHeader.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
@@ -44,7 +45,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const log = createLogger('supervisor', options.logLevel);
 
   const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
-  const identity = resolveWorkerIdentity({ uid: options.uid, gid: options.gid });
+  const identity = resolveWorkerIdentity({ uid: options.uid ?? undefined, gid: options.gid ?? undefined });
   if (identity.switchUser) {
     const unreadable = findUnreadablePath(workerReadPaths(workerEntry), identity.uid, identity.gid);
     if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
@@ -78,18 +79,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     upstreamTimeoutMs: options.upstreamTimeoutMs,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
-    workerConfig: {
-      httpShutdown: options.httpShutdown,
-      logLevel: options.logLevel,
-      maxOpenStreams: options.maxConcurrent,
-      maxBodyBytes: options.maxBodyBytes,
-      dumpDir,
-      dumpMaxBytes: options.dumpMaxBytes,
-      dumpSequenceStart: 1,
-      allowWeakerSandbox: options.allowWeakerSandbox,
-      allowCapabilities: identity.uid === 0,
-      webSocket: options.webSocket,
-    },
+    workerConfig: workerConfigFor(options, { dumpDir, dumpSequenceStart: 1, allowCapabilities: identity.uid === 0 }),
     worker: {
       entry: workerEntry,
       nodeFlags: permission.flags,
