@@ -97,9 +97,14 @@ export function reportKeyScan(writer: FrameWriter, id: number, detector: KeyDete
   if (detector !== null) writer.send(Msg.REQUEST_SCANNED, id, encodeKeyScan(detector.result));
 }
 
-function hasContentLength(headers: HeaderList): boolean {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'content-length') return true;
-  return false;
+/** The request's Content-Length, or null (chunked: the body ends with REQUEST_END). */
+function declaredLength(headers: HeaderList): number | null {
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== 'content-length') continue;
+    const value = headers[i + 1] as string;
+    return /^\d{1,15}$/.test(value) ? Number(value) : null;
+  }
+  return null;
 }
 
 /**
@@ -114,6 +119,8 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   private readonly detector: KeyDetector | null;
   /** undici's handle on the request, once it is on a connection. */
   private controller: Dispatcher.DispatchController | null = null;
+  /** Body bytes still to come by the Content-Length; null when chunked. */
+  private bodyLeft: number | null;
   private responseSender: StreamSender | null = null;
   private requestClosed = false;
   private responseClosed = false;
@@ -131,13 +138,15 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
     headers.push('authorization', ctx.upstream.authorizationPlaceholder);
+    this.bodyLeft = declaredLength(headers);
+    if (this.bodyLeft === 0) this.requestBody.end();
     // Dispatched once the rest of this IPC read is handled: a small request's
-    // body and end usually come in it, and a complete body sent with a
-    // Content-Length leaves with the head in one write. Otherwise (a body
-    // still arriving, or chunked, whose framing must stay as sent) it streams.
+    // body usually comes in it, and a body complete by its Content-Length
+    // leaves with the head in one write. Otherwise (a body still arriving, or
+    // chunked, whose framing must stay as sent) it streams.
     queueMicrotask(() => {
       if (this.responseClosed) return; // cancelled meanwhile: nothing was sent
-      const whole = hasContentLength(headers) ? this.requestBody.whole() : null;
+      const whole = this.bodyLeft === 0 ? this.requestBody.whole() : null;
       // undici accepts any async iterable as a body; its types list only Readable.
       const body = whole ?? (this.requestBody as unknown as Dispatcher.DispatchOptions['body']);
       ctx.upstream.pool.dispatch({ path: ctx.upstream.path, method: 'POST', headers, body }, this);
@@ -147,9 +156,15 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   onRequestData(payload: Buffer): void {
     this.requestCredit.received(payload.length);
     if (this.requestClosed) throw new ProtocolError(`REQUEST_DATA after REQUEST_END on stream ${this.id}`);
+    if (this.bodyLeft !== null && (this.bodyLeft -= payload.length) < 0) {
+      throw new ProtocolError(`REQUEST_DATA beyond Content-Length on stream ${this.id}`);
+    }
     this.detector?.pushBody(payload);
     if (this.responseClosed) return; // the upstream has answered; the rest is not needed
     this.requestBody.push(payload);
+    // Complete at its Content-Length, though REQUEST_END may come in a later read: undici
+    // drops the connection when a response ends while it is still writing the request.
+    if (this.bodyLeft === 0) this.requestBody.end();
   }
 
   onRequestEnd(): void {
