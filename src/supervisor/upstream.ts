@@ -48,10 +48,14 @@ export class Upstream {
     this.splicer = splicer;
     this.authorizationPlaceholder = splicer.placeholder;
     // headersTimeout: to the first byte; bodyTimeout: between chunks, so a long
-    // healthy stream is never cut, only one that goes silent.
+    // healthy stream is never cut, only one that goes silent. keepAliveTimeout:
+    // how long an idle connection is kept when the upstream does not say (as
+    // the original's client does; undici's own 4 s is shorter than an agent's
+    // pause between turns, and each new connection is a TLS handshake).
     this.pool = new Pool(url.origin, {
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
+      keepAliveTimeout: 90_000,
       connect: splicer.connector({ timeout: Math.min(timeoutMs, 30_000) }),
     });
   }
