@@ -23,6 +23,7 @@ const MODES: Array<[string, string, string[]?]> = [
   ['data-unopened', 'frame for stream 7, which was never opened'],
   ['reuse-stream', 'OPEN reuses stream id 1'],
   ['window-overrun', 'stream 1 sent 262145 bytes beyond its 262144-byte window'],
+  ['beyond-content-length', 'REQUEST_DATA beyond Content-Length on stream 1'],
   ['truncated-head', 'truncated header list'],
   ['shutdown', 'SHUTDOWN without --http-shutdown'],
   ['ws-open-without-flag', 'WS_OPEN without --websocket'],
