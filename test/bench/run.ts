@@ -649,7 +649,9 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
     for (const pass of passes) {
       if (!pass.perf && !pass.cpuProf) continue;
       progress(opts, `profile: ${name}${pass.cpuProf ? ' (--cpu-prof)' : ' (perf)'}`);
-      const nodeFlags = pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : ['--perf-basic-prof-only-functions'];
+      // Newer V8s also open their log file with --perf-basic-prof: into profDir, not the current directory.
+      const perfFlags = ['--perf-basic-prof-only-functions', '--no-logfile-per-isolate', `--logfile=${join(profDir, 'supervisor-v8.log')}`];
+      const nodeFlags = pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : perfFlags;
       const t = await startTarget(name, opts, mock, mockUrl, key, nodeFlags);
       const c = opts.profileConcurrency;
       let load: LoadResult;
