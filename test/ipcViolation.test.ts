@@ -35,6 +35,7 @@ const AFTER_READY: Mode[] = [
   ['data-unopened', 'frame for stream 7, which was never opened'],
   ['reuse-stream', 'OPEN reuses stream id 1'],
   ['window-overrun', 'stream 1 sent 262145 bytes beyond its 262144-byte window'],
+  ['beyond-content-length', 'REQUEST_DATA beyond Content-Length on stream 1'],
   ['truncated-head', 'truncated header list'],
   ['ready-twice', 'READY sent twice'],
   ['startup-failed-after-ready', 'STARTUP_FAILED after READY'],

@@ -42,10 +42,14 @@ export class Upstream {
     this.splicer = splicer;
     this.authorizationPlaceholder = splicer.placeholder;
     // headersTimeout: to the first byte; bodyTimeout: between chunks, so a long
-    // healthy stream is never cut, only one that goes silent.
+    // healthy stream is never cut, only one that goes silent. keepAliveTimeout:
+    // how long an idle connection is kept when the upstream does not say (as
+    // the original's client does; undici's own 4 s is shorter than an agent's
+    // pause between turns, and each new connection is a TLS handshake).
     this.pool = new Pool(url.origin, {
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
+      keepAliveTimeout: 90_000,
       connect: splicer.connector({ timeout: Math.min(timeoutMs, 30_000) }),
     });
   }
@@ -57,9 +61,14 @@ export class Upstream {
 
 const CANCELLED = new Error('request cancelled');
 
-function hasContentLength(headers: HeaderList): boolean {
-  for (let i = 0; i < headers.length; i += 2) if ((headers[i] as string).toLowerCase() === 'content-length') return true;
-  return false;
+/** The request's Content-Length, or null (chunked: the body ends with REQUEST_END). */
+function declaredLength(headers: HeaderList): number | null {
+  for (let i = 0; i < headers.length; i += 2) {
+    if ((headers[i] as string).toLowerCase() !== 'content-length') continue;
+    const value = headers[i + 1] as string;
+    return /^\d{1,15}$/.test(value) ? Number(value) : null;
+  }
+  return null;
 }
 
 /**
@@ -73,6 +82,8 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
   private readonly requestCredit: CreditReceiver;
   /** undici's handle on the request, once it is on a connection. */
   private controller: Dispatcher.DispatchController | null = null;
+  /** Body bytes still to come by the Content-Length; null when chunked. */
+  private bodyLeft: number | null;
 
   constructor(id: number, clientHeaders: HeaderList, ctx: StreamContext) {
     super(id, clientHeaders, ctx);
@@ -82,13 +93,15 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
     });
     const headers = upstreamRequestHeaders(clientHeaders, ctx.upstream.host);
     headers.push('authorization', ctx.upstream.authorizationPlaceholder);
+    this.bodyLeft = declaredLength(headers);
+    if (this.bodyLeft === 0) this.requestBody.end();
     // Dispatched once the rest of this IPC read is handled: a small request's
-    // body and end usually come in it, and a complete body sent with a
-    // Content-Length leaves with the head in one write. Otherwise (a body
-    // still arriving, or chunked, whose framing must stay as sent) it streams.
+    // body usually comes in it, and a body complete by its Content-Length
+    // leaves with the head in one write. Otherwise (a body still arriving, or
+    // chunked, whose framing must stay as sent) it streams.
     queueMicrotask(() => {
       if (this.responseClosed) return; // cancelled meanwhile: nothing was sent
-      const whole = hasContentLength(headers) ? this.requestBody.whole() : null;
+      const whole = this.bodyLeft === 0 ? this.requestBody.whole() : null;
       // undici accepts any async iterable as a body; its types list only Readable.
       const body = whole ?? (this.requestBody as unknown as Dispatcher.DispatchOptions['body']);
       ctx.upstream.pool.dispatch({ path: ctx.upstream.path, method: 'POST', headers, body }, this);
@@ -98,9 +111,15 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
   onRequestData(payload: Buffer): void {
     this.requestCredit.received(payload.length);
     if (this.requestClosed) throw new ProtocolError(`REQUEST_DATA after REQUEST_END on stream ${this.id}`);
+    if (this.bodyLeft !== null && (this.bodyLeft -= payload.length) < 0) {
+      throw new ProtocolError(`REQUEST_DATA beyond Content-Length on stream ${this.id}`);
+    }
     this.scanRequest(payload);
     if (this.responseClosed) return; // the upstream has answered; the rest is not needed
     this.requestBody.push(payload);
+    // Complete at its Content-Length, though REQUEST_END may come in a later read: undici
+    // drops the connection when a response ends while it is still writing the request.
+    if (this.bodyLeft === 0) this.requestBody.end();
   }
 
   onRequestEnd(): void {

@@ -68,6 +68,8 @@ export function sleep(ms: number): Promise<void> {
 
 export interface MockStats {
   readonly requests: number;
+  /** TCP connections the mock accepted so far. */
+  readonly connections: number;
   readonly authMismatches: number;
   /** The first few wrong Authorization values seen (truncated), for the report. */
   readonly mismatchSamples: readonly string[];

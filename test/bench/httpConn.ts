@@ -20,6 +20,8 @@ export interface ExchangeResult {
   readonly status: number;
   readonly bodyBytes: number;
   readonly startUs: number;
+  /** The response's first byte (its head), and its body's first byte. */
+  readonly responseStartUs: number | null;
   readonly firstByteUs: number | null;
   readonly endUs: number;
   /** No response byte at all arrived. */
@@ -53,7 +55,7 @@ export class HttpConn {
   private keepAlive = true;
   private startUs = 0;
   private firstByteUs: number | null = null;
-  private sawBytes = false;
+  private responseStartUs: number | null = null;
   private exchange: Exchange | null = null;
   private pending: Buffer | null = null;
   private timer: NodeJS.Timeout | null = null;
@@ -75,7 +77,7 @@ export class HttpConn {
     this.bodyBytes = 0;
     this.head = null;
     this.firstByteUs = null;
-    this.sawBytes = false;
+    this.responseStartUs = null;
     this.keepAlive = true;
     this.state = State.Head;
     this.startUs = nowUs();
@@ -151,9 +153,10 @@ export class HttpConn {
       status: this.status,
       bodyBytes: this.bodyBytes,
       startUs: this.startUs,
+      responseStartUs: this.responseStartUs,
       firstByteUs: this.firstByteUs,
       endUs: nowUs(),
-      unserved: !this.sawBytes,
+      unserved: this.responseStartUs === null,
     });
   }
 
@@ -177,7 +180,7 @@ export class HttpConn {
 
   private onData(data: Buffer): void {
     if (this.exchange === null) return; // bytes outside an exchange: ignored (the next one fails on them)
-    this.sawBytes = true;
+    this.responseStartUs ??= nowUs();
     let off = 0;
     while (off < data.length && this.exchange !== null) {
       switch (this.state) {

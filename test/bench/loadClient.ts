@@ -48,6 +48,9 @@ export interface StreamsResult extends Failures {
   /** Body bytes of successful streams / wall time. */
   readonly mbps: number;
   readonly perStreamMbpsMedian: number;
+  /** Request sent -> the response's first byte (its head). */
+  readonly headP50Us: number;
+  /** Request sent -> the first body byte. */
   readonly ttfbP50Us: number;
   readonly ttfbMaxUs: number;
 }
@@ -155,6 +158,7 @@ async function streams(p: StreamsParams): Promise<StreamsResult> {
   const expect = expectedLength(p.spec);
   const f = newFailures();
   const ttfb: number[] = [];
+  const heads: number[] = [];
   const perStream: number[] = [];
   let totalBytes = 0;
   let ok = 0;
@@ -173,6 +177,7 @@ async function streams(p: StreamsParams): Promise<StreamsResult> {
       ok++;
       totalBytes += r.bodyBytes;
       if (r.firstByteUs !== null) ttfb.push(r.firstByteUs - r.startUs);
+      if (r.responseStartUs !== null) heads.push(r.responseStartUs - r.startUs);
       perStream.push(r.bodyBytes / (r.endUs - r.startUs)); // bytes/µs = MB/s
     }
     conn.destroy();
@@ -180,6 +185,7 @@ async function streams(p: StreamsParams): Promise<StreamsResult> {
   await Promise.all(Array.from({ length: Math.min(p.concurrency, p.count) }, worker));
   const wallUs = nowUs() - start;
   ttfb.sort((a, b) => a - b);
+  heads.sort((a, b) => a - b);
   perStream.sort((a, b) => a - b);
   return {
     ...f,
@@ -188,6 +194,7 @@ async function streams(p: StreamsParams): Promise<StreamsResult> {
     totalBytes,
     mbps: totalBytes / wallUs,
     perStreamMbpsMedian: percentile(perStream, 50),
+    headP50Us: percentile(heads, 50),
     ttfbP50Us: percentile(ttfb, 50),
     ttfbMaxUs: ttfb.length > 0 ? (ttfb[ttfb.length - 1] as number) : NaN,
   };

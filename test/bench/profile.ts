@@ -1,14 +1,16 @@
-// `--profile DIR`: where the CPU goes under the concurrency-64 small-request
-// load, for every process involved. Each process is sampled with `perf record
-// -g` (native frames: V8 builtins, libuv, libc, the kernel; JIT-compiled
-// JavaScript shows as bare addresses, and the original is a stripped binary,
-// so only its shared objects and the kernel have names). Our supervisor also
-// runs under `node --cpu-prof`, which names the JavaScript functions. The
-// worker is spawned by the supervisor with a fixed command line and an empty
-// environment, so perf is its only view.
+// `--profile DIR`: where the CPU goes under the small-request load (c=1 by
+// default), for every process involved. Each process is sampled with `perf
+// record -g` (native frames: V8 builtins, libuv, libc, the kernel; the original
+// is a stripped binary, so only its shared objects and the kernel have names).
+// Our supervisor runs with --perf-basic-prof-only-functions, so its JavaScript
+// has names too, and each of its samples is charged to the nearest JavaScript
+// frame on its stack (byOwner: undici, pino, our files, node internals), the
+// natives and system calls it made included. It also runs once under `node
+// --cpu-prof`. The worker is spawned by the supervisor with a fixed command
+// line and an empty environment, so its JavaScript stays unnamed here.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { sleep } from './common.js';
 import { processTree } from './procTree.js';
@@ -57,6 +59,59 @@ const INCLUSIVE: readonly [string, RegExp][] = [
   ['GC mark-compact', /\[\.\] v8::internal::MarkCompactCollector::CollectGarbage\(\)$/],
   ['GC concurrent marking', /\[\.\] v8::internal::ConcurrentMarking::RunMajor/],
 ];
+
+/** Where a JavaScript frame's code comes from, by its script (perf map names: `JS:*fn file:line:col`). */
+function ownerOf(frame: string): string | null {
+  if (frame.includes('wasm-function')) return 'undici (llhttp, WebAssembly)';
+  const m = /JS:[*^~+]?\S* (\S+?)(?::\d+:\d+)?$/.exec(frame);
+  if (m === null) return null;
+  const path = m[1] as string;
+  if (path.includes('/node_modules/undici/')) return 'undici';
+  if (/\/node_modules\/(pino|@pinojs|sonic-boom)/.test(path)) return 'pino';
+  if (path.includes('/node_modules/sodium-native/')) return 'sodium-native';
+  const ours = /\/dist\/(src\/.*)$/.exec(path);
+  if (ours !== null) return ours[1] as string;
+  if (path.startsWith('node:')) return path;
+  return 'other JavaScript';
+}
+
+/**
+ * Every sample charged to the nearest JavaScript frame on its stack (so a
+ * system call counts for the code that made it); samples without one are the
+ * event loop, GC or V8's compiler threads. Percentages of all samples.
+ */
+export function perfByOwner(file: string, n = 14): string[] {
+  const r = spawnSync('perf', ['script', '-i', file, '-F', 'ip,sym'], { encoding: 'utf8', timeout: 120_000, maxBuffer: 512 * 1024 * 1024 });
+  const counts = new Map<string, number>();
+  let total = 0;
+  for (const sample of (r.stdout ?? '').split('\n\n')) {
+    const frames = sample.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+    if (frames.length === 0) continue;
+    total++;
+    let owner: string | null = null;
+    for (const f of frames) if ((owner = ownerOf(f)) !== null) break;
+    if (owner === null) {
+      const stack = frames.join(' ');
+      owner = /OptimizingCompileDispatcher|Compile(Job|Task)/.test(stack)
+        ? 'V8 compiler threads'
+        : /Heap::|Scavenge|MarkCompact|ConcurrentMarking/.test(stack)
+          ? 'GC'
+          : /uv__io_poll|uv_run/.test(stack)
+            ? 'event loop, no JavaScript on the stack'
+            : 'other native';
+    }
+    counts.set(owner, (counts.get(owner) ?? 0) + 1);
+  }
+  return [...counts]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([owner, c]) => `${((100 * c) / Math.max(1, total)).toFixed(1).padStart(5)}%  ${owner}`);
+}
+
+/** The perf map files V8 wrote for these processes (--perf-basic-prof): removed once perf has read them. */
+export function removePerfMaps(pids: readonly number[]): void {
+  for (const pid of pids) rmSync(`/tmp/perf-${pid}.map`, { force: true });
+}
 
 /**
  * perf report: the top `n` lines of self time by (shared object, symbol), by

@@ -1,4 +1,36 @@
-// Formatting of the benchmark's table: medians over rounds and per-round ratios.
+// The benchmark's results by round, and their formatting: medians over
+// rounds and per-round ratios.
+
+import type { TargetName } from './targets.js';
+
+/** One target's figures in one round, by metric key (null: not measured). */
+export type Values = Record<string, number | null>;
+
+export interface TestFailures {
+  test: string;
+  failed: number;
+  timeouts: number;
+  unserved: number;
+  byKind: Record<string, number>;
+}
+
+export interface RoundResult {
+  round: number;
+  order: TargetName[];
+  values: Record<string, Values>;
+  failures: Record<string, TestFailures[]>;
+  notes: Record<string, string[]>;
+}
+
+/** One figure of a target per round (NaN where not measured). */
+export function valuesOf(rounds: readonly RoundResult[], target: TargetName, key: string): number[] {
+  return rounds.map((r) => r.values[target]?.[key] ?? NaN).map((x) => (x === null ? NaN : x));
+}
+
+/** a/b per round. */
+export function ratios(rounds: readonly RoundResult[], a: TargetName, b: TargetName, key: string): number[] {
+  return rounds.map((r) => ratio(r.values[a]?.[key], r.values[b]?.[key]));
+}
 
 export function median(values: readonly number[]): number {
   const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);

@@ -1,15 +1,20 @@
 // `npm run bench`: the benchmark (figures, not assertions).
 //
 // Starts the mock upstream (upstream.ts) and the load client (loadClient.ts),
-// each in its own process, then for every round starts `ours` and `original`
-// afresh and runs each test against `direct`, `ours` and `original` in turn
+// each in its own process, then for every round starts `ours`, `original` and
+// `floor` afresh and runs each test against `direct` and each of them in turn
 // (the order rotates per round). Prints medians and per-round ratios, the
-// issue-7 targets met or missed, the issue-8 splice micro-benchmark and the
-// issue-9 conversation over WebSocket vs HTTP (conversation.ts).
+// issue-20 targets met or missed (checks.ts) and the issue-9 conversation over
+// WebSocket vs HTTP (conversation.ts); the retired issue-8 splice
+// micro-benchmark runs only with --splice.
 //
 //   node dist/test/bench/run.js [--rounds N] [--quick] [--json]
-//        [--targets direct,ours,original,floor] [--ours-args "--log-level warn"]
-//        [--no-splice]
+//        [--node PATH] [--targets direct,ours,original,floor]
+//        [--ours-args "--log-level warn"] [--splice] [--profile DIR [--profile-c N]]
+//
+// --node PATH runs ours and the floor under that node binary (each from its
+// own copy); the harness, the mock upstream and the load client stay on the
+// node that runs this file.
 
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
@@ -18,12 +23,13 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nowUs, sleep, specHeaders, type FromMock, type MockStats, type StreamSpec, type StreamTimes } from './common.js';
 import type { DisconnectResult, Failures, LoadResult, SlowResult, StreamsResult, Task } from './loadClient.js';
-import { RssSampler, treeCpuSeconds, treeRssBytes, cpuSeconds } from './procTree.js';
-import { fmt, median, ratio, table } from './report.js';
-import { cpuProfileSummary, perfAvailable, perfSummary, startPerf, stopPerf } from './profile.js';
+import { MemorySampler, memorySums, processTree, treeCpuSeconds, treeMemory, treeRssBytes, cpuSeconds } from './procTree.js';
+import { fmt, median, ratios, table, valuesOf, type RoundResult, type TestFailures, type Values } from './report.js';
+import { checkTargets, printChecks, type TargetCheck } from './checks.js';
+import { cpuProfileSummary, perfAvailable, perfByOwner, perfSummary, removePerfMaps, startPerf, stopPerf } from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
 import { TURNS, runConversations, type ConversationResult } from './conversation.js';
-import { direct, killTree, originalCommand, oursCommandLine, startFloor, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
+import { NodeCopies, direct, killTree, originalCommand, oursCommandLine, startFloor, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
 
 // ------------------------------------------------------------------ options
 
@@ -36,10 +42,14 @@ interface Options {
   splice: boolean;
   /** Directory for the CPU-profile phase (--profile DIR), or null. */
   profile: string | null;
+  /** Concurrency of the profile phase's small requests. */
+  profileConcurrency: number;
+  /** --node: the node binary for ours and the floor (default: the one running this). */
+  node: string;
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { rounds: 3, quick: false, json: false, targets: ['direct', 'ours', 'original', 'floor'], oursArgs: [], splice: true, profile: null };
+  const o: Options = { rounds: 3, quick: false, json: false, targets: ['direct', 'ours', 'original', 'floor'], oursArgs: [], splice: false, profile: null, profileConcurrency: 1, node: process.execPath };
   let roundsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -50,7 +60,13 @@ function parseArgs(argv: readonly string[]): Options {
     };
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = true;
-    else if (a === '--no-splice') o.splice = false;
+    else if (a === '--splice') o.splice = true;
+    else if (a === '--no-splice') o.splice = false; // the default since issue 20 retired it
+    else if (a === '--node') o.node = value();
+    else if (a === '--profile-c') {
+      o.profileConcurrency = Number(value());
+      if (!Number.isInteger(o.profileConcurrency) || o.profileConcurrency < 1 || o.profileConcurrency > 256) throw new Error('--profile-c must be 1..256');
+    }
     else if (a === '--rounds') {
       o.rounds = Number(value());
       roundsGiven = true;
@@ -59,7 +75,7 @@ function parseArgs(argv: readonly string[]): Options {
     else if (a === '--targets') o.targets = value().split(',') as TargetName[];
     else if (a === '--ours-args') o.oursArgs = value().split(' ').filter((s) => s !== '');
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--no-splice] [--profile DIR]');
+      console.log('usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--node PATH] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--splice] [--profile DIR [--profile-c N]]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -91,6 +107,8 @@ function sizes(quick: boolean) {
     slowDelayMs: 500,
     slowEventSize: 64,
     slowLiveMarginMs: 250,
+    /** How long after the slow-stream burst memory is measured again. */
+    burstSettleMs: 10_000,
     readers: 20,
     readerBytes: quick ? 4 * MB : 25 * MB,
     disconnectN: 3,
@@ -202,22 +220,6 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 
 // ------------------------------------------------------------------ results
 
-type Values = Record<string, number | null>;
-interface TestFailures {
-  test: string;
-  failed: number;
-  timeouts: number;
-  unserved: number;
-  byKind: Record<string, number>;
-}
-interface RoundResult {
-  round: number;
-  order: TargetName[];
-  values: Record<string, Values>;
-  failures: Record<string, TestFailures[]>;
-  notes: Record<string, string[]>;
-}
-
 function addFailures(list: TestFailures[], test: string, f: Failures): void {
   list.push({ test, failed: f.failed, timeouts: f.timeouts, unserved: f.unserved, byKind: f.byKind });
 }
@@ -229,16 +231,37 @@ interface Ctx {
   readonly mock: Mock;
   readonly s: ReturnType<typeof sizes>;
   readonly round: number;
+  /** When each target's slow-stream burst ended (Date.now()). */
+  readonly burstEndedAt: Map<TargetName, number>;
+}
+
+/** Tree RSS and PSS now, and the root's and its descendants' shares ('' prefix: idle). */
+function recordMemory(t: Target, v: Values, prefix: string): void {
+  if (t.pid === null) return;
+  const procs = treeMemory(t.pid);
+  const [root, ...children] = procs;
+  const sum = memorySums(procs);
+  const kids = memorySums(children);
+  const mb = (x: number | null | undefined): number | null => (x === null || x === undefined ? null : x / MB);
+  v[`${prefix}RssMb`] = mb(sum.rss);
+  v[`${prefix}PssMb`] = mb(sum.pss);
+  v[`${prefix}RootRssMb`] = mb(root?.rss);
+  v[`${prefix}RootPssMb`] = mb(root?.pss);
+  v[`${prefix}ChildRssMb`] = children.length === 0 ? null : mb(kids.rss);
+  v[`${prefix}ChildPssMb`] = children.length === 0 ? null : mb(kids.pss);
 }
 
 async function measureIdle(t: Target, v: Values): Promise<void> {
-  if (t.pid === null) {
-    v.idleRssMb = null;
-    return;
-  }
-  const sampler = new RssSampler(t.pid);
   await sleep(1000);
-  v.idleRssMb = sampler.stop().peak / MB;
+  recordMemory(t, v, 'idle');
+}
+
+/** Memory once the slow-stream burst is burstSettleMs behind (the other targets' tests ran meanwhile). */
+async function afterBurst(ctx: Ctx, t: Target, v: Values): Promise<void> {
+  const ended = ctx.burstEndedAt.get(t.name);
+  if (t.pid === null || ended === undefined) return;
+  await sleep(Math.max(0, ended + ctx.s.burstSettleMs - Date.now()));
+  recordMemory(t, v, 'burst');
 }
 
 async function smallLoad(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Promise<void> {
@@ -250,18 +273,19 @@ async function smallLoad(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Pro
     const count = c === 1 ? s.c1Count : s.cNCount;
     const cpu0 = t.pid === null ? 0 : treeCpuSeconds(t.pid);
     const mockCpu0 = cpuSeconds(ctx.mock.child.pid as number);
+    const mock0 = await ctx.mock.stats();
     const r = await client.run<LoadResult>({ kind: 'load', params: { ...base, concurrency: c, count } }, s.smallMaxMs + 10_000);
     const cpu1 = t.pid === null ? 0 : treeCpuSeconds(t.pid);
     const mockCpu1 = cpuSeconds(ctx.mock.child.pid as number);
+    const mock1 = await ctx.mock.stats();
     addFailures(f, `small c=${c}`, r);
     v[`c${c}Rps`] = r.rps;
     v[`c${c}P50Ms`] = r.p50Us / 1000;
     v[`c${c}P99Ms`] = r.p99Us / 1000;
-    if (c === 64) {
-      v.cpuPer10k = t.pid === null ? null : ((cpu1 - cpu0) / Math.max(1, r.ok)) * 10_000;
-      v.mockCpuPer10k = ((mockCpu1 - mockCpu0) / Math.max(1, r.ok)) * 10_000;
-      v.c64Connections = r.connections;
-    }
+    v[`c${c}Cpu10k`] = t.pid === null ? null : ((cpu1 - cpu0) / Math.max(1, r.ok)) * 10_000;
+    // Counted where they arrive: a proxy that keeps its upstream connections opens few.
+    v[`c${c}UpConnPer1k`] = ((mock1.connections - mock0.connections) / Math.max(1, mock1.requests - mock0.requests)) * 1000;
+    if (c === 64) v.mockCpuPer10k = ((mockCpu1 - mockCpu0) / Math.max(1, r.ok)) * 10_000;
   }
 }
 
@@ -271,6 +295,7 @@ async function ttfb(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Promise<
   await client.run<StreamsResult>({ kind: 'streams', params: { ...p, count: 2 } }, 40_000); // warm the connection
   const r = await client.run<StreamsResult>({ kind: 'streams', params: { ...p, count: s.ttfbStreams } }, 40_000);
   addFailures(f, 'ttfb', r);
+  v.headMs = r.headP50Us / 1000;
   v.ttfbMs = r.ttfbP50Us / 1000;
 }
 
@@ -300,7 +325,7 @@ async function largeStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): 
 
 async function slowStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Promise<void> {
   const { client, s } = ctx;
-  const sampler = t.pid === null ? null : new RssSampler(t.pid);
+  const sampler = t.pid === null ? null : new MemorySampler(t.pid);
   const r = await client.run<SlowResult>(
     {
       kind: 'slow',
@@ -317,9 +342,11 @@ async function slowStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): P
     },
     60_000,
   );
-  const rss = sampler?.stop();
+  const mem = sampler?.stop();
+  ctx.burstEndedAt.set(t.name, Date.now());
   addFailures(f, `${s.slowN} slow streams`, r);
-  v.slowPeakRssMb = rss === undefined ? null : rss.peak / MB;
+  v.slowPeakRssMb = mem === undefined ? null : mem.peak / MB;
+  v.slowPeakPssMb = mem === undefined || mem.pssPeak === null ? null : mem.pssPeak / MB;
   v.slowOk = r.ok;
   v.slowMinLiveEvents = r.minLiveEvents;
   v.slowNoProgress = r.fewerThan2Live;
@@ -424,6 +451,13 @@ const ROWS: MetricRow[] = [
   { key: 'c1Rps', label: 'small req/s, c=1', higherBetter: true },
   { key: 'c16Rps', label: 'small req/s, c=16', higherBetter: true },
   { key: 'c64Rps', label: 'small req/s, c=64', higherBetter: true },
+  { key: 'c1Cpu10k', label: 'proxy CPU s per 10k req, c=1', higherBetter: false, digits: 3 },
+  { key: 'c16Cpu10k', label: 'proxy CPU s per 10k req, c=16', higherBetter: false, digits: 3 },
+  { key: 'c64Cpu10k', label: 'proxy CPU s per 10k req, c=64', higherBetter: false, digits: 3 },
+  { key: 'mockCpuPer10k', label: 'mock upstream CPU s per 10k req, c=64', higherBetter: false, digits: 3 },
+  { key: 'c1UpConnPer1k', label: 'upstream connections per 1k req, c=1', higherBetter: false, digits: 2, noRatio: true },
+  { key: 'c16UpConnPer1k', label: 'upstream connections per 1k req, c=16', higherBetter: false, digits: 2, noRatio: true },
+  { key: 'c64UpConnPer1k', label: 'upstream connections per 1k req, c=64', higherBetter: false, digits: 2, noRatio: true },
   { key: 'c1P50Ms', label: 'latency p50 ms, c=1', higherBetter: false, digits: 3 },
   { key: 'c1P99Ms', label: 'latency p99 ms, c=1', higherBetter: false, digits: 3 },
   { key: 'c16P50Ms', label: 'latency p50 ms, c=16', higherBetter: false, digits: 3 },
@@ -436,16 +470,26 @@ const ROWS: MetricRow[] = [
   { key: 'add_c16P99Ms', label: '  added p99 ms vs direct, c=16', higherBetter: false, digits: 3 },
   { key: 'add_c64P50Ms', label: '  added p50 ms vs direct, c=64', higherBetter: false, digits: 3 },
   { key: 'add_c64P99Ms', label: '  added p99 ms vs direct, c=64', higherBetter: false, digits: 3 },
-  { key: 'cpuPer10k', label: 'proxy CPU s per 10k req, c=64', higherBetter: false, digits: 3 },
-  { key: 'mockCpuPer10k', label: 'mock upstream CPU s per 10k req', higherBetter: false, digits: 3 },
-  { key: 'ttfbMs', label: 'time to first SSE byte ms', higherBetter: false, digits: 3 },
+  { key: 'headMs', label: 'time to response head ms (SSE, p50)', higherBetter: false, digits: 3 },
+  { key: 'add_headMs', label: '  added vs direct ms', higherBetter: false, digits: 3 },
+  { key: 'ttfbMs', label: 'time to first SSE event ms (p50)', higherBetter: false, digits: 3 },
   { key: 'add_ttfbMs', label: '  added vs direct ms', higherBetter: false, digits: 3 },
   { key: 'oneStreamMBps', label: 'MB/s, one 50 MiB stream', higherBetter: true },
   { key: 'multiMBps', label: 'MB/s, 32 concurrent streams', higherBetter: true },
   { key: 'multiCpuPerGb', label: '  proxy CPU s per GB, 32 streams', higherBetter: false, digits: 2 },
-  { key: 'idleRssMb', label: 'tree RSS MiB, idle (peak)', higherBetter: false },
+  { key: 'idlePssMb', label: 'tree PSS MiB, idle', higherBetter: false },
+  { key: 'idleRootPssMb', label: '  root process (supervisor, floor back, original)', higherBetter: false },
+  { key: 'idleChildPssMb', label: '  its children (worker, floor front)', higherBetter: false },
+  { key: 'idleRssMb', label: 'tree RSS MiB, idle (shared pages once per process)', higherBetter: false },
+  { key: 'idleRootRssMb', label: '  root process', higherBetter: false },
+  { key: 'idleChildRssMb', label: '  its children', higherBetter: false },
+  { key: 'slowPeakPssMb', label: 'tree PSS MiB, slow streams (peak)', higherBetter: false },
   { key: 'slowPeakRssMb', label: 'tree RSS MiB, slow streams (peak)', higherBetter: false },
-  { key: 'slowOk', label: '  slow streams completed', higherBetter: true, digits: 0, noRatio: true },
+  { key: 'burstPssMb', label: 'tree PSS MiB, 10 s after the slow streams', higherBetter: false },
+  { key: 'burstRootPssMb', label: '  root process', higherBetter: false },
+  { key: 'burstChildPssMb', label: '  its children', higherBetter: false },
+  { key: 'burstRssMb', label: 'tree RSS MiB, 10 s after the slow streams', higherBetter: false },
+  { key: 'slowOk', label: 'slow streams completed', higherBetter: true, digits: 0, noRatio: true },
   { key: 'slowMinLiveEvents', label: '  min live events per stream (of 8)', higherBetter: true, digits: 0, noRatio: true },
   { key: 'slowNoProgress', label: '  streams with < 2 live events', higherBetter: false, digits: 0, noRatio: true },
   { key: 'slowAllFirstByteMs', label: '  ms until every stream had a byte', higherBetter: false },
@@ -470,16 +514,16 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
       result.values[name] = {};
       result.failures[name] = [];
       result.notes[name] = [];
-      if (name === 'direct') targets.set(name, direct(ctx.mock.port, key));
-      else if (name === 'ours') targets.set(name, await startOurs(mockUrl, key, opts.oursArgs));
-      else if (name === 'floor') targets.set(name, await startFloor(ctx.mock.port, key));
-      else targets.set(name, await startOriginal(mockUrl, key));
+      targets.set(name, await startTarget(name, opts, ctx.mock, mockUrl, key));
     }
     await sleep(300);
     const tests: [string, (t: Target, v: Values, f: TestFailures[], n: string[]) => Promise<void>][] = [
       ['idle', (t, v) => measureIdle(t, v)],
-      ['slow streams', (t, v, f) => slowStreams(ctx, t, v, f)],
+      // Before the slow streams: their thousand upstream connections would stay
+      // pooled and hide how many the small requests open.
       ['small requests', (t, v, f) => smallLoad(ctx, t, v, f)],
+      ['slow streams', (t, v, f) => slowStreams(ctx, t, v, f)],
+      ['after the burst', (t, v) => afterBurst(ctx, t, v)],
       ['ttfb', (t, v, f) => ttfb(ctx, t, v, f)],
       ['large streams', (t, v, f) => largeStreams(ctx, t, v, f)],
       ['stalled reader', (t, v, f) => stalledReader(ctx, t, v, f)],
@@ -510,7 +554,7 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
   const d = result.values.direct as Values;
   for (const name of names) {
     const v = result.values[name] as Values;
-    for (const k of ['c1P50Ms', 'c1P99Ms', 'c16P50Ms', 'c16P99Ms', 'c64P50Ms', 'c64P99Ms', 'ttfbMs']) {
+    for (const k of ['c1P50Ms', 'c1P99Ms', 'c16P50Ms', 'c16P99Ms', 'c64P50Ms', 'c64P99Ms', 'headMs', 'ttfbMs']) {
       const a = v[k];
       const b = d[k];
       v[`add_${k}`] = a === null || a === undefined || b === null || b === undefined ? null : a - b;
@@ -523,64 +567,22 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
   return result;
 }
 
+/** Start one target afresh; ours and the floor from their copies of the chosen node. */
+function startTarget(name: TargetName, opts: Options, mock: Mock, mockUrl: string, key: string, nodeFlags: readonly string[] = []): Promise<Target> {
+  if (name === 'direct') return Promise.resolve(direct(mock.port, key));
+  if (name === 'ours') return startOurs(nodeCopies().pathFor('ours'), mockUrl, key, opts.oursArgs, nodeFlags);
+  if (name === 'floor') return startFloor(nodeCopies().pathFor('floor'), mock.port, key);
+  return startOriginal(mockUrl, key);
+}
+
+let copies: NodeCopies | null = null;
+function nodeCopies(): NodeCopies {
+  if (copies === null) throw new Error('no node binary chosen yet');
+  return copies;
+}
+
 function progress(opts: Options, msg: string): void {
   if (!opts.json) process.stderr.write(`  … ${msg}\n`);
-}
-
-function valuesOf(rounds: readonly RoundResult[], target: TargetName, key: string): number[] {
-  return rounds.map((r) => r.values[target]?.[key] ?? NaN).map((x) => (x === null ? NaN : x));
-}
-
-function ratios(rounds: readonly RoundResult[], a: TargetName, b: TargetName, key: string): number[] {
-  return rounds.map((r) => ratio(r.values[a]?.[key], r.values[b]?.[key]));
-}
-
-interface TargetCheck {
-  target: string;
-  met: boolean | null;
-  figure: string;
-}
-
-function checkTargets(rounds: readonly RoundResult[], haveOriginal: boolean, slowN: number): TargetCheck[] {
-  const med = (t: TargetName, k: string): number => median(valuesOf(rounds, t, k));
-  const rmed = (k: string): number => median(ratios(rounds, 'ours', 'original', k));
-  const per = (k: string): string => ratios(rounds, 'ours', 'original', k).map((x) => fmt(x, 2)).join(' ');
-  const out: TargetCheck[] = [];
-  // Where the floor was measured, its figure says how much of a miss is the two-process shape itself.
-  const floorOf = (k: string): string => {
-    const f = median(ratios(rounds, 'floor', 'original', k));
-    return Number.isFinite(f) ? `; floor ${fmt(med('floor', k))} (${fmt(f, 2)}× original: two Node processes relaying bytes, no proxy logic)` : '';
-  };
-  const vsOrig = (label: string, k: string, ok: (r: number) => boolean): void => {
-    if (!haveOriginal) return void out.push({ target: label, met: null, figure: 'original not installed' });
-    const r = rmed(k);
-    out.push({ target: label, met: Number.isFinite(r) ? ok(r) : null, figure: `ours/original ${fmt(r, 2)}× (rounds: ${per(k)}); ours ${fmt(med('ours', k))}, original ${fmt(med('original', k))}${floorOf(k)}` });
-  };
-  vsOrig('small-request throughput c=16 ≥ 1.0× original', 'c16Rps', (r) => r >= 1);
-  vsOrig('small-request throughput c=64 ≥ 1.0× original', 'c64Rps', (r) => r >= 1);
-  vsOrig('CPU per request ≤ 1.0× original', 'cpuPer10k', (r) => r <= 1);
-  const add = valuesOf(rounds, 'ours', 'add_ttfbMs');
-  out.push({ target: 'added time to first SSE byte < 1 ms', met: add.every((x) => x < 1), figure: `ours +${add.map((x) => fmt(x, 3)).join(' / ')} ms per round; original +${valuesOf(rounds, 'original', 'add_ttfbMs').map((x) => fmt(x, 1)).join(' / ')} ms` });
-  const fails = valuesOf(rounds, 'ours', 'failures');
-  out.push({ target: 'zero unserved connections and zero timeouts, every round', met: fails.every((x) => x === 0), figure: `ours failed ${fails.join('/')} per round (timeouts ${valuesOf(rounds, 'ours', 'timeouts').join('/')}, unserved ${valuesOf(rounds, 'ours', 'unserved').join('/')}); original failed ${valuesOf(rounds, 'original', 'failures').join('/')}` });
-  vsOrig('one-stream MB/s ≥ 1.0× original', 'oneStreamMBps', (r) => r >= 1);
-  vsOrig('32-stream MB/s ≥ 1.0× original', 'multiMBps', (r) => r >= 1);
-  const noProgress = valuesOf(rounds, 'ours', 'slowNoProgress');
-  const slowOk = valuesOf(rounds, 'ours', 'slowOk');
-  out.push({ target: 'slow streams: all make progress', met: noProgress.every((x) => x === 0) && slowOk.every((x) => x === slowN), figure: `streams with < 2 live events (arrived ≥ 250 ms before their stream's end): ${noProgress.join('/')}; completed: ${slowOk.join('/')} of ${slowN}` });
-  vsOrig('slow streams: peak tree RSS ≤ 0.75× original', 'slowPeakRssMb', (r) => r <= 0.75);
-  const sr = valuesOf(rounds, 'ours', 'stallRatio');
-  out.push({
-    target: 'stalled reader costs the others < 10% (median of rounds)',
-    met: median(sr) >= 0.9,
-    figure: `with/without ${fmt(median(sr), 3)} (rounds: ${sr.map((x) => fmt(x, 3)).join(' / ')}; direct, for the noise: ${valuesOf(rounds, 'direct', 'stallRatio').map((x) => fmt(x, 3)).join(' / ')})`,
-  });
-  const pinned = valuesOf(rounds, 'ours', 'stallPinnedMb');
-  const growth = valuesOf(rounds, 'ours', 'stallGrowthMb');
-  out.push({ target: 'memory a stalled reader pins stays bounded', met: growth.every((x) => x < 4), figure: `pinned ${pinned.map((x) => fmt(x, 1)).join(' / ')} MiB, then ${growth.map((x) => fmt(x, 1)).join(' / ')} MiB more over 1.5 s` });
-  const dc = valuesOf(rounds, 'ours', 'disconnectCloseMs');
-  out.push({ target: 'upstream closed within 100 ms of client disconnect', met: dc.every((x) => x < 100), figure: `ours ${dc.map((x) => fmt(x, 1)).join(' / ')} ms; original ${valuesOf(rounds, 'original', 'disconnectCloseMs').map((x) => fmt(x, 0)).join(' / ')} ms` });
-  return out;
 }
 
 function spliceSummary(trials: readonly SpliceTrial[]) {
@@ -626,7 +628,13 @@ function processLabel(target: TargetName, isRoot: boolean): string {
   return isRoot ? 'supervisor' : 'worker';
 }
 
-/** --profile: c=64 small requests against ours, the original and the floor under perf (and --cpu-prof for our supervisor). */
+/**
+ * --profile: small requests (at --profile-c, default 1) against ours, the
+ * original and the floor under perf, and ours again with --cpu-prof for the
+ * supervisor (the worker is spawned with fixed flags, and Node 20 writes no
+ * --cpu-prof under the permission model: perf is its only view here). Also
+ * each process's CPU per request, from /proc.
+ */
 async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: string, key: string, s: ReturnType<typeof sizes>): Promise<string[]> {
   const dir = opts.profile as string;
   const out: string[] = [];
@@ -641,17 +649,17 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
     for (const pass of passes) {
       if (!pass.perf && !pass.cpuProf) continue;
       progress(opts, `profile: ${name}${pass.cpuProf ? ' (--cpu-prof)' : ' (perf)'}`);
-      const t =
-        name === 'ours'
-          ? await startOurs(mockUrl, key, opts.oursArgs, pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [])
-          : name === 'floor'
-            ? await startFloor(mock.port, key)
-            : await startOriginal(mockUrl, key);
+      // Newer V8s also open their log file with --perf-basic-prof: into profDir, not the current directory.
+      const perfFlags = ['--perf-basic-prof-only-functions', '--no-logfile-per-isolate', `--logfile=${join(profDir, 'supervisor-v8.log')}`];
+      const nodeFlags = pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : perfFlags;
+      const t = await startTarget(name, opts, mock, mockUrl, key, nodeFlags);
+      const c = opts.profileConcurrency;
       let load: LoadResult;
       let sessions: ReturnType<typeof startPerf>[] = [];
+      const cpu = new Map<number, number>();
       try {
-        const base = { port: t.port, headers: t.headers, timeoutMs: s.smallTimeoutMs, maxMs: 30_000, concurrency: 64 };
-        await client.run<LoadResult>({ kind: 'load', params: { ...base, count: 3000 } }, 40_000);
+        const base = { port: t.port, headers: t.headers, timeoutMs: s.smallTimeoutMs, maxMs: 60_000, concurrency: c };
+        await client.run<LoadResult>({ kind: 'load', params: { ...base, count: 3000 } }, 70_000);
         const root = t.pid as number;
         if (pass.perf) {
           sessions = [
@@ -660,19 +668,28 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
           ];
           await sleep(500); // let perf attach
         }
-        load = await client.run<LoadResult>({ kind: 'load', params: { ...base, count: s.profileRequests } }, 40_000);
+        for (const pid of processTree(root)) cpu.set(pid, cpuSeconds(pid));
+        load = await client.run<LoadResult>({ kind: 'load', params: { ...base, count: c === 1 ? s.c1Count : s.profileRequests } }, 70_000);
+        for (const [pid, before] of cpu) cpu.set(pid, cpuSeconds(pid) - before);
       } finally {
         for (const session of sessions) await stopPerf(session);
         await t.stop(); // our supervisor writes its .cpuprofile as it exits
       }
-      out.push(`${name}${pass.cpuProf ? ' under --cpu-prof' : ''}: ${load.ok} requests at c=64, ${fmt(load.rps)} req/s, ${load.failed} failed (files in ${profDir})`);
+      const perRequest = [...cpu].map(([pid, cs], i) => `${processLabel(name, i === 0)} ${fmt((cs / Math.max(1, load.ok)) * 1e6)} µs (pid ${pid})`);
+      out.push(`${name}${pass.cpuProf ? ' under --cpu-prof' : ''}: ${load.ok} requests at c=${c}, ${fmt(load.rps)} req/s, ${load.failed} failed (files in ${profDir})`);
+      out.push(`  CPU per request (/proc): ${perRequest.join(', ')}`);
       for (const session of sessions) {
         for (const c of session.children) {
           const sum = perfSummary(c.file);
           out.push(`  perf, ${c.label} (pid ${c.pid}, ${sum.samples} samples at 999 Hz) — self time by shared object: ${sum.byDso.join('; ')}`);
           out.push(`    inclusive: ${sum.inclusive.join('; ')}`);
           for (const l of sum.bySymbol) out.push(`      ${l}`);
+          if (name === 'ours' && c.label === 'supervisor') {
+            out.push('    by the nearest JavaScript frame (its system calls included):');
+            for (const l of perfByOwner(c.file)) out.push(`      ${l}`);
+          }
         }
+        removePerfMaps(session.children.map((c) => c.pid));
       }
       if (pass.cpuProf) {
         const cp = cpuProfileSummary(profDir);
@@ -730,6 +747,7 @@ async function stopAll(): Promise<void> {
     await sleep(50);
   }
   for (const child of [...started]) killTree(child, 'SIGKILL');
+  copies?.remove();
 }
 
 async function main(): Promise<void> {
@@ -740,6 +758,7 @@ async function main(): Promise<void> {
   const key = `sk-bench-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
   const oursArgs = ['--max-concurrent', '1024', '--shutdown-timeout', '1', ...opts.oursArgs];
   opts.oursArgs = oursArgs;
+  copies = new NodeCopies(opts.node);
   const started0 = Date.now();
   const machine0 = machineCpu();
   const mock = await Mock.start(`Bearer ${key}`);
@@ -748,7 +767,8 @@ async function main(): Promise<void> {
   if (!opts.json) {
     console.log(`responses-api-proxy benchmark — ${opts.quick ? 'QUICK (reduced) ' : ''}${opts.rounds} round(s); targets: ${opts.targets.join(', ')}`);
     console.log(`code: ${codeVersion()}`);
-    console.log(`machine: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), node ${process.version}, load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    console.log(`machine: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
+    console.log(`node: ours and the floor on ${copies.version} (${copies.source}, each from its own copy); harness, mock upstream and load client on ${process.version}`);
     console.log('note: mock upstream, load client and proxy share these cores; the load client is one lean Node process (raw keep-alive sockets, no pipelining).');
     console.log(`ours: ${oursCommandLine(mockUrl, oursArgs)}  (--max-concurrent 1024: the default 256 would answer 503 to the slow-stream test)`);
     const oc = originalCommand();
@@ -757,7 +777,7 @@ async function main(): Promise<void> {
   }
   const rounds: RoundResult[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
-    rounds.push(await runRound({ client, mock, s, round }, opts, mockUrl, key));
+    rounds.push(await runRound({ client, mock, s, round, burstEndedAt: new Map() }, opts, mockUrl, key));
   }
   let splice: ReturnType<typeof spliceSummary> | null = null;
   let spliceTrials: SpliceTrial[] = [];
@@ -769,11 +789,11 @@ async function main(): Promise<void> {
   let conversation: ConversationResult | null = null;
   if (opts.rounds > 0 && opts.targets.includes('ours')) {
     progress(opts, `${TURNS}-turn conversation, WebSocket vs HTTP`);
-    conversation = await runConversations(key, s.conversationRounds, (url) => startOurs(url, key, [...opts.oursArgs, '--websocket']));
+    conversation = await runConversations(key, s.conversationRounds, (url) => startOurs(nodeCopies().pathFor('ours'), url, key, [...opts.oursArgs, '--websocket']));
   }
   const profile = opts.profile === null ? [] : await profilePhase(opts, client, mock, mockUrl, key, s);
   const mockStats = await mock.stats();
-  const checks = checkTargets(rounds, opts.targets.includes('original'), s.slowN);
+  const checks = checkTargets(rounds, opts.targets, s.slowN);
   const elapsedS = (Date.now() - started0) / 1000;
   // Every process started here has exited (and been reaped) before the machine's CPU is read again.
   await stopAll();
@@ -782,24 +802,25 @@ async function main(): Promise<void> {
   if (opts.json) {
     const medians: Record<string, Record<string, number>> = {};
     for (const t of opts.targets) medians[t] = Object.fromEntries(ROWS.map((r) => [r.key, median(valuesOf(rounds, t, r.key))]));
-    const perRoundRatios: Record<string, Record<string, number[]>> = { 'ours/original': {}, 'ours/direct': {} };
+    const perRoundRatios: Record<string, Record<string, number[]>> = { 'ours/original': {}, 'ours/floor': {}, 'ours/direct': {} };
     for (const r of ROWS) {
-      (perRoundRatios['ours/original'] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', 'original', r.key);
-      (perRoundRatios['ours/direct'] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', 'direct', r.key);
+      for (const b of ['original', 'floor', 'direct'] as const) (perRoundRatios[`ours/${b}`] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', b, r.key);
     }
-    console.log(JSON.stringify({ code: codeVersion(), options: opts, sizes: s, machine: { cpus: cpus().length, node: process.version }, rounds, medians, perRoundRatios, targets: checks, splice: { ...splice, trials: spliceTrials }, conversation, profile, mock: mockStats, noise, elapsedS }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
+    const node = { proxy: copies.version, source: copies.source, harness: process.version };
+    console.log(JSON.stringify({ code: codeVersion(), options: opts, sizes: s, machine: { cpus: cpus().length, node }, rounds, medians, perRoundRatios, targets: checks, splice: { ...splice, trials: spliceTrials }, conversation, profile, mock: mockStats, noise, elapsedS }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
     return;
   }
 
   if (rounds.length > 0) printTables(opts, rounds, mockStats, splice, checks);
   if (conversation !== null) printConversation(conversation);
-  if (profile.length > 0) console.log(['', 'CPU profile under c=64 small-request load:', ...profile].join('\n'));
+  if (profile.length > 0) console.log(['', `CPU profile under c=${opts.profileConcurrency} small-request load:`, ...profile].join('\n'));
   console.log(`\n${elapsedS.toFixed(0)} s in all. ${noiseLine(noise, elapsedS)}`);
 }
 
 function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: MockStats, splice: ReturnType<typeof spliceSummary> | null, checks: readonly TargetCheck[]): void {
   const targets = opts.targets;
-  const header = ['metric (median of rounds)', ...targets, 'ours/original per round', 'ours/direct per round'];
+  const against = (['original', 'floor', 'direct'] as const).filter((b) => targets.includes(b));
+  const header = ['metric (median of rounds)', ...targets, ...against.map((b) => `ours/${b} per round`)];
   const rows = ROWS.map((r) => {
     const cells = targets.map((t) => fmt(median(valuesOf(rounds, t, r.key)), r.digits));
     const per = (b: TargetName): string => {
@@ -809,7 +830,7 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
       if (rs.every((x) => !Number.isFinite(x))) return '—';
       return `${fmt(median(rs), 2)} (${rs.map((x) => fmt(x, 2)).join(' ')})`;
     };
-    return [r.label, ...cells, per('original'), per('direct')];
+    return [r.label, ...cells, ...against.map(per)];
   });
   console.log(table(header, rows));
   console.log('');
@@ -842,8 +863,7 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
     console.log(`  splice/plain throughput ${fmt(splice.ratio, 3)} (per trial pair: ${splice.perTrial.map((x) => fmt(x, 3)).join(' ')}), CPU/req ${fmt(splice.cpuRatio, 3)} -> target ≥ 0.95: ${splice.ratio >= 0.95 ? 'MET' : 'MISSED'}`);
     console.log('');
   }
-  console.log('issue 7 targets (ours vs original, same run):');
-  for (const c of checks) console.log(`  [${c.met === null ? 'n/a ' : c.met ? 'MET ' : 'MISS'}] ${c.target}: ${c.figure}`);
+  printChecks(checks);
 }
 
 function printConversation(c: ConversationResult): void {

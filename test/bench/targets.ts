@@ -3,9 +3,15 @@
 // `direct` (the mock upstream itself, the client adding Authorization), or
 // `floor` (two Node processes relaying bytes in our shape: relayFloor.ts).
 // Proxies are started and stopped by pid.
+//
+// `ours` and `floor` run under a chosen node binary (--node), each from its
+// own copy of it (NodeCopies): processes mapping the same file share its pages,
+// and PSS would then credit part of the proxy's binary to the benchmark's own
+// node processes. Within one proxy the processes share their copy, as they do
+// when deployed.
 
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,6 +47,35 @@ export function originalCommand(): { file: string; args: string[]; native: boole
   const wrapper = join(REPO, 'node_modules/.bin/codex');
   if (existsSync(wrapper)) return { file: wrapper, args: ['responses-api-proxy'], native: false };
   return null;
+}
+
+/** Private copies of one node binary, one per proxy, in a directory removed at the end. */
+export class NodeCopies {
+  readonly source: string;
+  readonly version: string;
+  private readonly dir: string;
+
+  constructor(source: string) {
+    this.source = realpathSync(source);
+    this.version = execFileSync(this.source, ['--version'], { encoding: 'utf8', timeout: 10_000 }).trim();
+    this.dir = mkdtempSync(join(tmpdir(), 'rap-bench-node-'));
+    chmodSync(this.dir, 0o755); // our worker runs as nobody and must reach its binary
+  }
+
+  /** The copy for one proxy (made on first use). */
+  pathFor(name: TargetName): string {
+    const path = join(this.dir, name, 'node');
+    if (!existsSync(path)) {
+      mkdirSync(join(this.dir, name), { mode: 0o755 });
+      copyFileSync(this.source, path);
+      chmodSync(path, 0o755);
+    }
+    return path;
+  }
+
+  remove(): void {
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
 
 /** Every child started here, so an interrupted run can still stop them by pid. */
@@ -126,10 +161,13 @@ function startProxy(name: TargetName, file: string, args: string[], env: NodeJS.
   });
 }
 
-/** `nodeFlags` go to the supervisor only (e.g. --cpu-prof); the worker is spawned with its own. */
-export function startOurs(upstreamUrl: string, key: string, extraArgs: readonly string[], nodeFlags: readonly string[] = []): Promise<Target> {
+/**
+ * `node` runs the supervisor, which spawns the worker from the same binary;
+ * `nodeFlags` go to the supervisor only (e.g. --cpu-prof).
+ */
+export function startOurs(node: string, upstreamUrl: string, key: string, extraArgs: readonly string[], nodeFlags: readonly string[] = []): Promise<Target> {
   const args = [...nodeFlags, OURS_MAIN, '--upstream-url', upstreamUrl, ...extraArgs];
-  return startProxy('ours', process.execPath, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+  return startProxy('ours', node, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
 }
 
 export function oursCommandLine(upstreamUrl: string, extraArgs: readonly string[]): string {
@@ -146,9 +184,9 @@ export function startOriginal(upstreamUrl: string, key: string): Promise<Target>
 }
 
 /** The floor relay, in front of the mock at `upstreamPort`; the client adds Authorization, as for direct. */
-export async function startFloor(upstreamPort: number, key: string): Promise<Target> {
+export async function startFloor(node: string, upstreamPort: number, key: string): Promise<Target> {
   const entry = fileURLToPath(new URL('./relayFloor.js', import.meta.url));
-  const t = await startProxy('floor', process.execPath, [entry, 'back', String(upstreamPort)], { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+  const t = await startProxy('floor', node, [entry, 'back', String(upstreamPort)], { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
   return { ...t, headers: { authorization: `Bearer ${key}` } };
 }
 

@@ -17,6 +17,8 @@ const LARGE_CHUNK = Buffer.alloc(64 * 1024, 0x61);
 const MAX_SAMPLES = 5;
 
 let requests = 0;
+/** TCP connections accepted: a proxy that reuses its upstream connections opens few. */
+let connections = 0;
 let authMismatches = 0;
 const mismatchSamples: string[] = [];
 let open = 0;
@@ -107,14 +109,18 @@ function large(res: ServerResponse, total: number, isDone: () => boolean): void 
   pump();
 }
 
-const server = createServer({ keepAliveTimeout: 120_000, headersTimeout: 60_000, requestTimeout: 0 }, handle);
+// keepAliveTimeout 0: as many real upstreams, no Keep-Alive header saying how
+// long an idle connection is kept (so the proxy's own idle timeout shows), and
+// the mock never closes one itself.
+const server = createServer({ keepAliveTimeout: 0, headersTimeout: 60_000, requestTimeout: 0 }, handle);
 server.maxRequestsPerSocket = 0;
+server.on('connection', () => connections++);
 server.on('clientError', (_err, socket) => socket.destroy());
 
 process.on('message', (raw: unknown) => {
   const msg = raw as ToMock;
   if (msg.type === 'stats') {
-    send({ type: 'stats', seq: msg.seq, stats: { requests, authMismatches, mismatchSamples: [...mismatchSamples], open, aborted } });
+    send({ type: 'stats', seq: msg.seq, stats: { requests, connections, authMismatches, mismatchSamples: [...mismatchSamples], open, aborted } });
   } else if (msg.type === 'times') {
     const out: StreamTimes[] = [];
     for (const id of msg.ids) {
