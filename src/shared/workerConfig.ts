@@ -21,6 +21,8 @@ export interface WorkerConfig {
   readonly allowWeakerSandbox: boolean;
   /** Capabilities are expected (--uid 0 was asked for explicitly). */
   readonly allowCapabilities: boolean;
+  /** What the worker may read (its code and dependencies): Landlock's rules, as the permission model's flags. */
+  readonly readPaths: readonly string[];
   /** --websocket: serve GET /v1/responses upgrades; null when off. */
   readonly webSocket: WebSocketLimits | null;
 }
@@ -47,6 +49,7 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   }
   if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
   if (typeof c.allowWeakerSandbox !== 'boolean' || typeof c.allowCapabilities !== 'boolean') throw new ProtocolError('CONFIG sandbox');
+  if (!Array.isArray(c.readPaths) || !c.readPaths.every((p) => typeof p === 'string')) throw new ProtocolError('CONFIG.readPaths');
   if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
   const ws = c.webSocket as Record<string, unknown> | null;
   if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');
@@ -60,6 +63,7 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     dumpSequenceStart: c.dumpSequenceStart as number,
     allowWeakerSandbox: c.allowWeakerSandbox,
     allowCapabilities: c.allowCapabilities,
+    readPaths: c.readPaths as string[],
     webSocket: ws === null ? null : { maxMessageBytes: ws.maxMessageBytes as number, idleTimeoutMs: ws.idleTimeoutMs as number },
   };
 }

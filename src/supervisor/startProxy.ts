@@ -17,7 +17,8 @@ import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
 import { loadWebSocketClient } from './upstreamSocket.js';
 import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
-import { DEFAULT_WORKER_ENTRY, workerPermissionFlags, workerReadPaths } from './workerProcess.js';
+import { DEFAULT_WORKER_ENTRY, denyIoUringToWorker, workerPermissionFlags, workerProgramPaths, workerReadPaths } from './workerProcess.js';
+import { landlockSupport } from '../shared/landlock.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -46,7 +47,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
   const identity = resolveWorkerIdentity({ uid: options.uid, gid: options.gid });
   if (identity.switchUser) {
-    const unreadable = findUnreadablePath(workerReadPaths(workerEntry), identity.uid, identity.gid);
+    const unreadable = findUnreadablePath(workerProgramPaths(workerEntry), identity.uid, identity.gid);
     if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
   }
 
@@ -70,6 +71,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   for (const note of identity.notes) log.info(note);
   for (const warning of identity.warnings) log.warn(warning);
   if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
+  const landlock = landlockSupport();
+  const ioUring = denyIoUringToWorker();
+  if (ioUring !== null) log.warn({ reason: ioUring }, 'cannot deny io_uring to the worker: it refuses to start where libuv opened one');
 
   const supervisor: ProxySupervisor = new ProxySupervisor({
     auth,
@@ -88,6 +92,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       dumpSequenceStart: 1,
       allowWeakerSandbox: options.allowWeakerSandbox,
       allowCapabilities: identity.uid === 0,
+      readPaths: workerReadPaths(workerEntry),
       webSocket: options.webSocket,
     },
     worker: {
@@ -103,6 +108,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
         expectedGid: identity.gid,
         switchedUser: identity.switchUser,
         permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
+        landlock,
+        dumpDir,
+        allowWeaker: options.allowWeakerSandbox,
         hardening,
       });
       if (options.checkSandbox) {

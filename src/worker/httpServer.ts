@@ -111,6 +111,11 @@ export class HttpFrontend {
     this.server.listen({ fd: WORKER_LISTEN_FD }, onListening);
   }
 
+  /** Stop listening before anything was accepted (the sandbox could not be completed). */
+  close(): void {
+    this.server.close();
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const startedAt = process.hrtime.bigint();
     const route = routeRequest(req.method, req.url, this.config.httpShutdown);
