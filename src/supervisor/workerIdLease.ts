@@ -108,16 +108,21 @@ function tryLock(path: string): number | null {
   return null;
 }
 
+/** One lease per process (and lock directory): a proxy's worker keeps its number across restarts. */
+const held = new Map<string, IdLease>();
+
 /**
  * Lease the first free number of the range for this process's life (the
- * locked descriptor is never closed). The processes are looked at again once
- * the lock is held: a proxy that just ended may have left its worker running
- * for a moment.
+ * locked descriptor is never closed); asked again, the same lease. The
+ * processes are looked at again once the lock is held: a proxy that just
+ * ended may have left its worker running for a moment.
  */
 export function leaseWorkerId(options: LeaseOptions = {}): IdLease {
   const dir = options.dir ?? LEASE_DIR;
   const first = options.first ?? DYNAMIC_ID_FIRST;
   const last = options.last ?? DYNAMIC_ID_LAST;
+  const existing = held.get(dir);
+  if (existing !== undefined) return existing;
   lockDirectory(dir);
   const inUse = idsInUse();
   for (let id = first; id <= last; id++) {
@@ -125,7 +130,11 @@ export function leaseWorkerId(options: LeaseOptions = {}): IdLease {
     const lockFile = join(dir, `uid-${id}.lock`);
     const fd = tryLock(lockFile);
     if (fd === null) continue;
-    if (!idsInUse().has(id)) return { id, lockFile };
+    if (!idsInUse().has(id)) {
+      const lease = { id, lockFile };
+      held.set(dir, lease);
+      return lease;
+    }
     closeSync(fd);
   }
   throw new IdLeaseError(`no free uid in ${first}-${last} for the worker (all in use or locked); pass --uid`);

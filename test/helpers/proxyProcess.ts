@@ -19,6 +19,8 @@ export interface StartOptions {
   /** Leave stdin open after writing (the original must not wait for EOF). */
   readonly keepStdinOpen?: boolean;
   readonly args?: readonly string[];
+  /** The script to run instead of the proxy's main (a fixture wrapping its startup). */
+  readonly main?: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly startTimeoutMs?: number;
 }
@@ -60,7 +62,7 @@ export class ProxyProcess {
 
   /** Spawn without waiting for anything. */
   static spawn(options: StartOptions = {}): ProxyProcess {
-    const child = spawn(process.execPath, [PROXY_MAIN, ...(options.args ?? [])], {
+    const child = spawn(process.execPath, [options.main ?? PROXY_MAIN, ...(options.args ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });
