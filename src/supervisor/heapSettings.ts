@@ -1,25 +1,12 @@
-// V8 heap settings for the supervisor, applied as the first thing it loads
-// (the user starts it, so it cannot be given node flags of our choosing).
+// V8 flags for the supervisor, set as the first thing it loads: the user starts
+// it, so it cannot be given Node flags of ours.
 //
-// The supervisor's JavaScript heap stays small (about 12 MB) while response
-// bodies stream through it as off-heap buffers. Under that load V8 grows the
-// young generation (new space 8 -> 33 MB); that buys nothing but resident memory
-// (measured: +22 MiB peak holding 1000 slow streams) and, once the young
-// generation outgrows the old generation's headroom, full-heap marking runs
-// back to back. The growth factor is read whenever V8 considers growing the
-// young generation, so setting it here is enough: the young generation keeps
-// the size it has after startup.
-//
-// The supervisor's only WebAssembly is undici's HTTP parser (llhttp). V8 runs
-// it first as baseline (Liftoff) code and, once it is hot, recompiles it with
-// TurboFan on a background thread whose zone briefly takes ~25 MiB: that
-// happened in the first burst of streams, and set the supervisor's peak
-// (measured holding 1000 slow streams: tree peak 164-180 -> 152-155 MiB with
-// tier-up off). The baseline code parses as fast here: A/B runs showed no
-// difference in supervisor CPU for small requests (0.41-0.45 s per 10k either
-// way) or bulk streams (1.45-1.59 s/GB either way). Both flags are needed
-// (each alone left the peak at 159-171 MiB): V8's dynamic tiering does not
-// consult --wasm-tier-up, and without dynamic tiering it tiers up eagerly.
+// Its heap stays small while bodies stream through it off-heap, so letting the
+// young generation grow only adds resident memory (V8 reads the growth factor
+// whenever it considers growing, so setting it here is enough). Recompiling
+// undici's WebAssembly parser with TurboFan takes a large transient allocation
+// and made it no faster; both wasm flags are needed, since dynamic tiering does
+// not consult --wasm-tier-up. Measurements: docs/PERFORMANCE.md.
 
 import { setFlagsFromString } from 'node:v8';
 

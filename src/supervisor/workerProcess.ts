@@ -35,11 +35,8 @@ export interface WorkerLaunch {
 }
 
 /**
- * V8's young generation for the worker: semi-spaces of at most 4 MiB, not the
- * 16 V8 chooses on a machine with this much memory. The worker's live heap is
- * small; the larger young generation only added resident memory (−7 MiB at
- * the peak holding 1000 slow streams) and measured no faster (2 MiB cost ~10%
- * more worker CPU for small requests).
+ * The worker's young generation is capped below V8's default: its live heap is
+ * small, and a larger one only added resident memory (docs/PERFORMANCE.md).
  */
 const WORKER_V8_FLAGS = ['--max-semi-space-size=4'];
 

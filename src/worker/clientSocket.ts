@@ -7,22 +7,34 @@
 // falls back to HTTP.
 
 import type { IncomingMessage } from 'node:http';
-import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
+import { errnoCode } from '../shared/errors.js';
 import { withoutHopByHop } from '../shared/hopByHop.js';
-import { Msg, encodeHead, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import { Msg, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
-import { CLOSE_ABNORMAL, CLOSE_INTERNAL_ERROR, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import {
+  CLOSE_ABNORMAL,
+  CLOSE_GOING_AWAY,
+  CLOSE_INTERNAL_ERROR,
+  MessageReceiver,
+  MessageSender,
+  closeLike,
+  decodeClose,
+  errorCloseCode,
+} from '../shared/wsRelay.js';
+import { answerOnSocket, headerLines } from './answer.js';
 import type { WebSocketDump } from './dumpWriter.js';
+import { ClientExchange } from './exchange.js';
 
 /** A closing handshake that has not finished by then is abandoned. */
 export const CLOSING_LIMIT_MS = 5_000;
 const NOT_MIRRORED = new Set(['content-length', 'sec-websocket-protocol']);
+const NOT_MIRRORED_IN_REFUSAL = new Set(['content-length']);
 
 type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
 
-export class ClientSocket {
+export class ClientSocket extends ClientExchange<WebSocketDump> {
   private phase: Phase = 'handshake';
   private socket: WebSocket | null = null;
   private sender: MessageSender | null = null;
@@ -30,19 +42,13 @@ export class ClientSocket {
   /** ws's verifyClient callback, once ws has found the handshake valid. */
   private accept: ((ok: boolean) => void) | null = null;
   private upstreamHead: HeaderList = [];
-  private status = 0;
   private readonly refusalBody: Buffer[] = [];
   private openSent = false;
-  private resetSent = false;
   private clientClosed = false;
   /** A close asked for before the socket opened (draining). */
   private closeWhenOpen: { code: number; reason: string } | null = null;
-  lastActivity = Date.now();
+  private lastActivity = Date.now();
   private closingSince = 0;
-  private bytesIn = 0;
-  private bytesOut = 0;
-  private closeCode = 0;
-  private readonly startedAt = process.hrtime.bigint();
   private corked = false;
   private readonly uncork = (): void => {
     this.corked = false;
@@ -50,15 +56,18 @@ export class ClientSocket {
   };
 
   constructor(
-    readonly id: number,
-    private readonly req: IncomingMessage,
+    id: number,
+    req: IncomingMessage,
     private readonly rawSocket: Duplex,
-    private readonly writer: FrameWriter,
-    private readonly log: Logger,
-    private readonly dump: WebSocketDump | null,
-    private readonly onClosed: (session: ClientSocket) => void,
+    writer: FrameWriter,
+    log: Logger,
+    dump: WebSocketDump | null,
+    onClosed: (session: ClientExchange) => void,
   ) {
-    this.receiver = new MessageReceiver(writer, id, (data, binary, fin, written) => this.toClient(data, binary, fin, written));
+    super(id, req, writer, log, dump, onClosed, true);
+    this.receiver = new MessageReceiver(writer, id, (data, binary, fin, written) => {
+      this.toClient(data, binary, fin, written);
+    });
     // Gone before the handshake finished: abandon the upstream's.
     rawSocket.once('close', () => {
       if (this.phase !== 'handshake' && this.phase !== 'refusing') return;
@@ -75,28 +84,27 @@ export class ClientSocket {
   verified(accept: (ok: boolean) => void): void {
     this.accept = accept;
     this.openSent = true;
-    this.writer.send(Msg.WS_OPEN, this.id, encodeHead(this.req.rawHeaders));
+    this.open(Msg.WS_OPEN);
   }
 
   /** The subprotocol the upstream chose, if the client offered it. */
   selectProtocol(offered: Set<string>): string | false {
-    for (let i = 0; i < this.upstreamHead.length; i += 2) {
-      if ((this.upstreamHead[i] as string).toLowerCase() === 'sec-websocket-protocol' && offered.has(this.upstreamHead[i + 1] as string)) return this.upstreamHead[i + 1] as string;
+    const head = this.upstreamHead;
+    for (let i = 0; i < head.length; i += 2) {
+      const value = head[i + 1] as string;
+      if ((head[i] as string).toLowerCase() === 'sec-websocket-protocol' && offered.has(value)) return value;
     }
     return false;
   }
 
   /** Fields of the upstream's 101 for the client's 101 (ws adds the handshake's own). */
   mirroredHeaderLines(): string[] {
-    const kept = withoutHopByHop(this.upstreamHead, NOT_MIRRORED);
-    const lines: string[] = [];
-    for (let i = 0; i < kept.length; i += 2) lines.push(`${kept[i] as string}: ${kept[i + 1] as string}`);
-    return lines;
+    return headerLines(withoutHopByHop(this.upstreamHead, NOT_MIRRORED));
   }
 
   onResponseHead(status: number, headers: HeaderList): void {
     if (this.phase !== 'handshake') return;
-    this.status = status;
+    this.record.status = status;
     this.upstreamHead = headers;
     this.dump?.onResponseHead(status, headers);
     if (status !== 101) {
@@ -118,12 +126,9 @@ export class ClientSocket {
   onResponseEnd(): void {
     if (this.phase !== 'refusing') return;
     const body = Buffer.concat(this.refusalBody);
-    const fields = withoutHopByHop(this.upstreamHead, new Set(['content-length']));
-    let head = `HTTP/1.1 ${this.status} ${STATUS_CODES[this.status] ?? ''}\r\n`;
-    for (let i = 0; i < fields.length; i += 2) head += `${fields[i] as string}: ${fields[i + 1] as string}\r\n`;
-    head += `content-length: ${body.length}\r\nconnection: close\r\n\r\n`;
-    this.bytesOut = body.length;
-    if (this.rawSocket.writable) this.rawSocket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+    this.record.bytesOut = body.length;
+    const fields = withoutHopByHop(this.upstreamHead, NOT_MIRRORED_IN_REFUSAL);
+    if (this.rawSocket.writable) answerOnSocket(this.rawSocket, this.record.status, fields, body);
     this.sendReset();
     this.finish();
   }
@@ -146,12 +151,11 @@ export class ClientSocket {
     this.sender?.grant(increment);
   }
 
-  /** The supervisor abandoned the session: drop the client. */
   onReset(): void {
     this.abandon('upstream socket abandoned');
   }
 
-  /** The worker is failing: tell the client as well as we can. */
+  /** Tell the client as well as we can. */
   abort(reason: string): void {
     if (this.socket !== null) closeLike(this.socket, CLOSE_INTERNAL_ERROR, Buffer.from('proxy worker failed'));
     this.abandon(reason);
@@ -170,14 +174,18 @@ export class ClientSocket {
     this.socket.close(code, reason);
   }
 
-  /** Called now and then: idle sockets are closed; closings that hang are abandoned. */
-  sweep(now: number, idleTimeoutMs: number): void {
-    if (this.phase === 'open' && now - this.lastActivity >= idleTimeoutMs) this.close(1001, 'idle timeout');
-    else if (this.phase === 'closing' && now - this.closingSince >= CLOSING_LIMIT_MS) this.abandon('closing handshake timed out');
+  /** Closed as "going away". */
+  override drain(): void {
+    this.close(CLOSE_GOING_AWAY, 'proxy shutting down');
   }
 
-  get isOpen(): boolean {
-    return this.phase === 'open';
+  /** Idle sockets are closed; closings that hang are abandoned. */
+  override sweep(now: number, idleTimeoutMs: number): void {
+    if (this.phase === 'open' && now - this.lastActivity >= idleTimeoutMs) {
+      this.close(CLOSE_GOING_AWAY, 'idle timeout');
+    } else if (this.phase === 'closing' && now - this.closingSince >= CLOSING_LIMIT_MS) {
+      this.abandon('closing handshake timed out');
+    }
   }
 
   private onOpen(socket: WebSocket): void {
@@ -187,18 +195,18 @@ export class ClientSocket {
     this.sender = sender;
     socket.on('message', (data: Buffer, isBinary) => {
       this.lastActivity = Date.now();
-      this.bytesIn += data.length;
+      this.record.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
       sender.send(data, isBinary);
     });
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.
     socket.on('error', (err) => {
-      this.log.debug({ stream: this.id, code: (err as NodeJS.ErrnoException).code }, 'client WebSocket failed');
+      this.log.debug({ stream: this.id, code: errnoCode(err) }, 'client WebSocket failed');
       this.closeTowardsUpstream(errorCloseCode(err), Buffer.alloc(0));
     });
     socket.on('close', (code, reason) => {
       this.clientClosed = true;
-      this.closeCode = code;
+      this.record.closeCode = code;
       this.closeTowardsUpstream(code, reason);
       this.finishIfClosed();
     });
@@ -208,7 +216,7 @@ export class ClientSocket {
   private toClient(data: Buffer, binary: boolean, fin: boolean, written: () => void): void {
     if (this.socket === null) return written();
     this.lastActivity = Date.now();
-    this.bytesOut += data.length;
+    this.record.bytesOut += data.length;
     this.dump?.upstreamFragment(data, binary, fin);
     // The messages relayed in one tick leave in one write (an answer is dozens of small events).
     if (!this.corked) {
@@ -249,22 +257,14 @@ export class ClientSocket {
     this.finish(outcome);
   }
 
-  /** Abandon towards the supervisor (it drops the upstream socket), unless it never heard of us. */
-  private sendReset(): void {
-    if (this.resetSent || !this.openSent || this.sender?.closed === true) return;
-    this.resetSent = true;
-    this.writer.send(Msg.RESET, this.id);
+  /** Not if the supervisor never heard of the session, or has been told it closed. */
+  protected override sendReset(): void {
+    if (!this.openSent || this.sender?.closed === true) return;
+    super.sendReset();
   }
 
-  private finish(outcome?: string): void {
-    if (this.phase === 'done') return;
+  protected override finish(outcome?: string): void {
     this.phase = 'done';
-    this.onClosed(this);
-    this.dump?.end(outcome);
-    const durationMs = Number(process.hrtime.bigint() - this.startedAt) / 1e6;
-    this.log.info(
-      { stream: this.id, method: 'GET', path: this.req.url, status: this.status, websocket: true, bytesIn: this.bytesIn, bytesOut: this.bytesOut, closeCode: this.closeCode, durationMs, ...(outcome ? { outcome } : {}) },
-      'request',
-    );
+    super.finish(outcome);
   }
 }

@@ -4,51 +4,49 @@
 // client as it arrives (no holding back: each SSE event is written at once).
 // The body is re-framed, so the upstream's framing headers are not copied.
 
-const NOT_MIRRORED = new Set(['content-length']);
-
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { errnoCode } from '../shared/errors.js';
 import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
 import { withoutHopByHop } from '../shared/hopByHop.js';
-import { Msg, encodeHead, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
+import { Msg, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
-import type { ExchangeDump } from './dumpWriter.js';
-import { drainThenClose } from './linger.js';
 import { bodyTooLarge } from '../shared/openaiError.js';
+import { answerOnResponse, errorFields } from './answer.js';
+import type { HttpExchangeDump } from './dumpWriter.js';
+import { ClientExchange } from './exchange.js';
+import { drainThenClose } from './linger.js';
 
-export class ClientStream {
+const NOT_MIRRORED = new Set(['content-length']);
+
+export class ClientStream extends ClientExchange<HttpExchangeDump> {
   private readonly toSupervisor: StreamSender;
   private readonly responseCredit: CreditReceiver;
   private closed = false;
-  /** REQUEST_END or RESET has been sent: the supervisor expects nothing more. */
+  /** REQUEST_END or RESET has been sent: the supervisor expects no more of the body. */
   private requestClosed = false;
-  private resetSent = false;
-  private finished = false;
   private undrained = 0;
-  private status = 0;
-  private bytesIn = 0;
-  private bytesOut = 0;
-  private readonly startedAt = process.hrtime.bigint();
 
   constructor(
-    readonly id: number,
-    private readonly req: IncomingMessage,
+    id: number,
+    req: IncomingMessage,
     private readonly res: ServerResponse,
-    private readonly writer: FrameWriter,
-    private readonly log: Logger,
+    writer: FrameWriter,
+    log: Logger,
     private readonly maxBodyBytes: number,
-    private readonly onClosed: (stream: ClientStream) => void,
-    private readonly dump: ExchangeDump | null,
+    onClosed: (stream: ClientExchange) => void,
+    dump: HttpExchangeDump | null,
   ) {
+    super(id, req, writer, log, dump, onClosed, false);
     this.toSupervisor = new StreamSender(writer, Msg.REQUEST_DATA, id, req);
     this.responseCredit = new CreditReceiver(writer, id);
   }
 
   start(): void {
-    const { req, res } = this;
-    this.writer.send(Msg.OPEN, this.id, encodeHead(req.rawHeaders));
+    const { req, res, record } = this;
+    this.open(Msg.OPEN);
     req.on('data', (chunk: Buffer) => {
-      this.bytesIn += chunk.length;
-      if (this.bytesIn > this.maxBodyBytes) return this.refuseBody();
+      record.bytesIn += chunk.length;
+      if (record.bytesIn > this.maxBodyBytes) return this.refuseBody();
       this.dump?.requestBody.add(chunk);
       this.toSupervisor.write(chunk);
     });
@@ -69,13 +67,13 @@ export class ClientStream {
   }
 
   onResponseHead(status: number, headers: HeaderList): void {
-    this.status = status;
+    this.record.status = status;
     this.dump?.onResponseHead(status, headers);
     try {
       this.res.writeHead(status, withoutHopByHop(headers, NOT_MIRRORED));
     } catch (err) {
       // The code only: Node's message quotes the offending header value (a cookie, say).
-      this.log.warn({ stream: this.id, code: (err as NodeJS.ErrnoException).code }, 'upstream response head rejected');
+      this.log.warn({ stream: this.id, code: errnoCode(err) }, 'upstream response head rejected');
       this.abort('upstream response head rejected');
       return;
     }
@@ -83,13 +81,13 @@ export class ClientStream {
     // segment for a small response); otherwise it goes out at the end of this
     // turn, so a client waiting for SSE events sees the head at once.
     process.nextTick(() => {
-      if (!this.closed && this.bytesOut === 0) this.res.flushHeaders();
+      if (!this.closed && this.record.bytesOut === 0) this.res.flushHeaders();
     });
   }
 
   onResponseData(payload: Buffer): void {
     this.responseCredit.received(payload.length);
-    this.bytesOut += payload.length;
+    this.record.bytesOut += payload.length;
     this.dump?.responseBody.add(payload);
     if (this.res.write(payload)) this.responseCredit.consumed(payload.length);
     else this.undrained += payload.length;
@@ -105,7 +103,6 @@ export class ClientStream {
     this.res.end(() => this.finish());
   }
 
-  /** The supervisor abandoned the stream (upstream failed mid-body, or stopping). */
   onReset(): void {
     this.abort('upstream failed mid-response');
   }
@@ -114,7 +111,6 @@ export class ClientStream {
     this.toSupervisor.grant(increment);
   }
 
-  /** Cut the client's connection so a partial response cannot look complete. */
   abort(reason: string): void {
     if (this.closed) return;
     this.closed = true;
@@ -130,35 +126,26 @@ export class ClientStream {
     this.sendReset();
     this.closed = true;
     const { status, body } = bodyTooLarge(this.maxBodyBytes);
-    this.status = status;
-    this.res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
-    this.res.end(body);
+    this.record.status = status;
+    this.record.bytesOut = body.length;
+    answerOnResponse(this.res, status, errorFields(status), body);
     drainThenClose(this.req);
     this.finish('request body too large');
   }
 
-  /** Abandon the stream towards the supervisor (it aborts the upstream call) and stop reading the body. */
-  private sendReset(): void {
+  /** Also stop reading the body: what the supervisor has not taken is dropped. */
+  protected override sendReset(): void {
     if (this.resetSent) return;
-    this.resetSent = true;
+    super.sendReset();
     this.requestClosed = true;
-    this.writer.send(Msg.RESET, this.id);
     // Bytes still held for lack of credit never reached the supervisor: not dumped.
     this.dump?.requestBody.dropTail(this.toSupervisor.heldBytes);
     this.req.removeAllListeners('data');
     this.req.resume();
   }
 
-  private finish(outcome?: string): void {
-    if (this.finished) return;
-    this.finished = true;
+  protected override finish(outcome?: string): void {
     this.closed = true;
-    this.onClosed(this);
-    this.dump?.writeResponse(outcome);
-    const durationMs = Number(process.hrtime.bigint() - this.startedAt) / 1e6;
-    this.log.info(
-      { stream: this.id, method: this.req.method, path: this.req.url, status: this.status, bytesIn: this.bytesIn, bytesOut: this.bytesOut, durationMs, ...(outcome ? { outcome } : {}) },
-      'request',
-    );
+    super.finish(outcome);
   }
 }

@@ -12,15 +12,31 @@
 
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { errnoCode } from '../shared/errors.js';
 import type { HeaderList, KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 
 const REDACTED = '[REDACTED]';
 const KEY_REDACTED = '[REDACTED: contained the proxy API key]';
 const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+const NONE: ReadonlySet<number> = new Set();
+
+interface DumpedHeader {
+  readonly name: string;
+  readonly value: string;
+}
+
+/** The dump of one client exchange, whatever its kind (the frontend and ClientExchange see only this). */
+export interface ExchangeDump {
+  onResponseHead(status: number, headers: HeaderList): void;
+  /** The supervisor has seen all the client sent (REQUEST_SCANNED) and says where the key was. */
+  writeRequest(scan: KeyScanResult): void;
+  /** The exchange ended: completed (no error), failed or cut off. */
+  end(error?: string): void;
+}
 
 /** A body captured up to a limit, counting what was not kept. */
-export class BodyCapture {
+class BodyCapture {
   private readonly chunks: Buffer[] = [];
   private kept = 0;
   total = 0;
@@ -66,8 +82,13 @@ function parseBody(bytes: Buffer): unknown {
   }
 }
 
-export function dumpHeaders(headers: HeaderList, keyBearing: ReadonlySet<number> = new Set()): Array<{ name: string; value: string }> {
-  const out: Array<{ name: string; value: string }> = [];
+/**
+ * Header fields as dumped: Authorization and every field whose name contains
+ * "cookie" redacted, whatever their case; so is each field whose index (in
+ * pairs) is in `keyBearing`, where the supervisor found the key.
+ */
+export function dumpHeaders(headers: HeaderList, keyBearing: ReadonlySet<number> = NONE): DumpedHeader[] {
+  const out: DumpedHeader[] = [];
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i] as string;
     const lower = name.toLowerCase();
@@ -131,13 +152,13 @@ export class DumpWriter {
       // Disk full, directory removed...: say so once, keep proxying.
       if (this.failed) return;
       this.failed = true;
-      this.log.error({ file: name, code: (err as NodeJS.ErrnoException).code }, 'cannot write dump files; proxying continues without them');
+      this.log.error({ file: name, code: errnoCode(err) }, 'cannot write dump files; proxying continues without them');
     }
   }
 }
 
-/** The dump of one forwarded exchange: captures both bodies as they stream. */
-export class ExchangeDump {
+/** The dump of one forwarded HTTP exchange: captures both bodies as they stream. */
+export class HttpExchangeDump implements ExchangeDump {
   readonly requestBody: BodyCapture;
   readonly responseBody: BodyCapture;
   private readonly prefix: string;
@@ -161,17 +182,18 @@ export class ExchangeDump {
     this.responseHeaders = headers;
   }
 
-  /** The supervisor has seen the whole request and says where the key was. */
   writeRequest(scan: KeyScanResult): void {
     const body = scan.bodyHasKey ? this.writer.redactedBody() : this.requestBody.fields();
-    this.writer.request(this.prefix, { method: this.method, url: this.url, headers: dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes)), ...body });
+    const headers = dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes));
+    this.writer.request(this.prefix, { method: this.method, url: this.url, headers, ...body });
   }
 
-  /** The response ended: completed (no error), failed or cut off. */
-  writeResponse(error?: string): void {
+  end(error?: string): void {
     if (this.responseWritten) return;
     this.responseWritten = true;
-    this.writer.response(this.prefix, { status: this.status, headers: dumpHeaders(this.responseHeaders), ...this.responseBody.fields(), ...(error === undefined ? {} : { error }) });
+    const headers = dumpHeaders(this.responseHeaders);
+    const outcome = error === undefined ? {} : { error };
+    this.writer.response(this.prefix, { status: this.status, headers, ...this.responseBody.fields(), ...outcome });
   }
 }
 
@@ -192,7 +214,7 @@ interface DumpedMessage {
  * written when the session ends and the supervisor has said whether the key
  * was in what the client sent. Message data is kept up to maxBodyBytes in all.
  */
-export class WebSocketDump {
+export class WebSocketDump implements ExchangeDump {
   /** A refused upgrade: the upstream's answer body instead of messages. */
   readonly refusalBody: BodyCapture;
   private readonly prefix: string;
@@ -239,14 +261,14 @@ export class WebSocketDump {
     this.messages.push({ direction, type: 'close', code, reason });
   }
 
-  /** The supervisor has seen all the client sent (REQUEST_SCANNED). */
   writeRequest(scan: KeyScanResult): void {
     this.scan = scan;
-    this.writer.request(this.prefix, { method: 'GET', url: this.url, headers: dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes)), body: '' });
+    const headers = dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes));
+    this.writer.request(this.prefix, { method: 'GET', url: this.url, headers, body: '' });
     if (this.outcome !== null) this.writeResponse();
   }
 
-  /** The session ended; the response file follows once the scan is known. */
+  /** The response file follows once the scan is known. */
   end(error?: string): void {
     if (this.outcome !== null) return;
     this.outcome = error === undefined ? {} : { error };
@@ -275,10 +297,11 @@ export class WebSocketDump {
             body: this.messages.map(({ direction, type, data, code, reason }) => {
               if (type === 'close') return { direction, type, code, reason };
               if (clientSentKey && direction === 'client_to_upstream') return { direction, type, data: KEY_REDACTED };
-              return { direction, type, data: type === 'text' ? (data as Buffer).toString('utf8') : (data as Buffer).toString('base64') };
+              return { direction, type, data: (data as Buffer).toString(type === 'text' ? 'utf8' : 'base64') };
             }),
             ...(this.kept < this.total ? { body_truncated: true, body_length: this.total } : {}),
           };
-    this.writer.response(this.prefix, { status: this.status, headers: dumpHeaders(this.responseHeaders), ...body, ...this.outcome });
+    const headers = dumpHeaders(this.responseHeaders);
+    this.writer.response(this.prefix, { status: this.status, headers, ...body, ...this.outcome });
   }
 }

@@ -10,14 +10,14 @@ import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
 import { beginWorkerSandbox, installWorkerSandbox, type SandboxOptions } from './sandbox.js';
-import { HttpFrontend } from './httpServer.js';
+import { Frontend } from './frontend.js';
 import { ClientSocket } from './clientSocket.js';
 import { isMessageFrame } from '../shared/wsRelay.js';
 
 const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true });
 const writer = new FrameWriter(channel);
 let log: Logger | null = null;
-let frontend: HttpFrontend | null = null;
+let frontend: Frontend | null = null;
 
 // The supervisor is our reason to live: when the channel closes (it exited or
 // was killed), stop at once so nothing keeps holding the port.
@@ -96,7 +96,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
       return startupFailed(`cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
   }
-  const server = new HttpFrontend(config, writer, logger, dumps, webSocketServer);
+  const server = new Frontend(config, writer, logger, dumps, webSocketServer);
   // listen(2) on the inherited socket now, while the filter still allows it;
   // nothing is accepted before this function returns to the event loop, by
   // which time every layer is in place.

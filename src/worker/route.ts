@@ -14,6 +14,10 @@ export function routeRequest(method: string | undefined, target: string | undefi
 }
 
 /** With --websocket: exactly GET /v1/responses, asking for a WebSocket (ws checks the rest of the handshake). */
-export function isWebSocketRoute(method: string | undefined, target: string | undefined, upgrade: string | undefined): boolean {
+export function isWebSocketRoute(
+  method: string | undefined,
+  target: string | undefined,
+  upgrade: string | undefined,
+): boolean {
   return method === 'GET' && target === RESPONSES_PATH && upgrade?.toLowerCase() === 'websocket';
 }

@@ -5,16 +5,14 @@
 
 import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { MockUpstream } from '../helpers/mockUpstream.js';
 import { TEST_KEY, isAlive, waitFor } from '../helpers/proxyProcess.js';
 import { tryConnect } from '../helpers/netProbe.js';
-
-const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+import { packProxy, tarballEntries } from '../helpers/packedProxy.js';
 const asRoot = process.getuid?.() === 0;
 
 /** Run a bash script; resolves with its exit code and output. Killed after timeoutMs. */
@@ -35,14 +33,14 @@ function bash(script: string, env: NodeJS.ProcessEnv, uid?: number, timeoutMs = 
 
 describe('GitHub Action flow with the packed and installed proxy', { timeout: 300_000, skip: !asRoot && 'needs root: the flow switches to the user nobody' }, () => {
   let work: string;
+  let tarball: string;
   let bin: string;
   let upstream: MockUpstream;
 
   before(() => {
     work = mkdtempSync(join(tmpdir(), 'rap-action-'));
     chmodSync(work, 0o755); // nobody reads the server-info file below it
-    const packOut = execFileSync('npm', ['pack', '--silent', '--pack-destination', work], { cwd: REPO, encoding: 'utf8', timeout: 120_000 });
-    const tarball = join(work, packOut.trim().split('\n').at(-1) as string);
+    tarball = packProxy(work);
     const install = join(work, 'install');
     execFileSync('mkdir', ['-p', install]);
     execFileSync('npm', ['install', '--silent', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: install, timeout: 180_000, stdio: 'ignore' });
@@ -54,8 +52,7 @@ describe('GitHub Action flow with the packed and installed proxy', { timeout: 30
   });
 
   test('the tarball holds only what runs', () => {
-    const tarball = readdirSync(work).find((f) => f.endsWith('.tgz')) as string;
-    const entries = execFileSync('tar', ['-tzf', join(work, tarball)], { encoding: 'utf8' }).trim().split('\n');
+    const entries = tarballEntries(tarball);
     const outside = entries.filter((e) => !/^package\/(dist\/src\/.+\.js|README\.md|LICENSE|package\.json)$/.test(e));
     assert.deepEqual(outside, []);
     assert.ok(entries.includes('package/dist/src/supervisor/main.js'));

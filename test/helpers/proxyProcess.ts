@@ -23,6 +23,8 @@ export interface StartOptions {
   readonly main?: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly startTimeoutMs?: number;
+  /** An installed executable to run (found through env.PATH's node) instead of this checkout's main.js. */
+  readonly program?: string;
 }
 
 /** How long after the proxy exits its output may still arrive (see the constructor). */
@@ -62,7 +64,8 @@ export class ProxyProcess {
 
   /** Spawn without waiting for anything. */
   static spawn(options: StartOptions = {}): ProxyProcess {
-    const child = spawn(process.execPath, [options.main ?? PROXY_MAIN, ...(options.args ?? [])], {
+    const [command, ...programArgs] = options.program === undefined ? [process.execPath, options.main ?? PROXY_MAIN] : [options.program];
+    const child = spawn(command as string, [...programArgs, ...(options.args ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
     });

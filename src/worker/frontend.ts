@@ -1,25 +1,31 @@
-// The worker's HTTP/1.1 server on the listening socket inherited from the
-// supervisor. Everything a client sends is parsed here, never in the
-// supervisor.
+// The worker's front end: the HTTP/1.1 server on the listening socket
+// inherited from the supervisor, and with --websocket the WebSocket upgrades
+// it receives. Everything a client sends is parsed here, never in the
+// supervisor. Each client exchange it lets through runs on its own IPC stream.
 
-import { STATUS_CODES, createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { Server as NetServer, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { WebSocketServer } from 'ws';
 import { WORKER_LISTEN_FD } from '../shared/constants.js';
-import { Msg, type FrameWriter, type KeyScanResult } from '../shared/ipcProtocol.js';
+import { errnoCode } from '../shared/errors.js';
+import { Msg, type FrameWriter, type HeaderList, type KeyScanResult } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { bodyTooLarge, openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import type { WorkerConfig } from '../shared/workerConfig.js';
+import { NO_BODY, NO_FIELDS, answerOnResponse, answerOnSocket, errorFields } from './answer.js';
 import { ClientSocket, CLOSING_LIMIT_MS } from './clientSocket.js';
 import { ClientStream } from './clientStream.js';
-import { ExchangeDump, WebSocketDump, type DumpWriter } from './dumpWriter.js';
+import { HttpExchangeDump, WebSocketDump, type DumpWriter, type ExchangeDump } from './dumpWriter.js';
+import { ExchangeRecord, type ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
 import { isWebSocketRoute, routeRequest } from './route.js';
 
-export class HttpFrontend {
-  readonly streams = new Map<number, ClientStream | ClientSocket>();
+export class Frontend {
+  /** Open client exchanges (HTTP and WebSocket) by IPC stream id. */
+  readonly streams = new Map<number, ClientExchange>();
   /** Dumps whose request file waits for the supervisor's REQUEST_SCANNED. */
-  private readonly awaitingScan = new Map<number, ExchangeDump | WebSocketDump>();
+  private readonly awaitingScan = new Map<number, ExchangeDump>();
   /** ws's hooks see the request; this finds its session. */
   private readonly sessions = new WeakMap<IncomingMessage, ClientSocket>();
   private nextStreamId = 1;
@@ -50,9 +56,10 @@ export class HttpFrontend {
       this.connections.add(socket);
       socket.once('close', () => this.connections.delete(socket));
     });
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
-      this.log.debug({ code: err.code }, 'malformed request');
-      if (socket.writable) socket.end(err.code === 'HPE_HEADER_OVERFLOW' ? 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n' : 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+    this.server.on('clientError', (err: Error, socket: Duplex) => {
+      const code = errnoCode(err);
+      this.log.debug({ code }, 'malformed request');
+      if (socket.writable) answerOnSocket(socket, code === 'HPE_HEADER_OVERFLOW' ? 431 : 400, NO_FIELDS, NO_BODY);
       else socket.destroy();
     });
     if (config.webSocket !== null) {
@@ -62,9 +69,9 @@ export class HttpFrontend {
   }
 
   /** --websocket: upgrades go to ws, which checks the handshake and then asks us (verifyClient). */
-  private serveWebSockets(WebSocketServerClass: typeof WebSocketServer, maxPayload: number, idleTimeoutMs: number): void {
+  private serveWebSockets(WsServer: typeof WebSocketServer, maxPayload: number, idleTimeoutMs: number): void {
     const sessionOf = (req: IncomingMessage): ClientSocket => this.sessions.get(req) as ClientSocket;
-    const webSockets = new WebSocketServerClass({
+    const webSockets = new WsServer({
       noServer: true,
       maxPayload,
       // On the loopback hop compression saves nothing and costs each message
@@ -76,25 +83,27 @@ export class HttpFrontend {
       ...{ closeTimeout: CLOSING_LIMIT_MS }, // ws 8.19+; not in @types/ws yet
     });
     webSockets.on('headers', (lines, req) => lines.push(...sessionOf(req).mirroredHeaderLines()));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(webSockets, req, socket, head));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      this.onUpgrade(webSockets, req, socket, head);
+    });
     const sweep = setInterval(() => {
       const now = Date.now();
-      for (const stream of this.streams.values()) if (stream instanceof ClientSocket) stream.sweep(now, idleTimeoutMs);
+      for (const stream of this.streams.values()) stream.sweep(now, idleTimeoutMs);
     }, Math.min(1_000, Math.max(50, idleTimeoutMs / 4)));
     sweep.unref();
   }
 
   private onUpgrade(webSockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const startedAt = process.hrtime.bigint();
-    const answer = (status: number, body: Buffer, headers: Record<string, string | number> = {}): void => {
-      const fields = Object.entries({ ...headers, 'content-length': body.length, connection: 'close' }).map(([name, value]) => `${name}: ${value}\r\n`);
-      socket.end(Buffer.concat([Buffer.from(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n${fields.join('')}\r\n`, 'latin1'), body]));
-      const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
-      this.log.info({ method: req.method, path: req.url, status, websocket: true, bytesIn: 0, bytesOut: body.length, durationMs }, 'request');
+    const refuse = (status: number, fields: HeaderList, body: Buffer): void => {
+      const record = new ExchangeRecord(req, true);
+      record.status = status;
+      record.bytesOut = body.length;
+      answerOnSocket(socket, status, fields, body);
+      record.write(this.log);
     };
-    if (!isWebSocketRoute(req.method, req.url, req.headers.upgrade)) return answer(403, Buffer.alloc(0));
+    if (!isWebSocketRoute(req.method, req.url, req.headers.upgrade)) return refuse(403, NO_FIELDS, NO_BODY);
     const refusal = this.refusal(req);
-    if (refusal !== null) return answer(refusal.status, refusal.body, { 'content-type': 'application/json', ...(refusal.status === 503 ? { 'retry-after': '1' } : {}) });
+    if (refusal !== null) return refuse(refusal.status, errorFields(refusal.status), refusal.body);
     const id = this.nextStreamId++;
     let dump: WebSocketDump | null = null;
     if (this.dumps !== null) {
@@ -117,60 +126,57 @@ export class HttpFrontend {
   }
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const startedAt = process.hrtime.bigint();
     const route = routeRequest(req.method, req.url, this.config.httpShutdown);
     if (route === 'forward') return this.forward(req, res);
-    this.logWhenDone(req, res, startedAt);
+    this.answer(req, res, route === 'shutdown' ? 200 : 403, NO_FIELDS, NO_BODY);
     // Drain any body so the connection's framing stays right for keep-alive.
     req.resume();
-    res.writeHead(route === 'shutdown' ? 200 : 403, { 'content-length': '0' });
-    res.end();
     if (route === 'shutdown') res.on('finish', () => this.writer.send(Msg.SHUTDOWN, 0));
   }
 
   private forward(req: IncomingMessage, res: ServerResponse): void {
     const refusal = this.refusal(req);
     if (refusal !== null) {
-      const { status, body } = refusal;
-      this.logWhenDone(req, res, process.hrtime.bigint());
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length, ...(status === 503 ? { 'retry-after': '1' } : {}) });
-      res.end(body);
+      this.answer(req, res, refusal.status, errorFields(refusal.status), refusal.body);
       drainThenClose(req);
       return;
     }
     const id = this.nextStreamId++;
-    let dump: ExchangeDump | null = null;
+    let dump: HttpExchangeDump | null = null;
     if (this.dumps !== null) {
-      dump = new ExchangeDump(this.dumps, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
+      dump = new HttpExchangeDump(this.dumps, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
-    const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, (s) => this.onStreamClosed(s), dump);
+    const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
+    const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, onClosed, dump);
     this.streams.set(id, stream);
     stream.start();
   }
 
   /** Why a forwardable request is answered here instead, or null. */
   private refusal(req: IncomingMessage): ProxyErrorResponse | null {
+    const { maxOpenStreams, maxBodyBytes } = this.config;
     if (this.draining) return openAiError(503, 'The proxy is shutting down.', 'server_error', 'proxy_shutting_down');
-    if (this.streams.size >= this.config.maxOpenStreams) {
-      return openAiError(503, `The proxy is at its limit of ${this.config.maxOpenStreams} concurrent requests; retry shortly.`, 'server_error', 'proxy_overloaded');
+    if (this.streams.size >= maxOpenStreams) {
+      const message = `The proxy is at its limit of ${maxOpenStreams} concurrent requests; retry shortly.`;
+      return openAiError(503, message, 'server_error', 'proxy_overloaded');
     }
     const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > this.config.maxBodyBytes) return bodyTooLarge(this.config.maxBodyBytes);
+    if (declared > maxBodyBytes) return bodyTooLarge(maxBodyBytes);
     return null;
   }
 
-  /** One log line per answered request, once its body has been drained. */
-  private logWhenDone(req: IncomingMessage, res: ServerResponse, startedAt: bigint): void {
-    let bytesIn = 0;
-    req.on('data', (chunk: Buffer) => (bytesIn += chunk.length));
-    req.once('close', () => {
-      const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
-      this.log.info({ method: req.method, path: req.url, status: res.statusCode, bytesIn, bytesOut: 0, durationMs }, 'request');
-    });
+  /** A request answered here; it is logged once its body has been read. */
+  private answer(req: IncomingMessage, res: ServerResponse, status: number, fields: HeaderList, body: Buffer): void {
+    const record = new ExchangeRecord(req, false);
+    record.status = status;
+    record.bytesOut = body.length;
+    req.on('data', (chunk: Buffer) => (record.bytesIn += chunk.length));
+    req.once('close', () => record.write(this.log));
+    answerOnResponse(res, status, fields, body);
   }
 
-  private onStreamClosed(stream: ClientStream | ClientSocket): void {
+  private onStreamClosed(stream: ClientExchange): void {
     this.streams.delete(stream.id);
     if (this.draining && this.streams.size === 0) this.drained();
   }
@@ -184,8 +190,7 @@ export class HttpFrontend {
     // connection whose response has ended, although its tail may not have left
     // Node's buffers yet (a client not reading then got a truncated response).
     NetServer.prototype.close.call(this.server, () => process.exit(0));
-    // A WebSocket never finishes by itself: close it as "going away".
-    for (const stream of this.streams.values()) if (stream instanceof ClientSocket) stream.close(1001, 'proxy shutting down');
+    for (const stream of this.streams.values()) stream.drain();
     if (this.streams.size === 0) this.drained();
   }
 
