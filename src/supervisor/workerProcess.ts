@@ -80,13 +80,18 @@ function modulesDirOf(name: string): string {
 }
 
 /**
- * The worker's code and dependencies (what its uid must be able to read),
- * without paths beneath another one: they add nothing, and Node 20's
- * permission model then refuses to open the outer directory itself.
+ * `paths` without those beneath another one: they add nothing, and with one
+ * beneath it Node 20's permission model refuses to open the outer directory
+ * itself (which Landlock's rules need).
  */
+function outermost(paths: readonly string[]): string[] {
+  const unique = [...new Set(paths)];
+  return unique.filter((path) => !unique.some((outer) => path.startsWith(`${outer}${sep}`)));
+}
+
+/** The worker's code and dependencies (what its uid must be able to read). */
 export function workerProgramPaths(entry: string): string[] {
-  const paths = [...new Set([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), modulesDirOf('ws')])];
-  return paths.filter((path) => !paths.some((outer) => path.startsWith(`${outer}${sep}`)));
+  return outermost([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), modulesDirOf('ws')]);
 }
 
 /** Everything the worker may read: its code, its dependencies, and what its sandbox reads about itself. */
@@ -101,6 +106,6 @@ export function workerReadPaths(entry: string): string[] {
  */
 export function workerPermissionFlags(entry: string, dumpDir: string | null): PermissionModelFlags {
   const dumps = dumpDir === null ? [] : [dumpDir];
-  return permissionModelFlags(process.versions.node, [...workerReadPaths(entry), ...dumps], dumps);
+  return permissionModelFlags(process.versions.node, outermost([...workerReadPaths(entry), ...dumps]), dumps);
 }
 
