@@ -16,11 +16,27 @@ import { waitFor } from './helpers/proxyProcess.js';
 const IS_ROOT = process.getuid?.() === 0;
 const LEASE_MODULE = new URL('../src/supervisor/workerIdLease.js', import.meta.url).href;
 
+function named(id: number): boolean {
+  return ['passwd', 'group'].some((db) => spawnSync('getent', [db, String(id)], { timeout: 5_000 }).status === 0);
+}
+
+function heldByAProcess(id: number): boolean {
+  const holders = spawnSync('sh', ['-c', `grep -lE "^(Uid|Gid|Groups):.*\\b${id}\\b" /proc/[0-9]*/status 2>/dev/null`], { encoding: 'utf8' });
+  return holders.stdout.trim() !== '';
+}
+
 /** Neither database names it and no process holds it (checked here independently of the module). */
 function free(id: number): boolean {
-  for (const db of ['passwd', 'group']) if (spawnSync('getent', [db, String(id)], { timeout: 5_000 }).status === 0) return false;
-  const holders = spawnSync('sh', ['-c', `grep -lE "^(Uid|Gid|Groups):.*\\b${id}\\b" /proc/[0-9]*/status 2>/dev/null`], { encoding: 'utf8' });
-  return holders.stdout.trim() === '';
+  return !named(id) && !heldByAProcess(id);
+}
+
+/** A uid the passwd database names that no process holds, followed by a free one, or null. */
+function namedButIdle(): number | null {
+  const listed = spawnSync('getent', ['passwd'], { encoding: 'utf8', timeout: 5_000 }).stdout.split('\n');
+  for (const id of listed.map((line) => Number(line.split(':')[2])).filter((id) => id > 0)) {
+    if (!heldByAProcess(id) && free(id + 1)) return id;
+  }
+  return null;
 }
 
 /** The first `size` consecutive free numbers from 64000 up (inside the dynamic range, away from its start). */
@@ -118,10 +134,10 @@ describe('worker uid lease', { skip: !IS_ROOT && 'needs root: the lock directory
     } finally {
       squatter.kill('SIGKILL');
     }
-    // 65534 is nobody and nogroup: only the number after it is left.
-    if (!free(65535)) return;
-    const holder = hold(65534, 65535);
-    assert.equal(await holder.leased(), 65535);
+    const idle = namedButIdle();
+    assert.ok(idle !== null, 'no passwd entry without a process here');
+    const holder = hold(idle, idle + 1);
+    assert.equal(await holder.leased(), idle + 1, `uid ${idle} has a passwd entry`);
     await holder.kill();
   });
 
