@@ -271,7 +271,12 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
     try {
       const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
       assert.equal(result.code, 1);
-      assert.match(result.stderr, /^Error: uid 6[1-5]\d{3} cannot read .*\/d \(.*directory mode 0700.*\): choose a --dump-dir that user can reach, or pass --uid$/m);
+      const refusal = new RegExp(
+        '^Error: uid 6[1-5]\\d{3} cannot read .*/d \\(.*directory mode 0700.*\\): ' +
+          'choose a --dump-dir that user can reach, or pass --uid$',
+        'm',
+      );
+      assert.match(result.stderr, refusal);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

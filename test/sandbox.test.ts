@@ -197,7 +197,14 @@ function nobodyCanRunProbes(): string | null {
 // ---------------------------------------------------------------- the sandbox, from outside
 
 /** A TCP and a UNIX listener on loopback that count the connections they get. */
-async function listeners(dir: string): Promise<{ tcpPort: number; unixPath: string; connections: () => number; close: () => Promise<void> }> {
+interface Listeners {
+  readonly tcpPort: number;
+  readonly unixPath: string;
+  connections(): number;
+  close(): Promise<void>;
+}
+
+async function listeners(dir: string): Promise<Listeners> {
   let count = 0;
   const tcp = createServer((socket) => {
     count++;
@@ -230,8 +237,16 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     writeFileSync(outsideFile, 'not for the worker', { mode: 0o644 });
     const servers = await listeners(dir);
     try {
-      const targets = { tcpPort: servers.tcpPort, unixPath: servers.unixPath, outsideFile, insideFile: PROBE, readOnlyDir: dirname(PROBE), otherPid: process.pid };
-      const probe = startProbe('sandbox', [...(IS_ROOT ? ['--allow-capabilities'] : []), `--targets=${JSON.stringify(targets)}`]);
+      const targets = {
+        tcpPort: servers.tcpPort,
+        unixPath: servers.unixPath,
+        outsideFile,
+        insideFile: PROBE,
+        readOnlyDir: dirname(PROBE),
+        otherPid: process.pid,
+      };
+      const capabilities = IS_ROOT ? ['--allow-capabilities'] : [];
+      const probe = startProbe('sandbox', [...capabilities, `--targets=${JSON.stringify(targets)}`]);
       const installed = await probe.waitFor('installed');
       const layers = installed.layers as SandboxLayers;
       assert.equal(layers.noNewPrivs, true);
@@ -245,17 +260,19 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
       assert.equal(layers.landlock.inForce, landlock.abi > 0);
 
       const results = (await probe.waitFor('attempts')).results as Record<string, string>;
-      const denied = {
-        nodeTcpConnect: 'EPERM', nodeUnixConnect: 'EPERM', socketInet: 'EPERM', socketInetUdp: 'EPERM', socketUnix: 'EPERM',
-        socketNetlink: 'EPERM', socketpair: 'EPERM', nodeExec: 'EPERM', fork: 'EPERM', execve: 'EPERM', ptraceOther: 'EPERM',
-        processVmReadv: 'EPERM', killOther: 'EPERM', ioUringSetup: 'EPERM', dumpableAgain: 'EPERM', unshareUser: 'EPERM',
-      };
-      for (const [attempt, code] of Object.entries(denied)) assert.equal(results[attempt], code, `${attempt}: ${JSON.stringify(results)}`);
+      const denied = [
+        'nodeTcpConnect', 'nodeUnixConnect', 'socketInet', 'socketInetUdp', 'socketUnix', 'socketNetlink', 'socketpair',
+        'nodeExec', 'fork', 'execve', 'ptraceOther', 'processVmReadv', 'killOther', 'ioUringSetup', 'dumpableAgain',
+        'unshareUser',
+      ];
+      for (const attempt of denied) assert.equal(results[attempt], 'EPERM', `${attempt}: ${JSON.stringify(results)}`);
       assert.equal(servers.connections(), 0, 'a connection reached a listener');
       assert.equal(results.openInside, 'ok', 'control: reading its own code works');
       assert.equal(results.nodeReadInside, 'ok');
       if (landlock.abi > 0) {
-        for (const attempt of ['nodeReadOutside', 'openOutside', 'nodeWriteInside', 'createInside']) assert.equal(results[attempt], 'EACCES', `${attempt}: ${JSON.stringify(results)}`);
+        for (const attempt of ['nodeReadOutside', 'openOutside', 'nodeWriteInside', 'createInside']) {
+          assert.equal(results[attempt], 'EACCES', `${attempt}: ${JSON.stringify(results)}`);
+        }
         // libuv's pool starts after Landlock on Node 22 and later; Node 20 starts it before any
         // JavaScript runs, so there only the permission model stands in the way of async reads.
         const asyncRead = Number(process.versions.node.split('.')[0]) >= 22 ? 'EACCES' : 'ok';
@@ -276,7 +293,8 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
       const tasks = readdirSync(`/proc/${probe.pid}/task`).map(Number);
       const before = installed.tasksBefore as number[];
       assert.ok(before.length > 1, `Node ran ${before.length} thread(s) before install`);
-      assert.ok(before.filter((tid) => tasks.includes(tid)).length > 1, 'threads that existed before the filter are still alive');
+      const stillThere = before.filter((tid) => tasks.includes(tid));
+      assert.ok(stillThere.length > 1, 'threads that existed before the filter are still alive');
       assert.ok(tasks.some((tid) => !before.includes(tid)), 'a thread started after install is alive');
       for (const tid of tasks) {
         let task: Map<string, string>;
@@ -295,11 +313,14 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     }
   });
 
-  test('refuses the filter while libuv holds an io_uring instance (its operations would bypass it)', async (t: TestContext) => {
+  test('refuses the filter while libuv holds an io_uring instance (it would bypass it)', async (t: TestContext) => {
     const countRings = `const fs = require('node:fs');
-      console.log(fs.readdirSync('/proc/self/fd').filter((fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd) === 'anon_inode:[io_uring]'; } catch { return false; } }).length);`;
+      const link = (fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd); } catch { return ''; } };
+      const ring = (fd) => link(fd) === 'anon_inode:[io_uring]';
+      console.log(fs.readdirSync('/proc/self/fd').filter(ring).length);`;
     if (runNodeAs(undefined, undefined, countRings) === '0') {
-      return t.skip(`Node ${process.versions.node} (libuv ${process.versions.uv}) opens no io_uring instance at startup here`);
+      const versions = `Node ${process.versions.node} (libuv ${process.versions.uv})`;
+      return t.skip(`${versions} opens no io_uring instance at startup here`);
     }
     const probe = startProbe('sandbox', ['--keep-io-uring', ...(IS_ROOT ? ['--allow-capabilities'] : [])]);
     const error = (await probe.waitFor('failed')).error as { name: string; layer: string; message: string };
@@ -364,7 +385,8 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     const sandboxUrl = new URL('../src/worker/sandbox.js', import.meta.url).href;
     const code = `
       const { beginWorkerSandbox } = await import(${JSON.stringify(sandboxUrl)});
-      beginWorkerSandbox({ allowCapabilities: true, files: { read: ${JSON.stringify([DIST_SRC, KOFFI_DIR, ...WORKER_SANDBOX_READ_PATHS])}, write: [] } });
+      const read = ${JSON.stringify([DIST_SRC, KOFFI_DIR, ...WORKER_SANDBOX_READ_PATHS])};
+      beginWorkerSandbox({ allowCapabilities: true, files: { read, write: [] } });
       console.log('begun');`;
     assert.equal(runNodeAs(undefined, undefined, code, [...model.flags, '--input-type=module']), 'begun');
   });
@@ -463,11 +485,15 @@ describe('worker identity', linuxOnly, () => {
       return { id: 61190, lockFile: '/run/responses-api-proxy/uid-61190.lock' };
     };
     const asRoot = resolveWorkerIdentity({}, { uid: 0, gid: 0 }, lease);
-    assert.deepEqual([asRoot.uid, asRoot.gid, asRoot.userName, asRoot.switchUser, leases], [61190, 61190, null, true, 1]);
+    assert.deepEqual([asRoot.uid, asRoot.gid, asRoot.userName, asRoot.switchUser], [61190, 61190, null, true]);
+    assert.equal(leases, 1);
     assert.equal(asRoot.lease?.id, 61190);
-    assert.match(asRoot.notes.join('\n'), /without --uid: the worker runs as uid 61190 of its own \(from 61184-65519, held by a lock on \/run\/responses-api-proxy\/uid-61190\.lock\)/);
+    const note = asRoot.notes.join('\n');
+    assert.match(note, /without --uid: the worker runs as uid 61190 of its own \(from 61184-65519, /);
+    assert.match(note, /held by a lock on \/run\/responses-api-proxy\/uid-61190\.lock\)/);
     assert.deepEqual(asRoot.warnings, []);
-    assert.equal(resolveWorkerIdentity({ gid: 'root' }, { uid: 0, gid: 0 }, lease).gid, 0, '--gid alone: a leased uid, the given group');
+    const groupOnly = resolveWorkerIdentity({ gid: 'root' }, { uid: 0, gid: 0 }, lease);
+    assert.deepEqual([groupOnly.uid, groupOnly.gid], [61190, 0], '--gid alone: a leased uid, the given group');
 
     const keepRoot = resolveWorkerIdentity({ uid: '0' }, { uid: 0, gid: 0 }, lease);
     assert.equal(keepRoot.uid, 0);
@@ -484,7 +510,8 @@ describe('worker identity', linuxOnly, () => {
       () => resolveWorkerIdentity({ uid: 'nobody' }, { uid: 1000, gid: 1000 }, lease),
       (err: unknown) => err instanceof WorkerIdentityError && err.exitCode === 1 && /only root can switch users/.test(err.message),
     );
-    assert.throws(() => resolveWorkerIdentity({ gid: '0' }, { uid: 1000, gid: 1000 }, lease), /only root can switch groups/);
+    const user1000 = { uid: 1000, gid: 1000 };
+    assert.throws(() => resolveWorkerIdentity({ gid: '0' }, user1000, lease), /only root can switch groups/);
     assert.equal(resolveWorkerIdentity({ uid: '1000' }, { uid: 1000, gid: 1000 }, lease).uid, 1000);
     assert.equal(leases, 2, 'not root: nothing leased');
   });

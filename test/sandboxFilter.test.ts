@@ -23,13 +23,15 @@ const ARCHES = ['x64', 'arm64'] as const;
 /** From the kernel's tables (syscall_64.tbl, asm-generic/unistd.h), not from the module under test. */
 const NUMBERS = {
   x64: {
-    read: 0, write: 1, mmap: 9, futex: 202, epoll_pwait: 281, accept4: 288, clone: 56, clone3: 435, prctl: 157, ioctl: 16,
+    read: 0, write: 1, mmap: 9, futex: 202, epoll_pwait: 281, accept4: 288,
+    clone: 56, clone3: 435, prctl: 157, ioctl: 16,
     socket: 41, socketpair: 53, connect: 42, bind: 49, listen: 50, accept: 43, execve: 59, execveat: 322, fork: 57,
     vfork: 58, ptrace: 101, process_vm_readv: 310, process_vm_writev: 311, kill: 62, tgkill: 234, io_uring_setup: 425,
     io_uring_enter: 426, io_uring_register: 427, mount: 165, unshare: 272, bpf: 321, seccomp: 317, setuid: 105,
   },
   arm64: {
-    read: 63, write: 64, mmap: 222, futex: 98, epoll_pwait: 22, accept4: 242, clone: 220, clone3: 435, prctl: 167, ioctl: 29,
+    read: 63, write: 64, mmap: 222, futex: 98, epoll_pwait: 22, accept4: 242,
+    clone: 220, clone3: 435, prctl: 167, ioctl: 29,
     socket: 198, socketpair: 199, connect: 203, bind: 200, listen: 201, accept: 202, execve: 221, execveat: 281,
     ptrace: 117, process_vm_readv: 270, process_vm_writev: 271, kill: 129, tgkill: 131, io_uring_setup: 425,
     io_uring_enter: 426, io_uring_register: 427, mount: 40, unshare: 97, bpf: 280, seccomp: 277, setuid: 146,
@@ -52,7 +54,8 @@ describe('seccomp program', () => {
     const program = buildSeccompFilter(arch);
     const native = AUDIT_ARCH[arch];
     const n = NUMBERS[arch];
-    const run = (nr: number, args: ReadonlyArray<number | bigint> = []): number => runFilter(program, { arch: native, nr, args }).action;
+    const run = (nr: number, args: ReadonlyArray<number | bigint> = []): number =>
+      runFilter(program, { arch: native, nr, args }).action;
 
     test(`${arch}: every number 0..1023 is allowed exactly when the table has it; clone3 gets ENOSYS`, () => {
       const allowed = new Set(Object.values(WORKER_SYSCALLS[arch]));
@@ -60,7 +63,12 @@ describe('seccomp program', () => {
       let allowedCount = 0;
       for (let nr = 0; nr < 1024; nr++) {
         // Arguments that pass every rule, so only the number decides.
-        const args = nr === n.clone ? [CLONE_THREAD_FLAGS] : nr === n.prctl ? [PR_SET_NAME] : nr === n.ioctl ? [3, FIONBIO] : [];
+        const passing: Readonly<Record<number, number[]>> = {
+          [n.clone]: [CLONE_THREAD_FLAGS],
+          [n.prctl]: [PR_SET_NAME],
+          [n.ioctl]: [3, FIONBIO],
+        };
+        const args = passing[nr] ?? [];
         const expected = nr === n.clone3 ? RET_ENOSYS : allowed.has(nr) ? RET_ALLOW : RET_EPERM;
         assert.equal(run(nr, args), expected, `syscall ${nr}`);
         if (expected === RET_ALLOW) allowedCount++;
@@ -77,23 +85,30 @@ describe('seccomp program', () => {
         assert.equal(run(nr, [0, 0, 0, 0, 0, 0]), name === 'clone3' ? RET_ENOSYS : RET_EPERM, name);
         assert.ok(!(name in WORKER_SYSCALLS[arch]), `${name} is in the ${arch} table`);
       }
-      for (const name of ['socket', 'socketpair', 'connect', 'bind', 'listen', 'execve', 'execveat', 'ptrace', 'process_vm_readv', 'process_vm_writev']) {
+      const required = ['socket', 'socketpair', 'connect', 'bind', 'listen', 'execve', 'execveat', 'ptrace'];
+      for (const name of [...required, 'process_vm_readv', 'process_vm_writev']) {
         assert.ok(NEVER_ALLOWED.includes(name), name);
       }
     });
 
     test(`${arch}: clone only for threads, prctl and ioctl only for the listed requests`, () => {
       assert.equal(run(n.clone, [CLONE_THREAD_FLAGS]), RET_ALLOW, 'a thread');
-      assert.equal(run(n.clone, [(0xdeadn << 32n) | BigInt(CLONE_THREAD_FLAGS)]), RET_ALLOW, 'upper 32 bits: the kernel ignores them');
+      const highBits = (0xdeadn << 32n) | BigInt(CLONE_THREAD_FLAGS);
+      assert.equal(run(n.clone, [highBits]), RET_ALLOW, 'upper 32 bits: the kernel ignores them');
       assert.equal(run(n.clone, [FORK_FLAGS]), RET_EPERM, 'fork');
       assert.equal(run(n.clone, [0]), RET_EPERM, 'no flags');
       assert.equal(run(n.clone, [CLONE_THREAD_FLAGS & ~0x100]), RET_EPERM, 'a "thread" without CLONE_VM');
       assert.equal(run(n.clone, [CLONE_THREAD_FLAGS | CLONE_NEWUSER]), RET_EPERM, 'a new user namespace');
       assert.equal(run(n.clone, [CLONE_THREAD_FLAGS | CLONE_NEWNET]), RET_EPERM, 'a new network namespace');
       for (const option of PRCTL_OPTIONS) assert.equal(run(n.prctl, [option]), RET_ALLOW, `prctl ${option}`);
-      for (const option of [PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_PTRACER, 0, 38]) assert.equal(run(n.prctl, [option, 1]), RET_EPERM, `prctl ${option}`);
-      for (const request of IOCTL_REQUESTS) assert.equal(run(n.ioctl, [2, request]), RET_ALLOW, `ioctl 0x${request.toString(16)}`);
-      for (const request of [TIOCSTI, SIOCGIFCONF, 0]) assert.equal(run(n.ioctl, [2, request]), RET_EPERM, `ioctl 0x${request.toString(16)}`);
+      for (const option of [PR_SET_DUMPABLE, PR_SET_SECCOMP, PR_SET_PTRACER, 0, 38]) {
+        assert.equal(run(n.prctl, [option, 1]), RET_EPERM, `prctl ${option}`);
+      }
+      const hex = (request: number): string => `ioctl 0x${request.toString(16)}`;
+      for (const request of IOCTL_REQUESTS) assert.equal(run(n.ioctl, [2, request]), RET_ALLOW, hex(request));
+      for (const request of [TIOCSTI, SIOCGIFCONF, 0]) {
+        assert.equal(run(n.ioctl, [2, request]), RET_EPERM, hex(request));
+      }
     });
 
     test(`${arch}: another ABI is killed; the x32 bit is refused`, () => {
@@ -109,14 +124,18 @@ describe('seccomp program', () => {
     test(`${arch}: a binary search, not a list: few instructions per call, far under the kernel's 4096`, () => {
       assert.ok(program.length / 8 <= 4096);
       let most = 0;
-      for (let nr = 0; nr < 1024; nr++) most = Math.max(most, runFilter(program, { arch: native, nr, args: [CLONE_THREAD_FLAGS, FIONBIO] }).steps);
+      for (let nr = 0; nr < 1024; nr++) {
+        most = Math.max(most, runFilter(program, { arch: native, nr, args: [CLONE_THREAD_FLAGS, FIONBIO] }).steps);
+      }
       assert.ok(most <= 40, `up to ${most} instructions for one call`);
     });
 
     test(`${arch}: the io_uring denial for the supervisor's children: io_uring_setup ENOSYS, the rest allowed`, () => {
       const denial = buildIoUringDenial(arch);
       assert.equal(runFilter(denial, { arch: native, nr: n.io_uring_setup }).action, RET_ENOSYS);
-      for (const nr of [n.read, n.execve, n.io_uring_enter, n.socket]) assert.equal(runFilter(denial, { arch: native, nr }).action, RET_ALLOW);
+      for (const nr of [n.read, n.execve, n.io_uring_enter, n.socket]) {
+        assert.equal(runFilter(denial, { arch: native, nr }).action, RET_ALLOW);
+      }
       assert.equal(runFilter(denial, { arch: AUDIT_ARCH.i386, nr: 1 }).action, RET_ALLOW);
     });
   }

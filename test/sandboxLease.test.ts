@@ -21,7 +21,8 @@ function named(id: number): boolean {
 }
 
 function heldByAProcess(id: number): boolean {
-  const holders = spawnSync('sh', ['-c', `grep -lE "^(Uid|Gid|Groups):.*\\b${id}\\b" /proc/[0-9]*/status 2>/dev/null`], { encoding: 'utf8' });
+  const grep = `grep -lE "^(Uid|Gid|Groups):.*\\b${id}\\b" /proc/[0-9]*/status 2>/dev/null`;
+  const holders = spawnSync('sh', ['-c', grep], { encoding: 'utf8' });
   return holders.stdout.trim() !== '';
 }
 
@@ -83,7 +84,9 @@ class Holder {
   }
 }
 
-describe('worker uid lease', { skip: !IS_ROOT && 'needs root: the lock directory must be root-owned', concurrency: false, timeout: 120_000 }, () => {
+const rootOnly = { skip: !IS_ROOT && 'needs root: the lock directory must be root-owned' };
+
+describe('worker uid lease', { ...rootOnly, concurrency: false, timeout: 120_000 }, () => {
   let dir: string;
   let first: number;
   const holders: Holder[] = [];
@@ -125,7 +128,8 @@ describe('worker uid lease', { skip: !IS_ROOT && 'needs root: the lock directory
   });
 
   test('a number a process runs under is skipped, as is one the user or group database names', async () => {
-    const squatter = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000); setTimeout(() => process.exit(0), 30000)'], { uid: first, gid: first, stdio: 'ignore' });
+    const sleeper = 'setInterval(() => {}, 1000); setTimeout(() => process.exit(0), 30000)';
+    const squatter = spawn(process.execPath, ['-e', sleeper], { uid: first, gid: first, stdio: 'ignore' });
     try {
       assert.ok(await waitFor(() => !free(first), 5_000), 'the squatter does not show in /proc');
       const holder = hold(first, first + 3);
@@ -161,10 +165,14 @@ describe('worker uid lease', { skip: !IS_ROOT && 'needs root: the lock directory
       chmodSync(busy, 0o700);
       assert.throws(
         () => leaseWorkerId({ dir, first, last: first }),
-        (err: unknown) => err instanceof IdLeaseError && err.exitCode === 1 && err.message === `no free uid in ${first}-${first} for the worker (all in use or locked); pass --uid`,
+        (err: unknown) =>
+          err instanceof IdLeaseError &&
+          err.exitCode === 1 &&
+          err.message === `no free uid in ${first}-${first} for the worker (all in use or locked); pass --uid`,
       );
       chmodSync(busy, 0o777);
-      assert.throws(() => leaseWorkerId({ dir: busy }), /refusing .* not a directory owned by root and writable only by it/);
+      const refusal = /refusing .* not a directory owned by root and writable only by it/;
+      assert.throws(() => leaseWorkerId({ dir: busy }), refusal);
       chmodSync(busy, 0o700);
       chownSync(busy, 65534, 65534);
       assert.throws(() => leaseWorkerId({ dir: busy }), /refusing/);

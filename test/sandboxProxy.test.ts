@@ -10,7 +10,21 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -36,6 +50,7 @@ const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SODIUM_NATIVE = fileURLToPath(import.meta.resolve('sodium-native'));
 const WORKER_MAIN = fileURLToPath(new URL('../src/worker/main.js', import.meta.url));
 const CONTAINED_SUPERVISOR = fileURLToPath(new URL('./fixtures/containedSupervisor.js', import.meta.url));
+const ALLOWED = allowedSyscalls(process.arch).length;
 const KEY_LATIN1 = Buffer.from(TEST_KEY, 'latin1');
 const KEY_UTF16 = Buffer.from(TEST_KEY, 'utf16le');
 
@@ -84,7 +99,8 @@ function otherHolders(id: number, except: number): number[] {
     } catch {
       continue;
     }
-    const ids = ['Uid', 'Gid', 'Groups'].flatMap((name) => (status.get(name) ?? '').split(/\s+/).filter(Boolean).map(Number));
+    const field = (name: string): number[] => (status.get(name) ?? '').split(/\s+/).filter(Boolean).map(Number);
+    const ids = ['Uid', 'Gid', 'Groups'].flatMap(field);
     if (ids.includes(id)) holders.push(Number(entry));
   }
   return holders;
@@ -298,11 +314,13 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     await upstream?.close();
   });
 
-  test('worker: a uid and gid of its own (all four), no groups, NoNewPrivs 1, Seccomp 2, CapEff 0; the log lists the layers', { timeout: 15_000 }, async (t: TestContext) => {
+  const layersTitle = 'worker: a uid of its own, no groups, NoNewPrivs 1, Seccomp 2, CapEff 0; the log lists layers';
+  test(layersTitle, { timeout: 15_000 }, async (t: TestContext) => {
     if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
     const worker = proxy.workerPid();
     const { uid, gid } = workerIds(worker);
-    assert.ok(uid >= DYNAMIC_ID_FIRST && uid <= DYNAMIC_ID_LAST, `worker uid ${uid} outside ${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}`);
+    const range = `${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}`;
+    assert.ok(uid >= DYNAMIC_ID_FIRST && uid <= DYNAMIC_ID_LAST, `worker uid ${uid} outside ${range}`);
     assert.equal(gid, uid);
     assert.equal(lookup('passwd', String(uid)), null, `uid ${uid} has a passwd entry`);
     assert.equal(lookup('group', String(gid)), null, `gid ${gid} has a group entry`);
@@ -329,31 +347,38 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
       worker_supplementary_groups: 'ok: none',
       worker_no_new_privs: 'ok: 1',
       worker_dumpable: "ok: 0 (its /proc files are root's)",
-      worker_seccomp_filter: `ok: Seccomp: 2, allowlist of ${allowedSyscalls(process.arch).length} calls (${process.arch})`,
+      worker_seccomp_filter: `ok: Seccomp: 2, allowlist of ${ALLOWED} calls (${process.arch})`,
       worker_capabilities: 'ok: CapEff 0000000000000000',
     };
     for (const [field, value] of Object.entries(expected)) assert.equal(report[field], value, `${field} in ${JSON.stringify(report)}`);
-    assert.match(String(report.worker_landlock), /^(ok: ABI \d+: reads its code, writes nothing|MISSING: not available: .+)$/);
+    const landlockRow = /^(ok: ABI \d+: reads its code, writes nothing|MISSING: not available: .+)$/;
+    assert.match(String(report.worker_landlock), landlockRow);
     for (const field of ['worker_permission_model', 'supervisor_dumpable', 'supervisor_core_limit', 'key_memory_locked']) {
       assert.match(String(report[field]), /^ok: /, `${field} in ${JSON.stringify(report)}`);
     }
     assert.equal(report.supervisor_dumpable, 'ok: 0');
     assert.equal(report.supervisor_core_limit, 'ok: 0/0');
-    const note = records(proxy).find((r) => typeof r.msg === 'string' && r.msg.includes(`the worker runs as uid ${uid} of its own`));
+    const chosen = `the worker runs as uid ${uid} of its own`;
+    const note = records(proxy).find((r) => typeof r.msg === 'string' && r.msg.includes(chosen));
     assert.ok(note !== undefined, `no note naming the worker's uid in:\n${proxy.stderr}`);
     assert.match(String(note.msg), /running as root without --uid/);
-    assert.match(String(note.msg), new RegExp(`from ${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}, held by a lock on /run/responses-api-proxy/uid-${uid}\\.lock`));
+    const lock = `/run/responses-api-proxy/uid-${uid}\\.lock`;
+    assert.match(String(note.msg), new RegExp(`from ${range}, held by a lock on ${lock}`));
     assert.match(String(note.msg), /no supplementary groups/);
   });
 
-  test("as the worker's uid: no ptrace attach and no /proc/<worker>/mem (control: an ordinary process of that uid allows both)", { timeout: 20_000 }, async (t: TestContext) => {
+  const intruderTitle = "as the worker's uid: no ptrace attach, no /proc/<worker>/mem (an ordinary process: both)";
+  test(intruderTitle, { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
     const worker = proxy.workerPid();
     const ids = workerIds(worker);
     const control = idleProcess(ids);
     try {
-      assert.ok(await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000), 'control process did not start');
-      assert.deepEqual(intrudeAs(control.pid, ids), { ptrace: 'ok', mem: 'ok' }, 'control: the same uid attaches to and reads an ordinary process');
+      const started = await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000);
+      assert.ok(started, 'control process did not start');
+      const controlAccess = intrudeAs(control.pid, ids);
+      const why = 'control: the same uid attaches to and reads an ordinary process';
+      assert.deepEqual(controlAccess, { ptrace: 'ok', mem: 'ok' }, why);
     } finally {
       await control.stop();
     }
@@ -364,7 +389,8 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     assert.equal(statSync(`/proc/${worker}/environ`).uid, 0, "a non-dumpable process's /proc files are root's");
   });
 
-  test('the filter installed in the worker, read back with PTRACE_SECCOMP_GET_FILTER, is the allowlist: no socket, connect or execve', { timeout: 20_000 }, async (t: TestContext) => {
+  const readBackTitle = "the worker's filter read back (PTRACE_SECCOMP_GET_FILTER) is the allowlist: no socket, execve";
+  test(readBackTitle, { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
     const worker = proxy.workerPid();
     const filters = readSeccompFilters(worker);
@@ -373,8 +399,12 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     assert.ok(own.equals(buildSeccompFilter(process.arch)), 'the worker runs the compiled allowlist');
     assert.ok(inherited.equals(buildIoUringDenial(process.arch)), 'and the io_uring denial it inherited');
     const arch = AUDIT_ARCH[process.arch as 'x64' | 'arm64'];
-    const nr = process.arch === 'x64' ? { socket: 41, connect: 42, execve: 59, read: 0 } : { socket: 198, connect: 203, execve: 221, read: 63 };
-    for (const call of ['socket', 'connect', 'execve'] as const) assert.equal(runFilter(own, { arch, nr: nr[call] }).action, RET_EPERM, call);
+    const nr = process.arch === 'x64'
+      ? { socket: 41, connect: 42, execve: 59, read: 0 }
+      : { socket: 198, connect: 203, execve: 221, read: 63 };
+    for (const call of ['socket', 'connect', 'execve'] as const) {
+      assert.equal(runFilter(own, { arch, nr: nr[call] }).action, RET_EPERM, call);
+    }
     assert.equal(runFilter(own, { arch, nr: nr.read }).action, RET_ALLOW);
     assert.equal(runFilter(inherited, { arch, nr: 425 }).action, RET_ENOSYS, 'io_uring_setup');
     // Still serving after being stopped and released (a 403: the upstream's count stays the next test's).
@@ -599,7 +629,7 @@ describe('--uid / --gid on the real proxy', { concurrency: false, timeout: 60_00
     assert.equal((await send(b.port, { body: '{}' })).status, 200);
   });
 
-  test('a port below 1024 works as root with the worker under its own uid', { timeout: 15_000 }, async (t: TestContext) => {
+  test('a port below 1024 works as root, the worker under its own uid', { timeout: 15_000 }, async (t: TestContext) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
     const port = await freePrivilegedPort();
     if (port === null) return t.skip('no free port in 1000..1023 on 127.0.0.1');
@@ -617,7 +647,7 @@ describe('--uid / --gid on the real proxy', { concurrency: false, timeout: 60_00
 // ---------------------------------------------------------------- --check-sandbox
 
 describe('uids of their own', { concurrency: false, timeout: 60_000 }, () => {
-  test('two proxies started at once: two workers, two uids, each held by no other process', { timeout: 30_000 }, async (t: TestContext) => {
+  test('two proxies started at once: two uids, each held by no other process', { timeout: 30_000 }, async (t) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
     const upstream = await MockUpstream.start();
     const proxies = [0, 1].map(() => ProxyProcess.spawn({ args: ['--upstream-url', upstream.url()] }));
@@ -640,11 +670,13 @@ describe('uids of their own', { concurrency: false, timeout: 60_000 }, () => {
 });
 
 describe('code run inside the real worker', { concurrency: false, timeout: 60_000 }, () => {
-  test('cannot open a TCP or UNIX connection, exec, reach another process, or open files outside its set', { timeout: 30_000 }, async () => {
+  const title = 'cannot open a TCP or UNIX connection, exec, reach another process, or open files outside its set';
+  test(title, { timeout: 30_000 }, async () => {
     const upstream = await MockUpstream.start();
     const proxy = await ProxyProcess.start({ main: CONTAINED_SUPERVISOR, args: ['--upstream-url', upstream.url()] });
     try {
-      assert.ok(await waitFor(() => /^CONTAINED /m.test(proxy.stderr), 15_000), `no CONTAINED line in:\n${proxy.stderr}`);
+      const reported = await waitFor(() => /^CONTAINED /m.test(proxy.stderr), 15_000);
+      assert.ok(reported, `no CONTAINED line in:\n${proxy.stderr}`);
       const results = JSON.parse(/^CONTAINED (.*)$/m.exec(proxy.stderr)?.[1] ?? '{}') as Record<string, string>;
       // Past the permission model (koffi, as an attacker would): the kernel says no.
       const denied = {
@@ -652,13 +684,19 @@ describe('code run inside the real worker', { concurrency: false, timeout: 60_00
         fork: 'EPERM', execve: 'EPERM', ptraceOther: 'EPERM', processVmReadv: 'EPERM', killOther: 'EPERM',
         ioUringSetup: 'EPERM', dumpableAgain: 'EPERM', unshareUser: 'EPERM',
       };
-      for (const [attempt, code] of Object.entries(denied)) assert.equal(results[attempt], code, `${attempt}: ${JSON.stringify(results)}`);
-      assert.equal(results.openInside, 'ok', `control, its own code: ${JSON.stringify(results)}`);
+      const all = JSON.stringify(results);
+      for (const [attempt, code] of Object.entries(denied)) assert.equal(results[attempt], code, `${attempt}: ${all}`);
+      assert.equal(results.openInside, 'ok', `control, its own code: ${all}`);
       const landlock = landlockSupport().abi > 0;
-      if (landlock) for (const attempt of ['openOutside', 'createInside']) assert.equal(results[attempt], 'EACCES', `${attempt}: ${JSON.stringify(results)}`);
+      if (landlock) {
+        for (const attempt of ['openOutside', 'createInside']) {
+          assert.equal(results[attempt], 'EACCES', `${attempt}: ${all}`);
+        }
+      }
       // Through Node: the permission model or the kernel, whichever comes first.
-      for (const attempt of ['nodeTcpConnect', 'nodeUnixConnect', 'nodeExec', 'nodeReadOutside', 'nodeReadOutsideAsync', 'nodeWriteInside']) {
-        assert.match(results[attempt] ?? '', /^(EPERM|EACCES|ERR_ACCESS_DENIED)$/, `${attempt}: ${JSON.stringify(results)}`);
+      const throughNode = ['nodeTcpConnect', 'nodeUnixConnect', 'nodeExec', 'nodeReadOutside', 'nodeReadOutsideAsync'];
+      for (const attempt of [...throughNode, 'nodeWriteInside']) {
+        assert.match(results[attempt] ?? '', /^(EPERM|EACCES|ERR_ACCESS_DENIED)$/, `${attempt}: ${all}`);
       }
       // And it still serves.
       assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
@@ -673,7 +711,7 @@ describe('--check-sandbox', { timeout: 30_000 }, () => {
   test('prints every layer as a table and exits 0 as root, without reading a key', { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
     const landlock = landlockSupport();
-    if ('reason' in landlock) return t.skip(`this kernel has no Landlock (${landlock.reason}): the check lists it as missing and exits 1`);
+    if ('reason' in landlock) return t.skip(`no Landlock here (${landlock.reason}): the check says so and exits 1`);
     // stdin open and empty: a check that waited for a key would never end.
     const check = spawnTracked([PROXY_MAIN, '--check-sandbox']);
     const ended = await check.waitExit(10_000);
@@ -687,7 +725,7 @@ describe('--check-sandbox', { timeout: 30_000 }, () => {
       ['worker supplementary groups', /none$/],
       ['worker no_new_privs', /1$/],
       ['worker dumpable', /0 \(its \/proc files are root's\)$/],
-      ['worker seccomp filter', new RegExp(`Seccomp: 2, allowlist of ${allowedSyscalls(process.arch).length} calls \\(${process.arch}\\)$`)],
+      ['worker seccomp filter', new RegExp(`Seccomp: 2, allowlist of ${ALLOWED} calls \\(${process.arch}\\)$`)],
       ['worker landlock', /ABI \d+: reads its code, writes nothing$/],
       ['worker capabilities', /CapEff 0{16}$/],
       ['worker permission model', /permission/],

@@ -78,7 +78,8 @@ export function restrictFiles(abi: number, rules: FileRules): void {
   const ruleset = landlockCreateRuleset(attr);
   try {
     for (const path of rules.read) allow(ruleset, path, READ_FILE | READ_DIR);
-    for (const path of rules.write) allow(ruleset, path, (READ_FILE | READ_DIR | WRITE_FILE | MAKE_REG | REMOVE_FILE) & handled);
+    const writeRights = (READ_FILE | READ_DIR | WRITE_FILE | MAKE_REG | REMOVE_FILE) & handled;
+    for (const path of rules.write) allow(ruleset, path, writeRights);
     landlockRestrictSelf(ruleset, bindsEveryThread(abi) ? RESTRICT_SELF_TSYNC : 0);
   } finally {
     closeSync(ruleset);

@@ -223,7 +223,8 @@ export function getSeccompMode(): number {
  * the kernel was built without it, EOPNOTSUPP when it is not enabled at boot.
  */
 export function landlockAbi(): number {
-  const abi = Number(bind().syscall(SYS_LANDLOCK_CREATE_RULESET, 'void *', null, 'size_t', 0, 'uint32_t', LANDLOCK_CREATE_RULESET_VERSION));
+  const version = LANDLOCK_CREATE_RULESET_VERSION;
+  const abi = Number(bind().syscall(SYS_LANDLOCK_CREATE_RULESET, 'void *', null, 'size_t', 0, 'uint32_t', version));
   if (abi === -1) throw new LibcError('landlock_create_ruleset(VERSION)', koffi.errno());
   return abi;
 }
@@ -240,7 +241,9 @@ export function landlockAddPathRule(rulesetFd: number, access: bigint, parentFd:
   const attr = Buffer.alloc(12); // struct landlock_path_beneath_attr, packed: u64 allowed_access, s32 parent_fd
   attr.writeBigUInt64LE(access, 0);
   attr.writeInt32LE(parentFd, 8);
-  const rc = Number(bind().syscall(SYS_LANDLOCK_ADD_RULE, 'int', rulesetFd, 'int', LANDLOCK_RULE_PATH_BENEATH, 'void *', attr, 'uint32_t', 0));
+  const type = LANDLOCK_RULE_PATH_BENEATH;
+  const syscall = bind().syscall;
+  const rc = Number(syscall(SYS_LANDLOCK_ADD_RULE, 'int', rulesetFd, 'int', type, 'void *', attr, 'uint32_t', 0));
   if (rc === -1) throw new LibcError('landlock_add_rule', koffi.errno(), what);
 }
 

@@ -49,7 +49,9 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   }
   if (c.dumpDir !== null && typeof c.dumpDir !== 'string') throw new ProtocolError('CONFIG.dumpDir');
   if (typeof c.allowWeakerSandbox !== 'boolean' || typeof c.allowCapabilities !== 'boolean') throw new ProtocolError('CONFIG sandbox');
-  if (!Array.isArray(c.readPaths) || !c.readPaths.every((p) => typeof p === 'string')) throw new ProtocolError('CONFIG.readPaths');
+  if (!Array.isArray(c.readPaths) || !c.readPaths.every((p) => typeof p === 'string')) {
+    throw new ProtocolError('CONFIG.readPaths');
+  }
   if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
   const ws = c.webSocket as Record<string, unknown> | null;
   if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');

@@ -53,7 +53,8 @@ function dumpable(workerPid: number, euid: number): { value: string; ok: boolean
   } catch {
     return { value: 'unknown', ok: false };
   }
-  return owner === 0 ? { value: '0 (its /proc files are root\'s)', ok: true } : { value: `1 (its /proc files are uid ${owner}'s)`, ok: false };
+  if (owner === 0) return { value: "0 (its /proc files are root's)", ok: true };
+  return { value: `1 (its /proc files are uid ${owner}'s)`, ok: false };
 }
 
 function allowlistSize(): string {

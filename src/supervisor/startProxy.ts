@@ -17,7 +17,13 @@ import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
 import { loadWebSocketClient } from './upstreamSocket.js';
 import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
-import { DEFAULT_WORKER_ENTRY, denyIoUringToWorker, workerPermissionFlags, workerProgramPaths, workerReadPaths } from './workerProcess.js';
+import {
+  DEFAULT_WORKER_ENTRY,
+  denyIoUringToWorker,
+  workerPermissionFlags,
+  workerProgramPaths,
+  workerReadPaths,
+} from './workerProcess.js';
 import { landlockSupport } from '../shared/landlock.js';
 
 function version(): string {
@@ -73,7 +79,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
   const landlock = landlockSupport();
   const ioUring = denyIoUringToWorker();
-  if (ioUring !== null) log.warn({ reason: ioUring }, 'cannot deny io_uring to the worker: it refuses to start where libuv opened one');
+  if (ioUring !== null) {
+    log.warn({ reason: ioUring }, 'cannot deny io_uring to the worker: it refuses to start where libuv opened one');
+  }
 
   const supervisor: ProxySupervisor = new ProxySupervisor({
     auth,

@@ -81,7 +81,8 @@ function lockDirectory(dir: string): void {
     mkdirSync(dir, { mode: 0o700 });
   } catch (err) {
     if (errnoCode(err) !== 'EEXIST') {
-      throw new IdLeaseError(`cannot create ${dir} for the worker's uid lock: ${errnoCode(err) ?? String(err)} (or pass --uid)`);
+      const code = errnoCode(err) ?? String(err);
+      throw new IdLeaseError(`cannot create ${dir} for the worker's uid lock: ${code} (or pass --uid)`);
     }
   }
   let st: Stats;
@@ -91,7 +92,9 @@ function lockDirectory(dir: string): void {
     throw new IdLeaseError(`cannot use ${dir} for the worker's uid lock: ${errnoCode(err) ?? String(err)}`);
   }
   if (!st.isDirectory() || st.uid !== 0 || (st.mode & 0o022) !== 0) {
-    throw new IdLeaseError(`refusing ${dir} for the worker's uid lock: not a directory owned by root and writable only by it`);
+    throw new IdLeaseError(
+      `refusing ${dir} for the worker's uid lock: not a directory owned by root and writable only by it`,
+    );
   }
 }
 

@@ -177,7 +177,9 @@ export function resolveWorkerIdentity(
   }
   if (held !== null) {
     notes.push(
-      `running as root without --uid: the worker runs as uid ${uid} of its own (from ${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}, held by a lock on ${held.lockFile}), group ${describeGroup(gid, groupName)}, no supplementary groups`,
+      `running as root without --uid: the worker runs as uid ${uid} of its own ` +
+        `(from ${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}, held by a lock on ${held.lockFile}), ` +
+        `group ${describeGroup(gid, groupName)}, no supplementary groups`,
     );
   }
   if (uid === 0) warnings.push('--uid 0: the worker keeps root and its capabilities; a compromised worker is root');

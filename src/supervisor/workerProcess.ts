@@ -91,7 +91,8 @@ function outermost(paths: readonly string[]): string[] {
 
 /** The worker's code and dependencies (what its uid must be able to read). */
 export function workerProgramPaths(entry: string): string[] {
-  return outermost([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), modulesDirOf('ws')]);
+  const dependencies = ['pino', 'koffi', 'ws'].map(modulesDirOf);
+  return outermost([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), ...dependencies]);
 }
 
 /** Everything the worker may read: its code, its dependencies, and what its sandbox reads about itself. */

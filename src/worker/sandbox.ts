@@ -20,7 +20,16 @@
 
 import { readdirSync, readlinkSync } from 'node:fs';
 import { LayerMissingError } from '../shared/errors.js';
-import { LibcError, SECCOMP_FILTER_FLAG_TSYNC, getDumpable, getNoNewPrivs, getSeccompMode, seccompSetModeFilter, setDumpable, setNoNewPrivs } from '../shared/libc.js';
+import {
+  LibcError,
+  SECCOMP_FILTER_FLAG_TSYNC,
+  getDumpable,
+  getNoNewPrivs,
+  getSeccompMode,
+  seccompSetModeFilter,
+  setDumpable,
+  setNoNewPrivs,
+} from '../shared/libc.js';
 import { readProcStatus } from '../shared/procStatus.js';
 import { allowedSyscalls, buildSeccompFilter } from '../shared/seccompFilter.js';
 import { bindsEveryThread, landlockSupport, restrictFiles, type FileRules } from '../shared/landlock.js';
@@ -150,7 +159,9 @@ export function beginWorkerSandbox(options: SandboxOptions = {}): void {
     capEff = status;
     const rings = ioUringDescriptors();
     if (rings.length > 0) {
-      seccompBlocked = `io_uring instances are open (fd ${rings.join(', ')}): their operations would bypass the filter, and libuv aborts without them; start the worker from the supervisor, which denies io_uring_setup to it`;
+      seccompBlocked =
+        `io_uring instances are open (fd ${rings.join(', ')}): their operations would bypass the filter, ` +
+        'and libuv aborts without them; start the worker from the supervisor, which denies io_uring_setup to it';
     }
   } catch (err) {
     fail('capabilities', `cannot read /proc/self: ${explain(err)}`);

@@ -64,7 +64,8 @@ export class ProxyProcess {
 
   /** Spawn without waiting for anything. */
   static spawn(options: StartOptions = {}): ProxyProcess {
-    const [command, ...programArgs] = options.program === undefined ? [process.execPath, options.main ?? PROXY_MAIN] : [options.program];
+    const [command, ...programArgs] =
+      options.program === undefined ? [process.execPath, options.main ?? PROXY_MAIN] : [options.program];
     const child = spawn(command as string, [...programArgs, ...(options.args ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },

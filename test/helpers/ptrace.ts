@@ -32,7 +32,9 @@ function errnoName(): string {
 export function readSeccompFilters(pid: number): Buffer[] {
   if (Number(ptrace(PTRACE_SEIZE, pid, 0, null)) !== 0) throw new Error(`PTRACE_SEIZE ${pid}: ${errnoName()}`);
   try {
-    if (Number(ptrace(PTRACE_INTERRUPT, pid, 0, null)) !== 0) throw new Error(`PTRACE_INTERRUPT ${pid}: ${errnoName()}`);
+    if (Number(ptrace(PTRACE_INTERRUPT, pid, 0, null)) !== 0) {
+      throw new Error(`PTRACE_INTERRUPT ${pid}: ${errnoName()}`);
+    }
     const status = [0];
     const deadline = Date.now() + 5_000;
     while (waitpid(pid, status, WNOHANG | WALL) === 0) {
@@ -47,7 +49,8 @@ export function readSeccompFilters(pid: number): Buffer[] {
         throw new Error(`PTRACE_SECCOMP_GET_FILTER ${pid} #${index}: ${errnoName()}`);
       }
       const program = Buffer.alloc(count * 8);
-      if (Number(ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, program)) !== count) throw new Error(`filter #${index} changed size`);
+      const copied = Number(ptrace(PTRACE_SECCOMP_GET_FILTER, pid, index, program));
+      if (copied !== count) throw new Error(`filter #${index} changed size`);
       filters.push(program);
     }
     return filters;
@@ -64,16 +67,19 @@ const INTRUDER = `
 const koffi = require(process.argv[1]);
 const pid = Number(process.argv[2]);
 const ptrace = koffi.load('libc.so.6').func('long ptrace(long request, int pid, uintptr_t addr, void *data)');
-const name = (errno) => Object.entries(require('node:os').constants.errno).find(([, v]) => v === errno)?.[0] ?? String(errno);
+const errnos = Object.entries(require('node:os').constants.errno);
+const name = (errno) => errnos.find(([, v]) => v === errno)?.[0] ?? String(errno);
 const out = {};
 out.ptrace = Number(ptrace(${PTRACE_SEIZE}, pid, 0, null)) === 0 ? 'ok' : name(koffi.errno());
-try { require('node:fs').closeSync(require('node:fs').openSync('/proc/' + pid + '/mem', 'r')); out.mem = 'ok'; } catch (e) { out.mem = e.code; }
+const fs = require('node:fs');
+try { fs.closeSync(fs.openSync('/proc/' + pid + '/mem', 'r')); out.mem = 'ok'; } catch (e) { out.mem = e.code; }
 process.stdout.write(JSON.stringify(out));
 `;
 
 /** What a process running as uid/gid gets for ptrace attach and /proc/<pid>/mem of `pid`. */
 export function intrudeAs(pid: number, ids: { uid: number; gid: number }): { ptrace: string; mem: string } {
-  const run = spawnSync(process.execPath, ['-e', INTRUDER, KOFFI, String(pid)], { ...ids, cwd: '/', env: {}, encoding: 'utf8', timeout: 10_000 });
+  const options = { ...ids, cwd: '/', env: {}, encoding: 'utf8', timeout: 10_000 } as const;
+  const run = spawnSync(process.execPath, ['-e', INTRUDER, KOFFI, String(pid)], options);
   if (run.status !== 0) throw new Error(`intruder as ${ids.uid}:${ids.gid} failed (${run.status}): ${run.stderr}`);
   return JSON.parse(run.stdout) as { ptrace: string; mem: string };
 }
