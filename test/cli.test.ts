@@ -11,7 +11,9 @@ import { ProxyProcess, type ExitStatus } from './helpers/proxyProcess.js';
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Spawn with stdin left open and nothing written: the proxy must exit on its own. */
-async function runWithOpenStdin(args: readonly string[], timeoutMs = 5_000): Promise<{ status: ExitStatus | null; proxy: ProxyProcess }> {
+// stdin stays open, so a proxy that waits for it never exits: the limit only
+// bounds the test, and is generous because starting Node takes seconds on a loaded CI machine.
+async function runWithOpenStdin(args: readonly string[], timeoutMs = 15_000): Promise<{ status: ExitStatus | null; proxy: ProxyProcess }> {
   const proxy = ProxyProcess.spawn({ args, stdin: '', keepStdinOpen: true });
   try {
     const status = await proxy.waitForExit(timeoutMs);
@@ -22,9 +24,9 @@ async function runWithOpenStdin(args: readonly string[], timeoutMs = 5_000): Pro
   }
 }
 
-describe('cli: --help and --version', { concurrency: true, timeout: 30_000 }, () => {
+describe('cli: --help and --version', { concurrency: 4, timeout: 90_000 }, () => {
   for (const flag of ['--help', '-h']) {
-    test(`${flag} prints usage to stdout and exits 0 without reading stdin`, { timeout: 10_000 }, async () => {
+    test(`${flag} prints usage to stdout and exits 0 without reading stdin`, { timeout: 30_000 }, async () => {
       const { status, proxy } = await runWithOpenStdin([flag]);
       assert.deepEqual(status, { code: 0, signal: null }, `stderr: ${proxy.stderr}`);
       assert.match(proxy.stdout, /^Usage: responses-api-proxy /);
@@ -34,7 +36,7 @@ describe('cli: --help and --version', { concurrency: true, timeout: 30_000 }, ()
   }
 
   for (const flag of ['--version', '-V']) {
-    test(`${flag} prints the version to stdout and exits 0 without reading stdin`, { timeout: 10_000 }, async () => {
+    test(`${flag} prints the version to stdout and exits 0 without reading stdin`, { timeout: 30_000 }, async () => {
       const { status, proxy } = await runWithOpenStdin([flag]);
       assert.deepEqual(status, { code: 0, signal: null }, `stderr: ${proxy.stderr}`);
       assert.equal(proxy.stdout, `responses-api-proxy ${PACKAGE_VERSION}\n`);
@@ -69,9 +71,9 @@ const USAGE_CASES: readonly UsageCase[] = [
   { name: '--shutdown-timeout 2147484', args: ['--shutdown-timeout', '2147484'], mentions: ['--shutdown-timeout', '2147484'] },
 ];
 
-describe('cli: usage errors exit 2 with one line and do not wait for stdin', { concurrency: true, timeout: 30_000 }, () => {
+describe('cli: usage errors exit 2 with one line and do not wait for stdin', { concurrency: 4, timeout: 180_000 }, () => {
   for (const c of USAGE_CASES) {
-    test(c.name, { timeout: 10_000 }, async () => {
+    test(c.name, { timeout: 30_000 }, async () => {
       const { status, proxy } = await runWithOpenStdin(c.args);
       assert.notEqual(status, null, 'the proxy waited (for stdin?) instead of exiting on a usage error');
       assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);
@@ -86,7 +88,7 @@ describe('cli: usage errors exit 2 with one line and do not wait for stdin', { c
     });
   }
 
-  test('a usage error after a valid --port opens nothing on that port', { timeout: 10_000 }, async () => {
+  test('a usage error after a valid --port opens nothing on that port', { timeout: 30_000 }, async () => {
     const port = await freePort();
     const { status, proxy } = await runWithOpenStdin(['--port', String(port), '--log-level', 'loud']);
     assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);

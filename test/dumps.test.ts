@@ -252,7 +252,7 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
   });
 
   test('an existing directory the worker cannot write stops startup with one line, exit 1', async () => {
-    // Read-only for everyone but root; the worker is never root (nobody when tests run as root).
+    // Read-only for everyone but root; the worker is never root (a uid of its own when tests run as root).
     const root = traversableTempDir();
     const readOnly = join(root, 'ro');
     mkdirSync(readOnly, { mode: 0o555 });
@@ -267,11 +267,16 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
   });
 
   test('a directory the worker cannot reach is refused before start, saying why', { skip: process.getuid?.() !== 0 && 'needs root: the worker only runs as another user when started as root' }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: nobody cannot pass
+    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: the worker's uid cannot pass
     try {
       const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
       assert.equal(result.code, 1);
-      assert.match(result.stderr, /^Error: user nobody cannot read .*\/d \(.*directory mode 0700.*\): choose a --dump-dir that user can reach, or pass --uid$/m);
+      const refusal = new RegExp(
+        '^Error: uid 6[1-5]\\d{3} cannot read .*/d \\(.*directory mode 0700.*\\): ' +
+          'choose a --dump-dir that user can reach, or pass --uid$',
+        'm',
+      );
+      assert.match(result.stderr, refusal);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
@@ -23,13 +24,10 @@ import {
   resolveWorkerIdentity,
   unreadableMessage,
 } from '../src/supervisor/workerIdentity.js';
-import {
-  DENIED_SYSCALLS,
-  SYSCALL_NUMBERS,
-  WORKER_SANDBOX_READ_PATHS,
-  buildSeccompFilter,
-  deniedSyscallsFor,
-} from '../src/worker/sandbox.js';
+import type { IdLease } from '../src/supervisor/workerIdLease.js';
+import { landlockSupport } from '../src/shared/landlock.js';
+import { allowedSyscalls } from '../src/shared/seccompFilter.js';
+import { WORKER_SANDBOX_READ_PATHS, type SandboxLayers } from '../src/worker/sandbox.js';
 
 const PROBE = fileURLToPath(new URL('./fixtures/sandboxProbe.js', import.meta.url));
 const DIST_SRC = fileURLToPath(new URL('../src/', import.meta.url));
@@ -196,127 +194,139 @@ function nobodyCanRunProbes(): string | null {
   return found === null ? null : unreadableMessage({ uid: NOBODY_ID, userName: 'nobody' }, found);
 }
 
-// ---------------------------------------------------------------- seccomp program
-
-// A classic-BPF interpreter for the instructions the filter uses, to run the
-// program for both architectures on any machine.
-const SECCOMP_RET_KILL_PROCESS = 0x80000000;
-const SECCOMP_RET_ALLOW = 0x7fff0000;
-const RET_EPERM = 0x00050000 | 1;
-const RET_ENOSYS = 0x00050000 | 38;
-const AUDIT_ARCH = { x64: 0xc000003e, arm64: 0xc00000b7 } as const;
-
-function runFilter(program: Buffer, arch: number, nr: number, arg0 = 0): number {
-  const data = Buffer.alloc(64); // struct seccomp_data
-  data.writeInt32LE(nr, 0);
-  data.writeUInt32LE(arch, 4);
-  data.writeBigUInt64LE(BigInt(arg0), 16);
-  let acc = 0;
-  for (let pc = 0; pc < program.length / 8; pc++) {
-    const code = program.readUInt16LE(pc * 8);
-    const jt = program.readUInt8(pc * 8 + 2);
-    const jf = program.readUInt8(pc * 8 + 3);
-    const k = program.readUInt32LE(pc * 8 + 4);
-    switch (code) {
-      case 0x20: acc = data.readUInt32LE(k); break; // ld [k]
-      case 0x15: pc += acc === k ? jt : jf; break; // jeq #k
-      case 0x35: pc += acc >= k ? jt : jf; break; // jge #k
-      case 0x45: pc += (acc & k) !== 0 ? jt : jf; break; // jset #k
-      case 0x06: return k; // ret #k
-      default: throw new Error(`unexpected BPF opcode 0x${code.toString(16)} at ${pc}`);
-    }
-  }
-  throw new Error('BPF program fell off its end');
-}
-
-describe('seccomp program', () => {
-  // Numbers written out here independently of sandbox.ts's table.
-  const spot = {
-    x64: { read: 0, write: 1, mmap: 9, execve: 59, ptrace: 101, mount: 165, bpf: 321, fork: 57, clone: 56, clone3: 435 },
-    arm64: { read: 63, write: 64, mmap: 222, execve: 221, ptrace: 117, mount: 40, bpf: 280, clone: 220, clone3: 435 },
-  } as const;
-  const CLONE_THREAD_FLAGS = 0x3d0f00; // what glibc's pthread_create passes
-  const CLONE_NEWUSER = 0x10000000;
-
-  for (const arch of ['x64', 'arm64'] as const) {
-    test(`${arch}: wrong audit arch kills, denied calls get EPERM, the rest is allowed`, () => {
-      const program = buildSeccompFilter(arch);
-      const n = spot[arch];
-      assert.ok(program.length % 8 === 0 && program.length / 8 <= 4096);
-      const other = arch === 'x64' ? AUDIT_ARCH.arm64 : AUDIT_ARCH.x64;
-      assert.equal(runFilter(program, other, n.read), SECCOMP_RET_KILL_PROCESS, 'a call through another ABI kills');
-      assert.equal(runFilter(program, 0x40000003, n.read), SECCOMP_RET_KILL_PROCESS, 'i386 compat calls kill');
-      for (const allowed of [n.read, n.write, n.mmap]) assert.equal(runFilter(program, AUDIT_ARCH[arch], allowed), SECCOMP_RET_ALLOW);
-      for (const denied of [n.execve, n.ptrace, n.mount, n.bpf]) assert.equal(runFilter(program, AUDIT_ARCH[arch], denied), RET_EPERM);
-      if ('fork' in n) assert.equal(runFilter(program, AUDIT_ARCH[arch], n.fork), RET_EPERM);
-      for (const name of deniedSyscallsFor(arch)) {
-        assert.equal(runFilter(program, AUDIT_ARCH[arch], SYSCALL_NUMBERS[arch][name] as number), RET_EPERM, name);
-      }
-      assert.equal(runFilter(program, AUDIT_ARCH[arch], n.clone, CLONE_THREAD_FLAGS), SECCOMP_RET_ALLOW, 'threads');
-      assert.equal(runFilter(program, AUDIT_ARCH[arch], n.clone, CLONE_THREAD_FLAGS | CLONE_NEWUSER), RET_EPERM, 'namespaces');
-      assert.equal(runFilter(program, AUDIT_ARCH[arch], n.clone3), RET_ENOSYS, 'clone3 falls back to clone');
-      if (arch === 'x64') assert.equal(runFilter(program, AUDIT_ARCH.x64, 0x40000000 | 59), RET_EPERM, 'x32 ABI');
-    });
-  }
-
-  test('the required calls are all in the deny list; fork/vfork only where they exist', () => {
-    const required = ['execve', 'execveat', 'ptrace', 'process_vm_readv', 'process_vm_writev', 'mount', 'umount2',
-      'pivot_root', 'chroot', 'bpf', 'keyctl', 'add_key', 'request_key', 'perf_event_open', 'personality', 'setns',
-      'unshare', 'kexec_load', 'init_module', 'finit_module', 'delete_module', 'reboot', 'swapon', 'swapoff',
-      'userfaultfd', 'io_uring_setup'];
-    for (const name of required) {
-      assert.ok(DENIED_SYSCALLS.includes(name), name);
-      assert.ok(deniedSyscallsFor('x64').includes(name) && deniedSyscallsFor('arm64').includes(name), name);
-    }
-    assert.ok(deniedSyscallsFor('x64').includes('fork') && deniedSyscallsFor('x64').includes('vfork'));
-    assert.ok(!deniedSyscallsFor('arm64').includes('fork'));
-    assert.ok(!DENIED_SYSCALLS.includes('clone'), 'clone stays allowed: Node needs threads');
-  });
-
-  test('other architectures are refused with a clear error', () => {
-    for (const arch of ['ia32', 'riscv64', 'ppc64']) assert.throws(() => buildSeccompFilter(arch), /unsupported architecture/);
-  });
-});
-
 // ---------------------------------------------------------------- the sandbox, from outside
 
+/** A TCP and a UNIX listener on loopback that count the connections they get. */
+interface Listeners {
+  readonly tcpPort: number;
+  readonly unixPath: string;
+  connections(): number;
+  close(): Promise<void>;
+}
+
+async function listeners(dir: string): Promise<Listeners> {
+  let count = 0;
+  const tcp = createServer((socket) => {
+    count++;
+    socket.destroy();
+  });
+  const unix = createServer((socket) => {
+    count++;
+    socket.destroy();
+  });
+  const unixPath = join(dir, 'probe.sock');
+  await new Promise<void>((resolve) => tcp.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => unix.listen(unixPath, resolve));
+  chmodSync(unixPath, 0o777);
+  return {
+    tcpPort: (tcp.address() as AddressInfo).port,
+    unixPath,
+    connections: () => count,
+    close: async () => {
+      await new Promise((resolve) => tcp.close(resolve));
+      await new Promise((resolve) => unix.close(resolve));
+    },
+  };
+}
+
 describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, timeout: 120_000 }, () => {
-  test('no_new_privs, seccomp on every thread (TSYNC), execve and other calls denied', async () => {
-    const probe = startProbe('sandbox', IS_ROOT ? ['--allow-capabilities'] : []);
-    const installed = await probe.waitFor('installed');
-    const layers = installed.layers as { noNewPrivs: boolean; seccomp: boolean; seccompMode: number; missing: unknown[] };
-    assert.equal(layers.noNewPrivs, true);
-    assert.equal(layers.seccomp, true);
-    assert.equal(layers.seccompMode, 2);
-    assert.deepEqual(layers.missing, []);
+  test('every layer on every thread (TSYNC), and what code in it then cannot do', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rap-probe-'));
+    chmodSync(dir, 0o755);
+    const outsideFile = join(dir, 'outside.txt');
+    writeFileSync(outsideFile, 'not for the worker', { mode: 0o644 });
+    const servers = await listeners(dir);
+    try {
+      const targets = {
+        tcpPort: servers.tcpPort,
+        unixPath: servers.unixPath,
+        outsideFile,
+        insideFile: PROBE,
+        readOnlyDir: dirname(PROBE),
+        otherPid: process.pid,
+      };
+      const capabilities = IS_ROOT ? ['--allow-capabilities'] : [];
+      const probe = startProbe('sandbox', [...capabilities, `--targets=${JSON.stringify(targets)}`]);
+      const installed = await probe.waitFor('installed');
+      const layers = installed.layers as SandboxLayers;
+      assert.equal(layers.noNewPrivs, true);
+      assert.equal(layers.dumpable, 0);
+      assert.equal(layers.seccomp, true);
+      assert.equal(layers.seccompMode, 2);
+      assert.equal(layers.allowedSyscalls, allowedSyscalls(process.arch).length);
+      assert.deepEqual(layers.missing, []);
+      const landlock = landlockSupport();
+      assert.equal(layers.landlock.abi, landlock.abi);
+      assert.equal(layers.landlock.inForce, landlock.abi > 0);
 
-    assert.equal((await probe.waitFor('exec')).code, 'EPERM', 'execve of /bin/true is refused with EPERM');
-    assert.deepEqual((await probe.waitFor('denied')).calls, { unshare: 'EPERM', personality: 'EPERM' });
-    const thread = await probe.waitFor('thread');
-    await probe.waitFor('waiting');
-
-    const status = procStatus(`/proc/${probe.pid}/status`);
-    assert.equal(status.get('NoNewPrivs'), '1');
-    assert.equal(status.get('Seccomp'), '2');
-    if (status.has('Seccomp_filters')) assert.equal(status.get('Seccomp_filters'), '1');
-
-    // TSYNC: the threads Node had before the filter, and the one started after it.
-    const tasks = readdirSync(`/proc/${probe.pid}/task`).map(Number);
-    const before = installed.tasksBefore as number[];
-    assert.ok(before.length > 1, `Node ran ${before.length} thread(s) before install`);
-    const stillThere = before.filter((tid) => tasks.includes(tid));
-    assert.ok(stillThere.length > 1, 'threads that existed before the filter are still alive');
-    assert.ok(tasks.includes(thread.tid as number), 'the worker thread started after install is alive');
-    for (const tid of tasks) {
-      let task: Map<string, string>;
-      try {
-        task = procStatus(`/proc/${probe.pid}/task/${tid}/status`);
-      } catch {
-        continue; // a thread that ended meanwhile
+      const results = (await probe.waitFor('attempts')).results as Record<string, string>;
+      const denied = [
+        'nodeTcpConnect', 'nodeUnixConnect', 'socketInet', 'socketInetUdp', 'socketUnix', 'socketNetlink', 'socketpair',
+        'nodeExec', 'fork', 'execve', 'ptraceOther', 'processVmReadv', 'killOther', 'ioUringSetup', 'dumpableAgain',
+        'unshareUser',
+      ];
+      for (const attempt of denied) assert.equal(results[attempt], 'EPERM', `${attempt}: ${JSON.stringify(results)}`);
+      assert.equal(servers.connections(), 0, 'a connection reached a listener');
+      assert.equal(results.openInside, 'ok', 'control: reading its own code works');
+      assert.equal(results.nodeReadInside, 'ok');
+      if (landlock.abi > 0) {
+        for (const attempt of ['nodeReadOutside', 'openOutside', 'nodeWriteInside', 'createInside']) {
+          assert.equal(results[attempt], 'EACCES', `${attempt}: ${JSON.stringify(results)}`);
+        }
+        // libuv's pool starts after Landlock on Node 22 and later; Node 20 starts it before any
+        // JavaScript runs, so there only the permission model stands in the way of async reads.
+        const asyncRead = Number(process.versions.node.split('.')[0]) >= 22 ? 'EACCES' : 'ok';
+        assert.equal(results.nodeReadOutsideAsync, asyncRead, JSON.stringify(results));
       }
-      assert.equal(task.get('Seccomp'), '2', `thread ${tid} (${task.get('Name')}) is filtered`);
-      assert.equal(task.get('NoNewPrivs'), '1', `thread ${tid} (${task.get('Name')}) has no_new_privs`);
+      await probe.waitFor('thread');
+      await probe.waitFor('waiting');
+
+      const status = procStatus(`/proc/${probe.pid}/status`);
+      assert.equal(status.get('NoNewPrivs'), '1');
+      assert.equal(status.get('Seccomp'), '2');
+      // The io_uring denial it inherited and its own filter.
+      if (status.has('Seccomp_filters')) assert.equal(status.get('Seccomp_filters'), '2');
+      // The kernel hands a non-dumpable process's /proc files to root.
+      if (IS_ROOT) assert.equal(statSync(`/proc/${probe.pid}/environ`).uid, 0);
+
+      // TSYNC: the threads Node had before the filter, and the ones started after it.
+      const tasks = readdirSync(`/proc/${probe.pid}/task`).map(Number);
+      const before = installed.tasksBefore as number[];
+      assert.ok(before.length > 1, `Node ran ${before.length} thread(s) before install`);
+      const stillThere = before.filter((tid) => tasks.includes(tid));
+      assert.ok(stillThere.length > 1, 'threads that existed before the filter are still alive');
+      assert.ok(tasks.some((tid) => !before.includes(tid)), 'a thread started after install is alive');
+      for (const tid of tasks) {
+        let task: Map<string, string>;
+        try {
+          task = procStatus(`/proc/${probe.pid}/task/${tid}/status`);
+        } catch {
+          continue; // a thread that ended meanwhile
+        }
+        assert.equal(task.get('Seccomp'), '2', `thread ${tid} (${task.get('Name')}) is filtered`);
+        assert.equal(task.get('NoNewPrivs'), '1', `thread ${tid} (${task.get('Name')}) has no_new_privs`);
+      }
+      await probe.stop();
+    } finally {
+      await servers.close();
+      rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  test('refuses the filter while libuv holds an io_uring instance (it would bypass it)', async (t: TestContext) => {
+    const countRings = `const fs = require('node:fs');
+      const link = (fd) => { try { return fs.readlinkSync('/proc/self/fd/' + fd); } catch { return ''; } };
+      const ring = (fd) => link(fd) === 'anon_inode:[io_uring]';
+      console.log(fs.readdirSync('/proc/self/fd').filter(ring).length);`;
+    if (runNodeAs(undefined, undefined, countRings) === '0') {
+      const versions = `Node ${process.versions.node} (libuv ${process.versions.uv})`;
+      return t.skip(`${versions} opens no io_uring instance at startup here`);
+    }
+    const probe = startProbe('sandbox', ['--keep-io-uring', ...(IS_ROOT ? ['--allow-capabilities'] : [])]);
+    const error = (await probe.waitFor('failed')).error as { name: string; layer: string; message: string };
+    assert.equal(error.name, 'SandboxError');
+    assert.equal(error.layer, 'seccomp');
+    assert.match(error.message, /io_uring instances are open \(fd \d+/);
     await probe.stop();
   });
 
@@ -340,7 +350,7 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
 
     const weaker = startProbe('sandbox-weaker');
     const installed = await weaker.waitFor('installed');
-    const layers = installed.layers as { seccomp: boolean; noNewPrivs: boolean; missing: { layer: string }[] };
+    const layers = installed.layers as SandboxLayers;
     assert.equal(layers.seccomp, true);
     assert.equal(layers.noNewPrivs, true);
     assert.deepEqual(layers.missing.map((m) => m.layer), ['capabilities']);
@@ -353,7 +363,7 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     if (unreadable !== null) return t.skip(`nobody cannot run the probe here: ${unreadable}`);
     const probe = startProbe('sandbox-strict', [], { uid: NOBODY_ID, gid: NOBODY_ID });
     const installed = await probe.waitFor('installed');
-    const layers = installed.layers as { capEff: string; noCapabilities: boolean; missing: unknown[] };
+    const layers = installed.layers as SandboxLayers;
     assert.deepEqual(layers.missing, []);
     assert.equal(layers.noCapabilities, true);
     await probe.waitFor('waiting');
@@ -364,6 +374,8 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     assert.match(status.get('CapEff') ?? '', /^0+$/);
     assert.equal(status.get('NoNewPrivs'), '1');
     assert.equal(status.get('Seccomp'), '2');
+    // Same uid as the reader, yet neither its memory nor its environment: not dumpable.
+    assert.deepEqual(secretsAccess(probe.pid, NOBODY_ID, NOBODY_ID), { environ: 'EACCES', mem: 'EACCES' });
     await probe.stop();
   });
 
@@ -372,14 +384,11 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     if (!model.supported) return t.skip(`permission model unavailable: ${model.reason}`);
     const sandboxUrl = new URL('../src/worker/sandbox.js', import.meta.url).href;
     const code = `
-      const { installWorkerSandbox } = await import(${JSON.stringify(sandboxUrl)});
-      const layers = installWorkerSandbox({ allowCapabilities: true });
-      console.log(JSON.stringify({ seccomp: layers.seccomp, noNewPrivs: layers.noNewPrivs, capEff: layers.capEff, missing: layers.missing }));`;
-    const out = JSON.parse(runNodeAs(undefined, undefined, code, [...model.flags, '--input-type=module'])) as Record<string, unknown>;
-    assert.equal(out.seccomp, true);
-    assert.equal(out.noNewPrivs, true);
-    assert.notEqual(out.capEff, 'unknown', '/proc/self/status was readable');
-    assert.deepEqual(out.missing, []);
+      const { beginWorkerSandbox } = await import(${JSON.stringify(sandboxUrl)});
+      const read = ${JSON.stringify([DIST_SRC, KOFFI_DIR, ...WORKER_SANDBOX_READ_PATHS])};
+      beginWorkerSandbox({ allowCapabilities: true, files: { read, write: [] } });
+      console.log('begun');`;
+    assert.equal(runNodeAs(undefined, undefined, code, [...model.flags, '--input-type=module']), 'begun');
   });
 });
 
@@ -469,29 +478,42 @@ describe('worker identity', linuxOnly, () => {
     assert.equal(resolveGroup('65534').gid, NOBODY_ID);
   });
 
-  test('root defaults to nobody/nogroup; --uid 0 warns; a non-root supervisor cannot switch', () => {
-    const asRoot = resolveWorkerIdentity({}, { uid: 0, gid: 0 });
-    assert.equal(asRoot.uid, NOBODY_ID);
-    assert.equal(asRoot.gid, NOBODY_ID);
-    assert.equal(asRoot.switchUser, true);
-    assert.match(asRoot.notes.join('\n'), /without --uid: the worker runs as nobody \(uid 65534\)/);
+  test('root leases a uid of its own; --uid 0 warns; a non-root supervisor cannot switch', () => {
+    let leases = 0;
+    const lease = (): IdLease => {
+      leases++;
+      return { id: 61190, lockFile: '/run/responses-api-proxy/uid-61190.lock' };
+    };
+    const asRoot = resolveWorkerIdentity({}, { uid: 0, gid: 0 }, lease);
+    assert.deepEqual([asRoot.uid, asRoot.gid, asRoot.userName, asRoot.switchUser], [61190, 61190, null, true]);
+    assert.equal(leases, 1);
+    assert.equal(asRoot.lease?.id, 61190);
+    const note = asRoot.notes.join('\n');
+    assert.match(note, /without --uid: the worker runs as uid 61190 of its own \(from 61184-65519, /);
+    assert.match(note, /held by a lock on \/run\/responses-api-proxy\/uid-61190\.lock\)/);
     assert.deepEqual(asRoot.warnings, []);
+    const groupOnly = resolveWorkerIdentity({ gid: 'root' }, { uid: 0, gid: 0 }, lease);
+    assert.deepEqual([groupOnly.uid, groupOnly.gid], [61190, 0], '--gid alone: a leased uid, the given group');
 
-    const keepRoot = resolveWorkerIdentity({ uid: '0' }, { uid: 0, gid: 0 });
+    const keepRoot = resolveWorkerIdentity({ uid: '0' }, { uid: 0, gid: 0 }, lease);
     assert.equal(keepRoot.uid, 0);
+    assert.equal(keepRoot.lease, null);
     assert.match(keepRoot.warnings.join('\n'), /--uid 0: the worker keeps root/);
 
-    const named = resolveWorkerIdentity({ uid: 'nobody', gid: 'root' }, { uid: 0, gid: 0 });
+    const named = resolveWorkerIdentity({ uid: 'nobody', gid: 'root' }, { uid: 0, gid: 0 }, lease);
     assert.deepEqual([named.uid, named.gid], [NOBODY_ID, 0]);
+    assert.equal(leases, 2, 'an explicit --uid leases nothing');
 
-    const user = resolveWorkerIdentity({}, { uid: 1000, gid: 1000 });
-    assert.deepEqual([user.uid, user.gid, user.switchUser], [1000, 1000, false]);
+    const user = resolveWorkerIdentity({}, { uid: 1000, gid: 1000 }, lease);
+    assert.deepEqual([user.uid, user.gid, user.switchUser, user.lease], [1000, 1000, false, null]);
     assert.throws(
-      () => resolveWorkerIdentity({ uid: 'nobody' }, { uid: 1000, gid: 1000 }),
+      () => resolveWorkerIdentity({ uid: 'nobody' }, { uid: 1000, gid: 1000 }, lease),
       (err: unknown) => err instanceof WorkerIdentityError && err.exitCode === 1 && /only root can switch users/.test(err.message),
     );
-    assert.throws(() => resolveWorkerIdentity({ gid: '0' }, { uid: 1000, gid: 1000 }), /only root can switch groups/);
-    assert.equal(resolveWorkerIdentity({ uid: '1000' }, { uid: 1000, gid: 1000 }).uid, 1000);
+    const user1000 = { uid: 1000, gid: 1000 };
+    assert.throws(() => resolveWorkerIdentity({ gid: '0' }, user1000, lease), /only root can switch groups/);
+    assert.equal(resolveWorkerIdentity({ uid: '1000' }, { uid: 1000, gid: 1000 }, lease).uid, 1000);
+    assert.equal(leases, 2, 'not root: nothing leased');
   });
 
   test('readability: a 0700 directory blocks uid 65534 (and the kernel agrees, as root)', (t: TestContext) => {

@@ -10,7 +10,21 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, copyFileSync, cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, symlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -22,6 +36,11 @@ import { jsonOk, MockUpstream } from './helpers/mockUpstream.js';
 import { jsonRecords, lines, type LogRecord } from './helpers/netProbe.js';
 import { send } from './helpers/httpClient.js';
 import { PROXY_MAIN, ProxyProcess, TEST_KEY, childPids, isAlive, killQuietly, waitFor } from './helpers/proxyProcess.js';
+import { AUDIT_ARCH, RET_ALLOW, RET_ENOSYS, RET_EPERM, runFilter } from './helpers/bpf.js';
+import { intrudeAs, readSeccompFilters } from './helpers/ptrace.js';
+import { allowedSyscalls, buildIoUringDenial, buildSeccompFilter } from '../src/shared/seccompFilter.js';
+import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST } from '../src/supervisor/workerIdLease.js';
+import { landlockSupport } from '../src/shared/landlock.js';
 
 const IS_ROOT = process.getuid?.() === 0;
 const NEEDS_ROOT = 'needs root: the worker only changes uid, and only root can read other processes, when the proxy runs as root (as in CI)';
@@ -30,6 +49,8 @@ const DIST_ROOT = fileURLToPath(new URL('../', import.meta.url)); // <package>/d
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const SODIUM_NATIVE = fileURLToPath(import.meta.resolve('sodium-native'));
 const WORKER_MAIN = fileURLToPath(new URL('../src/worker/main.js', import.meta.url));
+const CONTAINED_SUPERVISOR = fileURLToPath(new URL('./fixtures/containedSupervisor.js', import.meta.url));
+const ALLOWED = allowedSyscalls(process.arch).length;
 const KEY_LATIN1 = Buffer.from(TEST_KEY, 'latin1');
 const KEY_UTF16 = Buffer.from(TEST_KEY, 'utf16le');
 
@@ -60,6 +81,30 @@ function sandboxFields(pid: number): Record<string, string> {
 }
 
 const four = (id: number): string => `${id} ${id} ${id} ${id}`;
+
+/** The worker's real uid and gid, as the kernel shows them. */
+function workerIds(pid: number): { uid: number; gid: number } {
+  const status = procStatus(pid);
+  return { uid: Number(status.get('Uid')?.split(/\s+/)[0]), gid: Number(status.get('Gid')?.split(/\s+/)[0]) };
+}
+
+/** Other processes (any pid but `except`) holding `id` as a uid, gid or supplementary group. */
+function otherHolders(id: number, except: number): number[] {
+  const holders: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === except) continue;
+    let status: Map<string, string>;
+    try {
+      status = procStatus(Number(entry));
+    } catch {
+      continue;
+    }
+    const field = (name: string): number[] => (status.get(name) ?? '').split(/\s+/).filter(Boolean).map(Number);
+    const ids = ['Uid', 'Gid', 'Groups'].flatMap(field);
+    if (ids.includes(id)) holders.push(Number(entry));
+  }
+  return holders;
+}
 
 /** uid/gid of a user or group from the system databases (getent, else the files). */
 function lookup(db: 'passwd' | 'group', name: string): { id: number; gid: number } | null {
@@ -269,45 +314,106 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     await upstream?.close();
   });
 
-  test('worker: uid/gid 65534 (all four), no groups, NoNewPrivs 1, Seccomp 2, CapEff 0; the log lists the layers', { timeout: 15_000 }, async (t: TestContext) => {
+  const layersTitle = 'worker: a uid of its own, no groups, NoNewPrivs 1, Seccomp 2, CapEff 0; the log lists layers';
+  test(layersTitle, { timeout: 15_000 }, async (t: TestContext) => {
     if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
     const worker = proxy.workerPid();
+    const { uid, gid } = workerIds(worker);
+    const range = `${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}`;
+    assert.ok(uid >= DYNAMIC_ID_FIRST && uid <= DYNAMIC_ID_LAST, `worker uid ${uid} outside ${range}`);
+    assert.equal(gid, uid);
+    assert.equal(lookup('passwd', String(uid)), null, `uid ${uid} has a passwd entry`);
+    assert.equal(lookup('group', String(gid)), null, `gid ${gid} has a group entry`);
+    assert.deepEqual(otherHolders(uid, worker), [], `other processes hold uid/gid ${uid}`);
     assert.deepEqual(sandboxFields(worker), {
-      Uid: four(NOBODY),
-      Gid: four(NOBODY),
+      Uid: four(uid),
+      Gid: four(gid),
       Groups: '',
       NoNewPrivs: '1',
       Seccomp: '2',
       CapEff: '0000000000000000',
     });
+    // Two filters: the io_uring denial it inherited, and its own allowlist.
+    if (procStatus(worker).has('Seccomp_filters')) assert.equal(procStatus(worker).get('Seccomp_filters'), '2');
     // The supervisor itself stays root (it holds the key and binds).
     assert.equal(procStatus(proxy.pid).get('Uid')?.split(/\s+/)[0], '0');
 
     const report = await waitForRecord(proxy, (r) => r.msg === 'sandbox: every layer in force');
     assert.ok(report !== undefined, `no "sandbox: every layer in force" line in:\n${proxy.stderr}`);
     const expected = {
-      worker_uid: `ok: ${four(NOBODY)}`,
-      worker_gid: `ok: ${four(NOBODY)}`,
+      worker_uid: `ok: ${four(uid)}`,
+      worker_gid: `ok: ${four(gid)}`,
+      worker_uid_of_its_own: `ok: uid ${uid}, gid ${gid}: no other process`,
       worker_supplementary_groups: 'ok: none',
       worker_no_new_privs: 'ok: 1',
-      worker_seccomp_filter: 'ok: Seccomp: 2',
+      worker_dumpable: "ok: 0 (its /proc files are root's)",
+      worker_seccomp_filter: `ok: Seccomp: 2, allowlist of ${ALLOWED} calls (${process.arch})`,
       worker_capabilities: 'ok: CapEff 0000000000000000',
     };
     for (const [field, value] of Object.entries(expected)) assert.equal(report[field], value, `${field} in ${JSON.stringify(report)}`);
+    const landlockRow = /^(ok: ABI \d+: reads its code, writes nothing|MISSING: not available: .+)$/;
+    assert.match(String(report.worker_landlock), landlockRow);
     for (const field of ['worker_permission_model', 'supervisor_dumpable', 'supervisor_core_limit', 'key_memory_locked']) {
       assert.match(String(report[field]), /^ok: /, `${field} in ${JSON.stringify(report)}`);
     }
     assert.equal(report.supervisor_dumpable, 'ok: 0');
     assert.equal(report.supervisor_core_limit, 'ok: 0/0');
-    const note = records(proxy).find((r) => typeof r.msg === 'string' && /the worker runs as nobody \(uid 65534\)/.test(r.msg));
-    assert.ok(note !== undefined, `no note that the worker runs as nobody in:\n${proxy.stderr}`);
+    const chosen = `the worker runs as uid ${uid} of its own`;
+    const note = records(proxy).find((r) => typeof r.msg === 'string' && r.msg.includes(chosen));
+    assert.ok(note !== undefined, `no note naming the worker's uid in:\n${proxy.stderr}`);
     assert.match(String(note.msg), /running as root without --uid/);
+    const lock = `/run/responses-api-proxy/uid-${uid}\\.lock`;
+    assert.match(String(note.msg), new RegExp(`from ${range}, held by a lock on ${lock}`));
     assert.match(String(note.msg), /no supplementary groups/);
+  });
+
+  const intruderTitle = "as the worker's uid: no ptrace attach, no /proc/<worker>/mem (an ordinary process: both)";
+  test(intruderTitle, { timeout: 20_000 }, async (t: TestContext) => {
+    if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
+    const worker = proxy.workerPid();
+    const ids = workerIds(worker);
+    const control = idleProcess(ids);
+    try {
+      const started = await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000);
+      assert.ok(started, 'control process did not start');
+      const controlAccess = intrudeAs(control.pid, ids);
+      const why = 'control: the same uid attaches to and reads an ordinary process';
+      assert.deepEqual(controlAccess, { ptrace: 'ok', mem: 'ok' }, why);
+    } finally {
+      await control.stop();
+    }
+    const access = intrudeAs(worker, ids);
+    t.diagnostic(`uid ${ids.uid} on its worker ${worker}: ${JSON.stringify(access)}`);
+    assert.match(access.ptrace, /^(EPERM|EACCES)$/, JSON.stringify(access));
+    assert.match(access.mem, /^(EPERM|EACCES)$/, JSON.stringify(access));
+    assert.equal(statSync(`/proc/${worker}/environ`).uid, 0, "a non-dumpable process's /proc files are root's");
+  });
+
+  const readBackTitle = "the worker's filter read back (PTRACE_SECCOMP_GET_FILTER) is the allowlist: no socket, execve";
+  test(readBackTitle, { timeout: 20_000 }, async (t: TestContext) => {
+    if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
+    const worker = proxy.workerPid();
+    const filters = readSeccompFilters(worker);
+    assert.equal(filters.length, 2, `${filters.length} filters`);
+    const [inherited, own] = filters as [Buffer, Buffer];
+    assert.ok(own.equals(buildSeccompFilter(process.arch)), 'the worker runs the compiled allowlist');
+    assert.ok(inherited.equals(buildIoUringDenial(process.arch)), 'and the io_uring denial it inherited');
+    const arch = AUDIT_ARCH[process.arch as 'x64' | 'arm64'];
+    const nr = process.arch === 'x64'
+      ? { socket: 41, connect: 42, execve: 59, read: 0 }
+      : { socket: 198, connect: 203, execve: 221, read: 63 };
+    for (const call of ['socket', 'connect', 'execve'] as const) {
+      assert.equal(runFilter(own, { arch, nr: nr[call] }).action, RET_EPERM, call);
+    }
+    assert.equal(runFilter(own, { arch, nr: nr.read }).action, RET_ALLOW);
+    assert.equal(runFilter(inherited, { arch, nr: 425 }).action, RET_ENOSYS, 'io_uring_setup');
+    // Still serving after being stopped and released (a 403: the upstream's count stays the next test's).
+    assert.equal((await send(proxy.port, { method: 'GET', path: '/' })).status, 403);
   });
 
   test('as the worker uid, /proc/<supervisor>/mem, environ and maps are refused; core limit 0 0', { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
-    const ids = { uid: NOBODY, gid: NOBODY };
+    const ids = workerIds(proxy.workerPid());
     // Control: the same reader, same uid, reads an ordinary process of its own uid.
     const control = idleProcess(ids);
     assert.ok(await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000), 'control process did not start');
@@ -320,7 +426,7 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     await control.stop();
 
     const access = procAccessAs(proxy.pid, ids);
-    t.diagnostic(`uid ${NOBODY} on /proc/${proxy.pid}: ${JSON.stringify(access)}`);
+    t.diagnostic(`uid ${ids.uid} on /proc/${proxy.pid}: ${JSON.stringify(access)}`);
     for (const file of ['mem', 'environ', 'maps']) assert.match(String(access[file]), /^(EACCES|EPERM)$/, `${file}: ${JSON.stringify(access)}`);
     assert.equal(access.status, 'readable', 'the reader did reach the supervisor (status is world-readable)');
 
@@ -523,14 +629,14 @@ describe('--uid / --gid on the real proxy', { concurrency: false, timeout: 60_00
     assert.equal((await send(b.port, { body: '{}' })).status, 200);
   });
 
-  test('a port below 1024 works as root with the worker as nobody', { timeout: 15_000 }, async (t: TestContext) => {
+  test('a port below 1024 works as root, the worker under its own uid', { timeout: 15_000 }, async (t: TestContext) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
     const port = await freePrivilegedPort();
     if (port === null) return t.skip('no free port in 1000..1023 on 127.0.0.1');
     const proxy = await startWith(['--port', String(port)]);
     assert.equal(proxy.port, port);
     const worker = proxy.workerPid();
-    assert.equal(sandboxFields(worker).Uid, four(NOBODY));
+    assert.ok(workerIds(worker).uid >= DYNAMIC_ID_FIRST, `worker uid ${workerIds(worker).uid}`);
     const reply = await send(port, { body: JSON.stringify({ model: 'm', input: 'low port' }) });
     assert.equal(reply.status, 200);
     assert.equal(JSON.parse(reply.body.toString()).id, 'resp_1');
@@ -540,9 +646,72 @@ describe('--uid / --gid on the real proxy', { concurrency: false, timeout: 60_00
 
 // ---------------------------------------------------------------- --check-sandbox
 
+describe('uids of their own', { concurrency: false, timeout: 60_000 }, () => {
+  test('two proxies started at once: two uids, each held by no other process', { timeout: 30_000 }, async (t) => {
+    if (!IS_ROOT) return t.skip(NEEDS_ROOT);
+    const upstream = await MockUpstream.start();
+    const proxies = [0, 1].map(() => ProxyProcess.spawn({ args: ['--upstream-url', upstream.url()] }));
+    try {
+      await Promise.all(proxies.map((proxy) => proxy.waitForListening(15_000)));
+      const workers = proxies.map((proxy) => proxy.workerPid());
+      const uids = workers.map((pid) => workerIds(pid).uid);
+      t.diagnostic(`worker uids ${uids.join(', ')}`);
+      assert.notEqual(uids[0], uids[1]);
+      for (const [i, uid] of uids.entries()) {
+        assert.ok(uid >= DYNAMIC_ID_FIRST && uid <= DYNAMIC_ID_LAST, `uid ${uid}`);
+        assert.deepEqual(otherHolders(uid, workers[i] as number), []);
+      }
+      for (const proxy of proxies) assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
+    } finally {
+      for (const proxy of proxies) await stopProxy(proxy);
+      await upstream.close();
+    }
+  });
+});
+
+describe('code run inside the real worker', { concurrency: false, timeout: 60_000 }, () => {
+  const title = 'cannot open a TCP or UNIX connection, exec, reach another process, or open files outside its set';
+  test(title, { timeout: 30_000 }, async () => {
+    const upstream = await MockUpstream.start();
+    const proxy = await ProxyProcess.start({ main: CONTAINED_SUPERVISOR, args: ['--upstream-url', upstream.url()] });
+    try {
+      const reported = await waitFor(() => /^CONTAINED /m.test(proxy.stderr), 15_000);
+      assert.ok(reported, `no CONTAINED line in:\n${proxy.stderr}`);
+      const results = JSON.parse(/^CONTAINED (.*)$/m.exec(proxy.stderr)?.[1] ?? '{}') as Record<string, string>;
+      // Past the permission model (koffi, as an attacker would): the kernel says no.
+      const denied = {
+        socketInet: 'EPERM', socketInetUdp: 'EPERM', socketUnix: 'EPERM', socketNetlink: 'EPERM', socketpair: 'EPERM',
+        fork: 'EPERM', execve: 'EPERM', ptraceOther: 'EPERM', processVmReadv: 'EPERM', killOther: 'EPERM',
+        ioUringSetup: 'EPERM', dumpableAgain: 'EPERM', unshareUser: 'EPERM',
+      };
+      const all = JSON.stringify(results);
+      for (const [attempt, code] of Object.entries(denied)) assert.equal(results[attempt], code, `${attempt}: ${all}`);
+      assert.equal(results.openInside, 'ok', `control, its own code: ${all}`);
+      const landlock = landlockSupport().abi > 0;
+      if (landlock) {
+        for (const attempt of ['openOutside', 'createInside']) {
+          assert.equal(results[attempt], 'EACCES', `${attempt}: ${all}`);
+        }
+      }
+      // Through Node: the permission model or the kernel, whichever comes first.
+      const throughNode = ['nodeTcpConnect', 'nodeUnixConnect', 'nodeExec', 'nodeReadOutside', 'nodeReadOutsideAsync'];
+      for (const attempt of [...throughNode, 'nodeWriteInside']) {
+        assert.match(results[attempt] ?? '', /^(EPERM|EACCES|ERR_ACCESS_DENIED)$/, `${attempt}: ${all}`);
+      }
+      // And it still serves.
+      assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
+    } finally {
+      await stopProxy(proxy);
+      await upstream.close();
+    }
+  });
+});
+
 describe('--check-sandbox', { timeout: 30_000 }, () => {
   test('prints every layer as a table and exits 0 as root, without reading a key', { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
+    const landlock = landlockSupport();
+    if ('reason' in landlock) return t.skip(`no Landlock here (${landlock.reason}): the check says so and exits 1`);
     // stdin open and empty: a check that waited for a key would never end.
     const check = spawnTracked([PROXY_MAIN, '--check-sandbox']);
     const ended = await check.waitExit(10_000);
@@ -550,11 +719,14 @@ describe('--check-sandbox', { timeout: 30_000 }, () => {
     assert.deepEqual(check.exit, { code: 0, signal: null }, `stdout:\n${check.stdout}\nstderr:\n${check.stderr}`);
     const rows = lines(check.stdout);
     const layers: Array<[string, RegExp]> = [
-      ['worker uid', new RegExp(`${four(NOBODY)}$`)],
-      ['worker gid', new RegExp(`${four(NOBODY)}$`)],
+      ['worker uid', /(6[1-5]\d{3}) \1 \1 \1$/],
+      ['worker gid', /(6[1-5]\d{3}) \1 \1 \1$/],
+      ['worker uid of its own', /uid 6[1-5]\d{3}, gid 6[1-5]\d{3}: no other process$/],
       ['worker supplementary groups', /none$/],
       ['worker no_new_privs', /1$/],
-      ['worker seccomp filter', /Seccomp: 2$/],
+      ['worker dumpable', /0 \(its \/proc files are root's\)$/],
+      ['worker seccomp filter', new RegExp(`Seccomp: 2, allowlist of ${ALLOWED} calls \\(${process.arch}\\)$`)],
+      ['worker landlock', /ABI \d+: reads its code, writes nothing$/],
       ['worker capabilities', /CapEff 0{16}$/],
       ['worker permission model', /permission/],
       ['supervisor dumpable', /0$/],
@@ -667,7 +839,7 @@ describe('program files the worker cannot read', { timeout: 30_000 }, () => {
       const line = out[0]!;
       assert.match(line, /^Error: /);
       assert.ok(line.includes(hidden), `does not name the blocked directory ${hidden}: ${line}`);
-      assert.match(line, /nobody|65534/);
+      assert.match(line, /uid 6[1-5]\d{3} cannot read/);
       assert.match(line, /world-readable/);
       assert.match(line, /--uid/);
       assert.ok(!/listening/.test(proxy.stderr));

@@ -18,8 +18,10 @@ function flags(args: readonly string[]): ProxyOptions {
   return (command as { options: ProxyOptions }).options;
 }
 
+const READ_PATHS = ['/opt/proxy', '/proc/self/status'];
+
 function configFor(args: readonly string[], dumpDir: string | null = null): WorkerConfig {
-  return workerConfigFor(flags(args), { dumpDir, dumpSequenceStart: 1, allowCapabilities: false });
+  return workerConfigFor(flags(args), { dumpDir, dumpSequenceStart: 1, allowCapabilities: false, readPaths: READ_PATHS });
 }
 
 const roundTrip = (config: unknown): WorkerConfig => decodeWorkerConfig(Buffer.from(JSON.stringify(config)));
@@ -42,7 +44,7 @@ describe('workerConfig: what the supervisor sends', () => {
   test('holds the flags the worker reads and what the supervisor adds, nothing else', () => {
     const config = configFor([]);
     const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
-    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'dumpSequenceStart', 'allowCapabilities'].sort());
+    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'dumpSequenceStart', 'allowCapabilities', 'readPaths'].sort());
     for (const key of workerKeys) assert.deepEqual(config[key], flags([])[key], key);
     for (const supervisorOnly of ['port', 'serverInfo', 'upstreamUrl', 'upstreamTimeoutMs', 'uid', 'gid', 'checkSandbox']) {
       assert.ok(!(supervisorOnly in config), supervisorOnly);
@@ -112,6 +114,12 @@ describe('workerConfig: decodeWorkerConfig refuses', () => {
     ['webSocket', { maxMessageBytes: 1, idleTimeoutMs: 2 ** 31 }],
     ['webSocket', { maxMessageBytes: 1 }],
     ['webSocket', { maxMessageBytes: 1, idleTimeoutMs: 1000, extra: 1 }],
+    ['readPaths', '/opt'],
+    ['readPaths', ['relative/path']],
+    ['readPaths', ['/with\nnewline']],
+    ['readPaths', ['/with"quote']],
+    ['readPaths', ['/'.repeat(4097)]],
+    ['readPaths', Array.from({ length: 9 }, (_, i) => `/p${i}`)],
   ];
   for (const [field, value] of bad) {
     test(`${field}: ${JSON.stringify(value).slice(0, 40)}`, () => {
@@ -139,6 +147,8 @@ describe('workerConfig: decodeWorkerConfig refuses', () => {
     assert.equal(roundTrip({ ...BASE, dumpDir: 'é'.repeat(2048) }).dumpDir, 'é'.repeat(2048));
     assert.equal(roundTrip({ ...BASE, maxBodyBytes: Number.MAX_SAFE_INTEGER }).maxBodyBytes, Number.MAX_SAFE_INTEGER);
     assert.equal(roundTrip({ ...BASE, webSocket: null }).webSocket, null);
+    const widestPaths = Array.from({ length: 8 }, () => '/'.repeat(4096));
+    assert.deepEqual(roundTrip({ ...BASE, readPaths: widestPaths }).readPaths, widestPaths);
     assert.deepEqual(roundTrip({ ...BASE, webSocket: { maxMessageBytes: 1, idleTimeoutMs: 2 ** 31 - 1 } }).webSocket, {
       maxMessageBytes: 1,
       idleTimeoutMs: 2 ** 31 - 1,

@@ -20,8 +20,12 @@ export const WORKER_IPC_FD = 4;
 /** Hard cap on concurrently open streams; the worker answers 503 beyond it. */
 export const MAX_OPEN_STREAMS = 1024;
 
-/** What the worker's sandbox check reads; allowed under Node's permission model. */
-export const WORKER_SANDBOX_READ_PATHS: readonly string[] = ['/proc/self/status'];
+/**
+ * What the worker's sandbox reads about itself before Landlock closes /proc:
+ * its capabilities, and its descriptors (an io_uring instance must not be
+ * among them). Allowed under Node's permission model and Landlock alike.
+ */
+export const WORKER_SANDBOX_READ_PATHS: readonly string[] = ['/proc/self/status', '/proc/self/fd'];
 
 /** A WebSocket closing handshake not finished by then is abandoned (both hops: client and upstream). */
 export const WEBSOCKET_CLOSE_TIMEOUT_MS = 5_000;

@@ -205,7 +205,7 @@ const FLAGS = {
   },
   uid: {
     flag: 'uid', arg: 'USER|UID', kind: text, default: null, reader: 'supervisor',
-    help: 'Run the worker as this user (as root, default: nobody)',
+    help: 'Run the worker as this user (as root, default: a leased uid of its own)',
   },
   gid: {
     flag: 'gid', arg: 'GROUP|GID', kind: text, default: null, reader: 'supervisor',

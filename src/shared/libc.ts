@@ -1,5 +1,6 @@
 // The libc calls Node does not expose, bound with koffi: a listening socket
-// the supervisor never accepts on, and the hardening layers. Linux/glibc only.
+// the supervisor never accepts on, the hardening layers (prctl, seccomp,
+// Landlock) and flock for the worker's uid lease. Linux/glibc only.
 //
 // Every wrapper reads errno right after its call and throws LibcError (a
 // ProxyError) naming the call and the errno, so a caller can say which layer
@@ -49,6 +50,20 @@ export const SECCOMP_FILTER_FLAG_TSYNC = 1;
 /** seccomp's syscall number per Node architecture (glibc has no wrapper for it). */
 const SYS_SECCOMP: Readonly<Record<string, number>> = { x64: 317, arm64: 277 };
 
+// prctl(2) option read back after the filter is installed: 2 = filter mode.
+export const PR_GET_SECCOMP = 21;
+
+// Landlock's calls: numbered alike on x86_64 and aarch64 (the unified table from 403 on); no glibc wrappers.
+const SYS_LANDLOCK_CREATE_RULESET = 444;
+const SYS_LANDLOCK_ADD_RULE = 445;
+const SYS_LANDLOCK_RESTRICT_SELF = 446;
+const LANDLOCK_CREATE_RULESET_VERSION = 1;
+const LANDLOCK_RULE_PATH_BENEATH = 1;
+
+// flock(2) operations.
+const LOCK_EX = 2;
+const LOCK_NB = 4;
+
 type CFunction = ReturnType<IKoffiLib['func']>;
 
 interface Bindings {
@@ -70,6 +85,7 @@ interface Bindings {
   listen: CFunction;
   getsockname: CFunction;
   close: CFunction;
+  flock: CFunction;
 }
 
 let bindings: Bindings | null = null;
@@ -99,7 +115,7 @@ function bind(): Bindings {
   koffi.struct('rap_sock_fprog', { len: 'uint16_t', filter: 'void *' });
   bindings = {
     // prctl is variadic in glibc; every extra argument is passed as unsigned long.
-    // Used for PR_SET_NO_NEW_PRIVS (worker) and PR_SET_DUMPABLE (supervisor).
+    // PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE (both processes) and the read-backs.
     prctl: libc.func('int prctl(int option, ...)'),
     // seccomp(2) has no glibc wrapper: reached through syscall(SYS_seccomp, ...),
     // the only way to pass SECCOMP_FILTER_FLAG_TSYNC (prctl's seccomp mode
@@ -135,6 +151,8 @@ function bind(): Bindings {
     listen: libc.func('int listen(int fd, int backlog)'),
     getsockname: libc.func('int getsockname(int fd, _Out_ uint8_t *addr, _Inout_ uint32_t *len)'),
     close: libc.func('int close(int fd)'),
+    // The worker uid lease: held until the process ends, however it ends.
+    flock: libc.func('int flock(int fd, int operation)'),
   };
   return bindings;
 }
@@ -191,6 +209,58 @@ export function seccompSetModeFilter(filter: Buffer, flags: number): void {
       `seccomp(SECCOMP_SET_MODE_FILTER) failed: thread ${result} could not be synchronized (TSYNC)`,
     );
   }
+}
+
+/** prctl(PR_GET_SECCOMP): 0 none, 1 strict, 2 filter (the kernel's account, as in /proc/self/status). */
+export function getSeccompMode(): number {
+  return prctl(PR_GET_SECCOMP, 0, 'prctl(PR_GET_SECCOMP)');
+}
+
+// ---------------------------------------------------------------- Landlock
+
+/**
+ * The kernel's Landlock ABI version (1 and up). Throws LibcError: ENOSYS when
+ * the kernel was built without it, EOPNOTSUPP when it is not enabled at boot.
+ */
+export function landlockAbi(): number {
+  const version = LANDLOCK_CREATE_RULESET_VERSION;
+  const abi = Number(bind().syscall(SYS_LANDLOCK_CREATE_RULESET, 'void *', null, 'size_t', 0, 'uint32_t', version));
+  if (abi === -1) throw new LibcError('landlock_create_ruleset(VERSION)', koffi.errno());
+  return abi;
+}
+
+/** A ruleset from a struct landlock_ruleset_attr (as many u64 fields as the ABI knows); returns its fd. */
+export function landlockCreateRuleset(attr: Buffer): number {
+  const fd = Number(bind().syscall(SYS_LANDLOCK_CREATE_RULESET, 'void *', attr, 'size_t', attr.length, 'uint32_t', 0));
+  if (fd === -1) throw new LibcError('landlock_create_ruleset', koffi.errno());
+  return fd;
+}
+
+/** Allow `access` beneath the file or directory open (O_PATH) as parentFd. */
+export function landlockAddPathRule(rulesetFd: number, access: bigint, parentFd: number, what: string): void {
+  const attr = Buffer.alloc(12); // struct landlock_path_beneath_attr, packed: u64 allowed_access, s32 parent_fd
+  attr.writeBigUInt64LE(access, 0);
+  attr.writeInt32LE(parentFd, 8);
+  const type = LANDLOCK_RULE_PATH_BENEATH;
+  const syscall = bind().syscall;
+  const rc = Number(syscall(SYS_LANDLOCK_ADD_RULE, 'int', rulesetFd, 'int', type, 'void *', attr, 'uint32_t', 0));
+  if (rc === -1) throw new LibcError('landlock_add_rule', koffi.errno(), what);
+}
+
+/** Enforce the ruleset on the calling thread (and, with the ABI 8 TSYNC flag, every thread). */
+export function landlockRestrictSelf(rulesetFd: number, flags: number): void {
+  const rc = Number(bind().syscall(SYS_LANDLOCK_RESTRICT_SELF, 'int', rulesetFd, 'uint32_t', flags));
+  if (rc === -1) throw new LibcError('landlock_restrict_self', koffi.errno());
+}
+
+// ---------------------------------------------------------------- flock
+
+/** flock(fd, LOCK_EX|LOCK_NB): true when taken, false when another open file holds it. */
+export function tryLockExclusive(fd: number): boolean {
+  if ((bind().flock(fd, LOCK_EX | LOCK_NB) as number) === 0) return true;
+  const errno = koffi.errno();
+  if (errno === osConstants.errno.EWOULDBLOCK) return false;
+  throw new LibcError('flock', errno);
 }
 
 // ---------------------------------------------------------------- rlimits

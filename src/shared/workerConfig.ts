@@ -14,12 +14,29 @@ interface StartupFields {
   readonly dumpSequenceStart: number;
   /** Capabilities are expected (--uid 0 was asked for explicitly). */
   readonly allowCapabilities: boolean;
+  /** What the worker may read (its code and dependencies): Landlock's rules, as the permission model's flags. */
+  readonly readPaths: readonly string[];
 }
 
 /** dumpDir is the absolute directory the supervisor created, or null. */
 export type WorkerConfig = WorkerFlagValues & StartupFields;
 
 type Rules = ReadonlyMap<string, ConfigRule<unknown>>;
+
+const MAX_READ_PATHS = 8;
+const PATH_MAX = 4096;
+
+/** A few absolute paths, none with a character JSON escapes: so the widest CONFIG stays within its frame. */
+const READ_PATHS: ConfigRule<readonly string[]> = {
+  accepts: (value): value is readonly string[] =>
+    Array.isArray(value) && value.length <= MAX_READ_PATHS && value.every(isPlainPath),
+  widest: Array.from({ length: MAX_READ_PATHS }, () => '/'.padEnd(PATH_MAX, 'a')),
+};
+
+function isPlainPath(value: unknown): boolean {
+  // eslint-disable-next-line no-control-regex
+  return typeof value === 'string' && /^\/[^\x00-\x1f"\\\x7f]*$/.test(value) && Buffer.byteLength(value) <= PATH_MAX;
+}
 
 function nullable(rule: ConfigRule<unknown>): ConfigRule<unknown> {
   return { accepts: (value): value is unknown => value === null || rule.accepts(value), widest: rule.widest };
@@ -54,6 +71,7 @@ const CONFIG_RULES: Rules = new Map<string, ConfigRule<unknown>>([
   }),
   ['dumpSequenceStart', count(1)],
   ['allowCapabilities', BOOLEAN_RULE],
+  ['readPaths', READ_PATHS],
 ]);
 
 /** The longest CONFIG the flags' bounds allow; it must fit the frame the worker's decoder accepts. */

@@ -18,7 +18,14 @@ import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
 import { loadWebSocketClient } from './upstreamSocket.js';
 import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
-import { DEFAULT_WORKER_ENTRY, workerPermissionFlags, workerReadPaths } from './workerProcess.js';
+import {
+  DEFAULT_WORKER_ENTRY,
+  denyIoUringToWorker,
+  workerPermissionFlags,
+  workerProgramPaths,
+  workerReadPaths,
+} from './workerProcess.js';
+import { landlockSupport } from '../shared/landlock.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -47,7 +54,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
   const identity = resolveWorkerIdentity({ uid: options.uid ?? undefined, gid: options.gid ?? undefined });
   if (identity.switchUser) {
-    const unreadable = findUnreadablePath(workerReadPaths(workerEntry), identity.uid, identity.gid);
+    const unreadable = findUnreadablePath(workerProgramPaths(workerEntry), identity.uid, identity.gid);
     if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
   }
 
@@ -71,6 +78,11 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   for (const note of identity.notes) log.info(note);
   for (const warning of identity.warnings) log.warn(warning);
   if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
+  const landlock = landlockSupport();
+  const ioUring = denyIoUringToWorker();
+  if (ioUring !== null) {
+    log.warn({ reason: ioUring }, 'cannot deny io_uring to the worker: it refuses to start where libuv opened one');
+  }
 
   const supervisor: ProxySupervisor = new ProxySupervisor({
     auth,
@@ -79,7 +91,12 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     upstreamTimeoutMs: options.upstreamTimeoutMs,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
-    workerConfig: workerConfigFor(options, { dumpDir, dumpSequenceStart: 1, allowCapabilities: identity.uid === 0 }),
+    workerConfig: workerConfigFor(options, {
+      dumpDir,
+      dumpSequenceStart: 1,
+      allowCapabilities: identity.uid === 0,
+      readPaths: workerReadPaths(workerEntry),
+    }),
     worker: {
       entry: workerEntry,
       nodeFlags: permission.flags,
@@ -93,6 +110,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
         expectedGid: identity.gid,
         switchedUser: identity.switchUser,
         permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
+        landlock,
+        dumpDir,
+        allowWeaker: options.allowWeakerSandbox,
         hardening,
       });
       if (options.checkSandbox) {

@@ -2,7 +2,11 @@
 //
 // --uid USER|UID and --gid GROUP|GID are resolved through the system databases
 // (NSS: getpwnam_r/getgrnam_r, so LDAP/sssd users work) or taken as numbers.
-// Started as root without --uid, the worker runs as nobody/nogroup (65534);
+// Started as root without --uid, the worker runs under a uid and gid of its
+// own, leased for the proxy's life (workerIdLease.ts): no other process can
+// ptrace it, read its memory or signal it by sharing its uid. --uid nobody
+// stays possible, but nobody is shared with other daemons (and, in the GitHub
+// Action flow, with the client), so the report shows it as not its own.
 // --uid 0 keeps root only when asked, with a warning. A non-root supervisor
 // cannot switch users, so asking it to is an error rather than a silent no-op.
 //
@@ -14,8 +18,9 @@ import { realpathSync, statSync, type Stats } from 'node:fs';
 import { isAbsolute, resolve, sep } from 'node:path';
 import { ProxyError } from '../shared/errors.js';
 import { getgrgid, getgrnam, getpwnam, getpwuid } from '../shared/libc.js';
+import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST, leaseWorkerId, type IdLease } from './workerIdLease.js';
 
-/** uid/gid of nobody/nogroup: the worker's identity when root gives none. */
+/** uid/gid of nobody/nogroup (shared by many daemons: never the default). */
 export const NOBODY_ID = 65534;
 const MAX_ID = 0xfffffffe; // (uid_t)-1 means "unchanged" to setuid-family calls
 
@@ -81,7 +86,9 @@ export interface WorkerIdentity {
   readonly groupName: string | null;
   /** Spawn the worker with uid/gid (root only; libuv then also clears the supplementary groups). */
   readonly switchUser: boolean;
-  /** Lines for the startup log (e.g. the nobody default). */
+  /** The uid of its own this proxy holds (root without --uid), else null. */
+  readonly lease: IdLease | null;
+  /** Lines for the startup log (e.g. which uid was leased). */
   readonly notes: readonly string[];
   /** Lines to log as warnings (e.g. --uid 0). */
   readonly warnings: readonly string[];
@@ -110,12 +117,14 @@ export function describeGroup(gid: number, name: string | null): string {
 
 /**
  * The worker's identity from --uid/--gid and who the supervisor runs as.
- * Root: default nobody/nogroup; --uid's primary group when --gid is absent.
+ * Root: a leased uid of its own (and the gid of the same number) by default;
+ * --uid's primary group when --gid is absent.
  * Not root: the supervisor's own ids; naming any other uid or gid is an error.
  */
 export function resolveWorkerIdentity(
   args: { readonly uid?: string | undefined; readonly gid?: string | undefined },
   current: CurrentIds = currentIds(),
+  lease: () => IdLease = leaseWorkerId,
 ): WorkerIdentity {
   const notes: string[] = [];
   const warnings: string[] = [];
@@ -141,6 +150,7 @@ export function resolveWorkerIdentity(
       userName: user?.name ?? getpwuid(current.uid)?.name ?? null,
       groupName: group?.name ?? getgrgid(current.gid)?.name ?? null,
       switchUser: false,
+      lease: null,
       notes,
       warnings,
     };
@@ -149,10 +159,12 @@ export function resolveWorkerIdentity(
   let uid: number;
   let userName: string | null;
   let primaryGid: number | null;
+  let held: IdLease | null = null;
   if (user === null) {
-    uid = NOBODY_ID;
-    userName = getpwuid(NOBODY_ID)?.name ?? null;
-    primaryGid = null; // nobody's group is nogroup (65534) below, whatever passwd says
+    held = lease();
+    uid = held.id;
+    userName = null;
+    primaryGid = held.id;
   } else {
     ({ uid, name: userName, primaryGid } = user);
   }
@@ -160,17 +172,19 @@ export function resolveWorkerIdentity(
   let groupName: string | null;
   if (group !== null) ({ gid, name: groupName } = group);
   else {
-    gid = primaryGid ?? NOBODY_ID;
+    gid = primaryGid ?? uid;
     groupName = getgrgid(gid)?.name ?? null;
   }
-  if (user === null) {
+  if (held !== null) {
     notes.push(
-      `running as root without --uid: the worker runs as ${describeUser(uid, userName)}, group ${describeGroup(gid, groupName)}, no supplementary groups`,
+      `running as root without --uid: the worker runs as uid ${uid} of its own ` +
+        `(from ${DYNAMIC_ID_FIRST}-${DYNAMIC_ID_LAST}, held by a lock on ${held.lockFile}), ` +
+        `group ${describeGroup(gid, groupName)}, no supplementary groups`,
     );
   }
   if (uid === 0) warnings.push('--uid 0: the worker keeps root and its capabilities; a compromised worker is root');
   else if (gid === 0) warnings.push('--gid 0: the worker runs with group root');
-  return { uid, gid, userName, groupName, switchUser: true, notes, warnings };
+  return { uid, gid, userName, groupName, switchUser: true, lease: held, notes, warnings };
 }
 
 // ---------------------------------------------------------------- readability

@@ -10,6 +10,8 @@ import type { Socket } from 'node:net';
 import { dirname, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
+import { seccompSetModeFilter, setNoNewPrivs } from '../shared/libc.js';
+import { buildIoUringDenial } from '../shared/seccompFilter.js';
 import { permissionModelFlags, type PermissionModelFlags } from './workerIdentity.js';
 
 export const DEFAULT_WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
@@ -50,6 +52,26 @@ export function spawnWorker(launch: WorkerLaunch): WorkerProcess {
   return { child, channel };
 }
 
+/**
+ * Deny io_uring_setup to this thread and every process it starts from now on
+ * (a seccomp filter is inherited across fork and exec): libuv opens io_uring
+ * instances as Node starts, before the worker runs a line of its own, and an
+ * operation submitted through one never passes the worker's seccomp filter.
+ * Denied, libuv uses plain epoll. Call on the main thread, which spawns the
+ * worker; the supervisor's own instances, opened already, keep working.
+ * Returns null, or why it could not be done (the worker then refuses to start
+ * unless --allow-weaker-sandbox).
+ */
+export function denyIoUringToWorker(): string | null {
+  try {
+    setNoNewPrivs(); // what an unprivileged process needs for a filter; nothing the supervisor runs is setuid
+    seccompSetModeFilter(buildIoUringDenial(process.arch), 0);
+    return null;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+}
+
 /** The node_modules directory a dependency is loaded from (hoisted or nested). */
 function modulesDirOf(name: string): string {
   const resolved = createRequire(import.meta.url).resolve(name);
@@ -57,10 +79,25 @@ function modulesDirOf(name: string): string {
   return resolved.slice(0, resolved.lastIndexOf(marker) + marker.length - 1);
 }
 
-/** Everything the worker must read: its code, its dependencies, its own status. */
+/**
+ * `paths` without those beneath another one: they add nothing, and with one
+ * beneath it Node 20's permission model refuses to open the outer directory
+ * itself (which Landlock's rules need).
+ */
+function outermost(paths: readonly string[]): string[] {
+  const unique = [...new Set(paths)];
+  return unique.filter((path) => !unique.some((outer) => path.startsWith(`${outer}${sep}`)));
+}
+
+/** The worker's code and dependencies (what its uid must be able to read). */
+export function workerProgramPaths(entry: string): string[] {
+  const dependencies = ['pino', 'koffi', 'ws'].map(modulesDirOf);
+  return outermost([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), ...dependencies]);
+}
+
+/** Everything the worker may read: its code, its dependencies, and what its sandbox reads about itself. */
 export function workerReadPaths(entry: string): string[] {
-  const paths = new Set([PACKAGE_ROOT.replace(/\/$/, ''), dirname(entry), modulesDirOf('pino'), modulesDirOf('koffi'), modulesDirOf('ws'), ...WORKER_SANDBOX_READ_PATHS]);
-  return [...paths];
+  return [...workerProgramPaths(entry), ...WORKER_SANDBOX_READ_PATHS];
 }
 
 /**
@@ -70,6 +107,6 @@ export function workerReadPaths(entry: string): string[] {
  */
 export function workerPermissionFlags(entry: string, dumpDir: string | null): PermissionModelFlags {
   const dumps = dumpDir === null ? [] : [dumpDir];
-  return permissionModelFlags(process.versions.node, [...workerReadPaths(entry), ...dumps], dumps);
+  return permissionModelFlags(process.versions.node, outermost([...workerReadPaths(entry), ...dumps]), dumps);
 }
 

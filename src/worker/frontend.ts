@@ -120,6 +120,11 @@ export class Frontend {
     this.server.listen({ fd: WORKER_LISTEN_FD }, onListening);
   }
 
+  /** Stop listening before anything was accepted (the sandbox could not be completed). */
+  close(): void {
+    this.server.close();
+  }
+
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const route = routeRequest(req.method, req.url, this.config.httpShutdown);
     if (route === 'forward') return this.forward(req, res);

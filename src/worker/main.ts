@@ -11,7 +11,7 @@ import { FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement } fr
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
-import { installWorkerSandbox } from './sandbox.js';
+import { beginWorkerSandbox, installWorkerSandbox, type SandboxOptions } from './sandbox.js';
 import { Frontend } from './frontend.js';
 import { ClientSocket } from './clientSocket.js';
 import type { ClientExchange } from './exchange.js';
@@ -85,8 +85,19 @@ function startupFailed(reason: string): void {
 }
 
 async function start(config: WorkerConfig, logger: Logger): Promise<void> {
+  const sandbox: SandboxOptions = {
+    allowWeaker: config.allowWeakerSandbox,
+    allowCapabilities: config.allowCapabilities,
+    files: { read: config.readPaths, write: config.dumpDir === null ? [] : [config.dumpDir] },
+  };
+  // Landlock binds only threads started after it: before anything below starts libuv's pool.
+  try {
+    beginWorkerSandbox(sandbox);
+  } catch (err) {
+    return startupFailed(err instanceof Error ? err.message : String(err));
+  }
   // ws only with --websocket: loading it costs several MiB of RSS. Imported
-  // here, before the sandbox is in place.
+  // here, under Landlock (its directory is among the read paths).
   let webSocketServer: typeof WebSocketServer | null = null;
   if (config.webSocket !== null) {
     try {
@@ -104,19 +115,22 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
       return startupFailed(`cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
   }
-  // Every layer in place before the first connection is accepted.
-  try {
-    const layers = installWorkerSandbox({ allowWeaker: config.allowWeakerSandbox, allowCapabilities: config.allowCapabilities });
-    for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
-  } catch (err) {
-    return startupFailed(err instanceof Error ? err.message : String(err));
-  }
   const server = new Frontend(config, writer, logger, dumps, webSocketServer);
-  frontend = server;
+  // listen(2) on the inherited socket now, while the filter still allows it;
+  // nothing is accepted before this function returns to the event loop, by
+  // which time every layer is in place.
   server.listen(() => {
     supervisor.sent(Msg.READY);
     writer.send(Msg.READY, 0);
   });
+  try {
+    const layers = installWorkerSandbox(sandbox);
+    for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
+  } catch (err) {
+    server.close();
+    return startupFailed(err instanceof Error ? err.message : String(err));
+  }
+  frontend = server;
 }
 
 channel.on('data', (chunk: Buffer) => {

@@ -11,7 +11,7 @@ import { FRAME_HEADER_BYTES, FrameDecoder, FrameWriter, Msg, type MsgType } from
 import { encodeWorkerConfig, type WorkerConfig } from '../../src/shared/workerConfig.js';
 import { closeFd } from '../../src/shared/libc.js';
 import { bindLoopback } from '../../src/supervisor/listenSocket.js';
-import { DEFAULT_WORKER_ENTRY } from '../../src/supervisor/workerProcess.js';
+import { DEFAULT_WORKER_ENTRY, workerReadPaths } from '../../src/supervisor/workerProcess.js';
 import { TEST_KEY, killQuietly, waitFor, type ExitStatus } from './proxyProcess.js';
 
 export const SUPERVISOR_WITH_WORKER = fileURLToPath(new URL('../fixtures/supervisorWithWorker.js', import.meta.url));
@@ -169,6 +169,7 @@ const WORKER_CONFIG: WorkerConfig = {
   allowWeakerSandbox: true,
   allowCapabilities: process.getuid?.() === 0,
   webSocket: null,
+  readPaths: workerReadPaths(DEFAULT_WORKER_ENTRY),
 };
 
 /**

@@ -19,6 +19,8 @@ export interface StartOptions {
   /** Leave stdin open after writing (the original must not wait for EOF). */
   readonly keepStdinOpen?: boolean;
   readonly args?: readonly string[];
+  /** The script to run instead of the proxy's main (a fixture wrapping its startup). */
+  readonly main?: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly startTimeoutMs?: number;
   /** An installed executable to run (found through env.PATH's node) instead of this checkout's main.js. */
@@ -62,7 +64,8 @@ export class ProxyProcess {
 
   /** Spawn without waiting for anything. */
   static spawn(options: StartOptions = {}): ProxyProcess {
-    const [command, ...programArgs] = options.program === undefined ? [process.execPath, PROXY_MAIN] : [options.program];
+    const [command, ...programArgs] =
+      options.program === undefined ? [process.execPath, options.main ?? PROXY_MAIN] : [options.program];
     const child = spawn(command as string, [...programArgs, ...(options.args ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },
