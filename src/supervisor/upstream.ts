@@ -17,8 +17,8 @@ import { CreditReceiver, StreamSender } from '../shared/flowControl.js';
 import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
-import { ProtocolError, errnoCode } from '../shared/errors.js';
-import type { AuthHeader } from './authHeader.js';
+import { CredentialUnavailableError, ProtocolError, errnoCode } from '../shared/errors.js';
+import type { Credential } from './credential/credential.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
 import { KeySplicer } from './keySplice.js';
@@ -37,7 +37,7 @@ export class Upstream {
 
   constructor(
     url: URL,
-    readonly auth: AuthHeader,
+    readonly auth: Credential,
     readonly timeoutMs: number,
   ) {
     this.path = url.pathname + url.search;
@@ -67,6 +67,7 @@ const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEO
 export function upstreamFailure(err: unknown): ProxyErrorResponse & { code: string } {
   const code = errnoCode(err) ?? 'UNKNOWN';
   const cause = err instanceof Error ? err.message : String(err);
+  if (code === CredentialUnavailableError.CODE) return { code, ...openAiError(503, cause, 'server_error', 'workload_identity_unavailable') };
   if (TIMEOUT_CODES.has(code)) {
     return { code, ...openAiError(504, `The upstream did not answer in time (${code}).`, 'upstream_error', 'upstream_timeout') };
   }
