@@ -6,6 +6,8 @@ import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/
 import { UsageError } from '../shared/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
 import type { WebSocketLimits } from '../shared/workerConfig.js';
+import type { WorkloadIdentitySettings } from './credential/workloadIdentity.js';
+import { parseWorkloadIdentity, WORKLOAD_IDENTITY_FLAGS, WORKLOAD_IDENTITY_USAGE } from './credential/workloadIdentityOptions.js';
 
 export interface ProxyOptions {
   /** 0 = let the kernel choose. */
@@ -26,6 +28,8 @@ export interface ProxyOptions {
   readonly checkSandbox: boolean;
   /** --websocket and its limits, or null. */
   readonly webSocket: WebSocketLimits | null;
+  /** --github-oidc and its settings, or null (an API key on stdin). */
+  readonly workloadIdentity: WorkloadIdentitySettings | null;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -63,7 +67,7 @@ Options:
   --allow-weaker-sandbox Start even if a sandbox layer cannot be installed (logged)
   --check-sandbox        Start a worker, print the sandbox layers in force, exit
                          0 if all are, 1 if not (no key is read)
-  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
+${WORKLOAD_IDENTITY_USAGE}  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help             Print this help
   -V, --version          Print the version
 `;
@@ -83,9 +87,10 @@ const STRING_FLAGS = [
   'gid',
   'ws-max-message-bytes',
   'ws-idle-timeout',
+  ...WORKLOAD_IDENTITY_FLAGS,
 ] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
-const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'help', 'version'] as const;
+const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'github-oidc', 'help', 'version'] as const;
 
 /** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
 function joinDashValues(argv: readonly string[]): string[] {
@@ -109,7 +114,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
     string: [...STRING_FLAGS],
     boolean: [...BOOLEAN_FLAGS],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
-    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 4)].map((f) => [f, []])) },
+    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 5)].map((f) => [f, []])) },
     unknown: (flag) => {
       unknown = flag;
     },
@@ -147,6 +152,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
       allowWeakerSandbox: args['allow-weaker-sandbox'] === true,
       checkSandbox: args['check-sandbox'] === true,
       webSocket: parseWebSocket(args.websocket === true, one('ws-max-message-bytes'), one('ws-idle-timeout')),
+      workloadIdentity: parseWorkloadIdentity(args, one('upstream-url')),
     },
   };
 }
