@@ -72,26 +72,36 @@ export interface UpstreamRecord {
   readonly valid: boolean;
 }
 
-/** An answer the exchange gives instead of a token: a status and body, a raw JSON answer, or none at all. */
-export type ExchangeFailure = { readonly status: number; readonly body: string } | 'hang';
+/** A failure instead of an answer: a status and body, or no answer at all. */
+export type Failure = { readonly status: number; readonly body: string } | 'hang';
+
+/** How the mocks treat one proxy (one request token); changeable while it runs. */
+export interface Behaviour {
+  /** expires_in of the tokens the exchange issues. */
+  lifetimeS: number;
+  /** Set to make GitHub fail. */
+  githubFailure: Failure | null;
+  /** Set to make the exchange fail. */
+  exchangeFailure: Failure | null;
+  /** Fields added to (or replacing those of) the exchange's answer. */
+  exchangeAnswer: Record<string, unknown>;
+  /** While true, exchange answers wait for releaseExchanges(). */
+  holdExchanges: boolean;
+}
 
 export class OidcWorld {
+  /** The default proxy's request token and behaviour (see client() for more). */
   readonly requestToken = fakeJwt('request');
+  readonly behaviour: Behaviour = { lifetimeS: 3600, githubFailure: null, exchangeFailure: null, exchangeAnswer: {}, holdExchanges: false };
   readonly githubRequests: GithubRecord[] = [];
   readonly idTokens: string[] = [];
   readonly exchanges: ExchangeRecord[] = [];
   readonly accessTokens: IssuedToken[] = [];
   readonly upstreamRequests: UpstreamRecord[] = [];
-  /** Lifetime (expires_in) of the tokens the exchange issues. */
-  tokenLifetimeS = 3600;
-  /** How long the exchange holds each answer. */
-  exchangeDelayMs = 0;
-  /** Set to make the exchange fail (and the value says how). */
-  exchangeFailure: ExchangeFailure | null = null;
-  /** Extra or replaced fields in the exchange's answer. */
-  exchangeAnswer: Record<string, unknown> = {};
-  /** Set to make GitHub fail. */
-  githubFailure: ExchangeFailure | null = null;
+  private readonly behaviours = new Map<string, Behaviour>([[this.requestToken, this.behaviour]]);
+  /** Which request token each ID token was issued for. */
+  private readonly idTokenOwners = new Map<string, string>();
+  private held: Array<() => void> = [];
   private readonly sockets = new Set<Socket>();
   private readonly servers: Server[] = [];
   private readonly proxies: ProxyProcess[] = [];
@@ -118,15 +128,33 @@ export class OidcWorld {
 
   /** Start the proxy in --github-oidc mode (the request token on stdin), trusting the test CA. */
   async startProxy(args: readonly string[] = [], options: StartOptions = {}): Promise<ProxyProcess> {
-    const proxy = await ProxyProcess.start({ ...this.proxyOptions(args), ...options });
+    return this.track(await ProxyProcess.start({ ...this.proxyOptions(args), ...options }));
+  }
+
+  /** A proxy this world stops at the end. */
+  track(proxy: ProxyProcess): ProxyProcess {
     this.proxies.push(proxy);
     return proxy;
   }
 
+  /** Another proxy's request token, with its own behaviour (defaults: the default proxy's). */
+  client(behaviour: Partial<Behaviour>): string {
+    const requestToken = fakeJwt('request');
+    this.behaviours.set(requestToken, { ...this.behaviour, exchangeAnswer: {}, ...behaviour });
+    return requestToken;
+  }
+
+  /** Let every held exchange answer go. */
+  releaseExchanges(): void {
+    const held = this.held;
+    this.held = [];
+    for (const answer of held) answer();
+  }
+
   /** The options of a --github-oidc proxy, for scenarios that spawn it themselves. */
-  proxyOptions(args: readonly string[] = []): StartOptions {
+  proxyOptions(args: readonly string[] = [], requestToken = this.requestToken): StartOptions {
     return {
-      stdin: `${this.requestToken}\n`,
+      stdin: `${requestToken}\n`,
       args: ['--github-oidc', '--oidc-audience', AUDIENCE, '--identity-provider-id', IDENTITY_PROVIDER_ID,
         '--service-account-id', SERVICE_ACCOUNT_ID, '--github-oidc-request-url', REQUEST_URL, ...args],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: this.authority.caFile },
@@ -169,10 +197,15 @@ export class OidcWorld {
 
   private onGithub(req: IncomingMessage, res: ServerResponse): void {
     this.githubRequests.push({ at: Date.now(), method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders });
-    if (this.githubFailure === 'hang') return;
-    if (this.githubFailure !== null) return void res.writeHead(this.githubFailure.status).end(this.githubFailure.body);
+    const requestToken = (req.headers.authorization ?? '').replace(/^Bearer /, '');
+    const behaviour = this.behaviours.get(requestToken);
+    if (behaviour === undefined) return void res.writeHead(401).end('{"message":"Bad credentials"}');
+    const failure = behaviour.githubFailure;
+    if (failure === 'hang') return;
+    if (failure !== null) return void res.writeHead(failure.status).end(failure.body);
     const idToken = fakeJwt('github');
     this.idTokens.push(idToken);
+    this.idTokenOwners.set(idToken, requestToken);
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ count: 1, value: idToken }));
   }
 
@@ -185,31 +218,40 @@ export class OidcWorld {
   private onExchange(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     const record: ExchangeRecord = { at: Date.now(), headers: req.headers, body: body.toString('utf8'), answeredAt: 0, status: 0 };
     this.exchanges.push(record);
-    const failure = this.exchangeFailure;
-    if (failure === 'hang') return;
-    setTimeout(() => {
+    let subjectToken = '';
+    try {
+      subjectToken = String((JSON.parse(record.body) as { subject_token?: unknown }).subject_token);
+    } catch {
+      // answered as an unknown subject below
+    }
+    const behaviour = this.behaviours.get(this.idTokenOwners.get(subjectToken) ?? '');
+    const answer = (status: number, text: string): void => {
       record.answeredAt = Date.now();
-      if (failure !== null) {
-        record.status = failure.status;
-        return void res.writeHead(failure.status, { 'content-type': 'application/json' }).end(failure.body);
-      }
+      record.status = status;
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text);
+    };
+    if (behaviour === undefined) return answer(400, '{"error":"invalid_grant","error_description":"unknown subject token"}');
+    const failure = behaviour.exchangeFailure;
+    if (failure === 'hang') return;
+    const send = (): void => {
+      // {subject} in a failure's body: an error answer that echoes the ID token it was given.
+      if (failure !== null) return answer(failure.status, failure.body.replace('{subject}', subjectToken));
       const issuedAt = Date.now();
       // Valid until the whole second expires_at names: at least expires_in from now.
-      const expiresAt = Math.ceil((issuedAt + this.tokenLifetimeS * 1000) / 1000) * 1000;
+      const expiresAt = Math.ceil((issuedAt + behaviour.lifetimeS * 1000) / 1000) * 1000;
       const issued = { token: fakeJwt('access'), issuedAt, expiresAt };
       this.accessTokens.push(issued);
-      record.status = 200;
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(
-        JSON.stringify({
-          access_token: issued.token,
-          issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-          token_type: 'Bearer',
-          expires_in: this.tokenLifetimeS,
-          expires_at: expiresAt / 1000,
-          ...this.exchangeAnswer,
-        }),
-      );
-    }, this.exchangeDelayMs);
+      answer(200, JSON.stringify({
+        access_token: issued.token,
+        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+        token_type: 'Bearer',
+        expires_in: behaviour.lifetimeS,
+        expires_at: expiresAt / 1000,
+        ...behaviour.exchangeAnswer,
+      }));
+    };
+    if (behaviour.holdExchanges) this.held.push(send);
+    else send();
   }
 
   /** Records the token; answers JSON, or a stream of `stream_ms` (from the body) with an event every 100 ms. */
