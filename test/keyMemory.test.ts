@@ -162,6 +162,39 @@ describe('where the key lives in the supervisor, with --websocket', { timeout: 1
   });
 });
 
+describe('where the key lives in the supervisor, with --websocket over wss://', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
+  // ws writes its handshake as soon as it has the socket: the key must not wait in a heap copy for the TLS handshake.
+  let certificate: TestCertificate;
+  let server: HttpsServer;
+  let proxy: ProxyProcess;
+  before(async () => {
+    certificate = TestCertificate.create();
+    server = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (_req, res) => res.writeHead(404).end());
+    const webSockets = new WebSocketServer({ noServer: true });
+    server.on('upgrade', (req, socket, head) => {
+      if (req.headers.authorization !== `Bearer ${TEST_KEY}`) return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+      webSockets.handleUpgrade(req, socket, head, (ws) => ws.on('message', () => ws.send('{"type":"response.completed"}')));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    proxy = await ProxyProcess.start({ args: ['--websocket', '--upstream-url', `https://127.0.0.1:${port}/v1/responses`], env: certificate.trustingEnv() });
+  });
+  after(async () => {
+    await proxy?.stop();
+    server?.closeAllConnections();
+    server?.close();
+    certificate?.remove();
+  });
+
+  test('after 300 handshakes through TLS every occurrence is inside a locked mapping', async (t) => {
+    assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
+    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
+    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
+    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
+    assert.deepEqual(unlocked, []);
+  });
+});
+
 describe('the scan can fail', { timeout: 60_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
   test('a process sending the key through undici as a plain header string leaves it in ordinary memory', async () => {
     const upstream = await MockUpstream.start();
