@@ -128,7 +128,8 @@ export class OidcWorld {
 
   /** Start the proxy in --github-oidc mode (the request token on stdin), trusting the test CA. */
   async startProxy(args: readonly string[] = [], options: StartOptions = {}): Promise<ProxyProcess> {
-    return this.track(await ProxyProcess.start({ ...this.proxyOptions(args), ...options }));
+    // Two Node starts (the issuer, the worker) and two HTTPS requests before it listens: slow on a loaded machine.
+    return this.track(await ProxyProcess.start({ startTimeoutMs: 30_000, ...this.proxyOptions(args), ...options }));
   }
 
   /** A proxy this world stops at the end. */
