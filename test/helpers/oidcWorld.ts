@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { ProxyProcess, type StartOptions } from './proxyProcess.js';
+import { encodeSse, responseEvents } from './responsesApi.js';
 import { TestAuthority } from './testAuthority.js';
 
 export const GITHUB_HOST = 'github-oidc.test';
@@ -30,6 +31,8 @@ export const REQUEST_URL = `https://${GITHUB_HOST}:${GITHUB_PORT}${GITHUB_PATH}`
 export const AUDIENCE = 'api://openai.example/wif audience&x=1';
 export const IDENTITY_PROVIDER_ID = 'wifp_0123456789abcdef';
 export const SERVICE_ACCOUNT_ID = 'svcacct_fedcba9876543210';
+/** What api.openai.com answers a streaming request (a Codex turn). */
+export const CODEX_ANSWER = 'The proxy relayed this answer with a workload identity token.';
 
 /** base64url of random bytes: the alphabet of a JWT segment. */
 function segment(bytes: number): string {
@@ -262,7 +265,7 @@ export class OidcWorld {
     const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
     this.upstreamRequests.push({ at, kind: 'http', tokenIndex, valid });
     if (!valid) return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"invalid token"}}');
-    let request: { stream_ms?: number; echo?: number[] } = {};
+    let request: { stream_ms?: number; echo?: number[]; stream?: boolean } = {};
     try {
       request = JSON.parse(body.toString('utf8')) as typeof request;
     } catch {
@@ -272,6 +275,11 @@ export class OidcWorld {
       // A misbehaving gateway that echoes credentials: these tokens must reach the client masked.
       const echoed = request.echo.map((i) => this.accessTokens[i]?.token ?? '');
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ echoed }));
+    }
+    if (request.stream === true && request.stream_ms === undefined) {
+      // A Responses API stream, as the Codex CLI expects it.
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      return void res.end(responseEvents(CODEX_ANSWER).map(encodeSse).join(''));
     }
     if (request.stream_ms === undefined) return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
     res.writeHead(200, { 'content-type': 'text/event-stream' });
