@@ -19,10 +19,18 @@ describe('readSecretJson', () => {
   });
 
   test('only public fields keep their strings; the secret and everything else is blanked', () => {
-    const { fields } = read('{"access_token":"tok","token_type":"Bearer","refresh_token":"r","n":{"s":"deep"},"a":["x"],"expires_in":60}', [
-      'token_type',
-    ]);
-    assert.deepEqual(fields, { access_token: '', token_type: 'Bearer', refresh_token: '', n: { s: '' }, a: [''], expires_in: 60 });
+    const { fields } = read(
+      '{"access_token":"tok","token_type":"Bearer","refresh_token":"r","n":{"s":"deep"},"a":["x"],"expires_in":60}',
+      ['token_type'],
+    );
+    assert.deepEqual(fields, {
+      access_token: '',
+      token_type: 'Bearer',
+      refresh_token: '',
+      n: { s: '' },
+      a: [''],
+      expires_in: 60,
+    });
   });
 
   test('a nested field of that name is not the secret', () => {
@@ -45,8 +53,16 @@ describe('readSecretJson', () => {
   });
 
   test('malformed, not an object, or the field twice: SyntaxError', () => {
-    for (const json of ['{"access_token":"tok"', '{"access_token":"tok" "x":1}', '["access_token"]', 'null', '{"access_token":"a\nb"}',
-      '{"access_token":"a","access_token":"b"}', '{"access_token":"\\q"}', '{"access_token":"\\u12"}']) {
+    for (const json of [
+      '{"access_token":"tok"',
+      '{"access_token":"tok" "x":1}',
+      '["access_token"]',
+      'null',
+      '{"access_token":"a\nb"}',
+      '{"access_token":"a","access_token":"b"}',
+      '{"access_token":"\\q"}',
+      '{"access_token":"\\u12"}',
+    ]) {
       assert.throws(() => read(json), SyntaxError, json);
     }
   });

@@ -31,7 +31,8 @@ function flags(replace: Record<string, string | undefined> = {}): string[] {
     ...replace,
   };
   const args = replace['--github-oidc'] === undefined && '--github-oidc' in replace ? [] : ['--github-oidc'];
-  for (const [flag, value] of Object.entries(values)) if (flag !== '--github-oidc' && value !== undefined) args.push(flag, value);
+  for (const [flag, value] of Object.entries(values))
+    if (flag !== '--github-oidc' && value !== undefined) args.push(flag, value);
   return args;
 }
 
@@ -57,14 +58,30 @@ const REQUIRED = 'the following required arguments were not provided: ';
 
 describe('--github-oidc: usage errors (exit 2)', { concurrency: true, timeout: 60_000 }, () => {
   const cases: Array<[string, string[], string]> = [
-    ['--github-oidc alone', ['--github-oidc'],
-      `${REQUIRED}--oidc-audience <AUDIENCE>, --identity-provider-id <ID>, --service-account-id <ID>, --github-oidc-request-url <URL>`],
+    [
+      '--github-oidc alone',
+      ['--github-oidc'],
+      `${REQUIRED}--oidc-audience <AUDIENCE>, --identity-provider-id <ID>, --service-account-id <ID>, ` +
+        '--github-oidc-request-url <URL>',
+    ],
     ['the four without --github-oidc', flags({ '--github-oidc': undefined }), `${REQUIRED}--github-oidc`],
-    ['--oidc-audience alone', ['--oidc-audience', 'x'],
-      `${REQUIRED}--identity-provider-id <ID>, --service-account-id <ID>, --github-oidc-request-url <URL>, --github-oidc`],
+    [
+      '--oidc-audience alone',
+      ['--oidc-audience', 'x'],
+      `${REQUIRED}--identity-provider-id <ID>, --service-account-id <ID>, --github-oidc-request-url <URL>, ` +
+        '--github-oidc',
+    ],
     ['no --service-account-id', flags({ '--service-account-id': undefined }), `${REQUIRED}--service-account-id <ID>`],
-    ['no --github-oidc-request-url', flags({ '--github-oidc-request-url': undefined }), `${REQUIRED}--github-oidc-request-url <URL>`],
-    ['--identity-provider-id twice', [...flags(), '--identity-provider-id', 'wifp_2'], '--identity-provider-id was given more than once'],
+    [
+      'no --github-oidc-request-url',
+      flags({ '--github-oidc-request-url': undefined }),
+      `${REQUIRED}--github-oidc-request-url <URL>`,
+    ],
+    [
+      '--identity-provider-id twice',
+      [...flags(), '--identity-provider-id', 'wifp_2'],
+      '--identity-provider-id was given more than once',
+    ],
   ];
   for (const [name, args, message] of cases) {
     test(`${name}: "${message}"`, async () => assertOneLine(await run(args, ''), 2, message));
@@ -73,23 +90,61 @@ describe('--github-oidc: usage errors (exit 2)', { concurrency: true, timeout: 6
 
 describe('--github-oidc: settings (exit 1, before stdin is read)', { concurrency: true, timeout: 60_000 }, () => {
   const cases: Array<[string, string[], string]> = [
-    ['a custom --upstream-url', [...flags(), '--upstream-url', 'https://example.com/v1/responses'],
-      'workload identity requires the default OpenAI Responses endpoint'],
-    ['the default URL spelt differently', [...flags(), '--upstream-url', 'https://api.openai.com:443/v1/responses'],
-      'workload identity requires the default OpenAI Responses endpoint'],
-    ['a custom --upstream-url beats an empty value', [...flags({ '--oidc-audience': '' }), '--upstream-url', 'http://127.0.0.1:1/'],
-      'workload identity requires the default OpenAI Responses endpoint'],
-    ['an empty --oidc-audience', flags({ '--oidc-audience': '' }), 'workload identity requires a nonempty --oidc-audience'],
-    ['a blank --identity-provider-id', flags({ '--identity-provider-id': '  ' }), 'workload identity requires a nonempty --identity-provider-id'],
-    ['an empty --service-account-id', flags({ '--service-account-id': '' }), 'workload identity requires a nonempty --service-account-id'],
-    ['an empty --github-oidc-request-url', flags({ '--github-oidc-request-url': '' }), 'workload identity requires a nonempty --github-oidc-request-url'],
-    ['an http:// request URL', flags({ '--github-oidc-request-url': 'http://127.0.0.1/idtoken' }),
-      'GitHub OIDC request URL must be HTTPS without user info or fragment'],
-    ['user info in the request URL', flags({ '--github-oidc-request-url': 'https://u:p@127.0.0.1/idtoken' }),
-      'GitHub OIDC request URL must be HTTPS without user info or fragment'],
-    ['a fragment in the request URL', flags({ '--github-oidc-request-url': 'https://127.0.0.1/idtoken#x' }),
-      'GitHub OIDC request URL must be HTTPS without user info or fragment'],
-    ['a request URL that is no URL', flags({ '--github-oidc-request-url': 'not a url' }), 'invalid GitHub OIDC request URL'],
+    [
+      'a custom --upstream-url',
+      [...flags(), '--upstream-url', 'https://example.com/v1/responses'],
+      'workload identity requires the default OpenAI Responses endpoint',
+    ],
+    [
+      'the default URL spelt differently',
+      [...flags(), '--upstream-url', 'https://api.openai.com:443/v1/responses'],
+      'workload identity requires the default OpenAI Responses endpoint',
+    ],
+    [
+      'a custom --upstream-url beats an empty value',
+      [...flags({ '--oidc-audience': '' }), '--upstream-url', 'http://127.0.0.1:1/'],
+      'workload identity requires the default OpenAI Responses endpoint',
+    ],
+    [
+      'an empty --oidc-audience',
+      flags({ '--oidc-audience': '' }),
+      'workload identity requires a nonempty --oidc-audience',
+    ],
+    [
+      'a blank --identity-provider-id',
+      flags({ '--identity-provider-id': '  ' }),
+      'workload identity requires a nonempty --identity-provider-id',
+    ],
+    [
+      'an empty --service-account-id',
+      flags({ '--service-account-id': '' }),
+      'workload identity requires a nonempty --service-account-id',
+    ],
+    [
+      'an empty --github-oidc-request-url',
+      flags({ '--github-oidc-request-url': '' }),
+      'workload identity requires a nonempty --github-oidc-request-url',
+    ],
+    [
+      'an http:// request URL',
+      flags({ '--github-oidc-request-url': 'http://127.0.0.1/idtoken' }),
+      'GitHub OIDC request URL must be HTTPS without user info or fragment',
+    ],
+    [
+      'user info in the request URL',
+      flags({ '--github-oidc-request-url': 'https://u:p@127.0.0.1/idtoken' }),
+      'GitHub OIDC request URL must be HTTPS without user info or fragment',
+    ],
+    [
+      'a fragment in the request URL',
+      flags({ '--github-oidc-request-url': 'https://127.0.0.1/idtoken#x' }),
+      'GitHub OIDC request URL must be HTTPS without user info or fragment',
+    ],
+    [
+      'a request URL that is no URL',
+      flags({ '--github-oidc-request-url': 'not a url' }),
+      'invalid GitHub OIDC request URL',
+    ],
   ];
   for (const [name, args, message] of cases) {
     // stdin is empty: these come before the request token would be found missing.
@@ -139,8 +194,13 @@ describe('--github-oidc: the request token on stdin (exit 1)', { concurrency: tr
   test('--help describes the five flags', async () => {
     const r = await run(['--help'], '');
     assert.equal(r.code, 0);
-    for (const flag of ['--github-oidc ', '--oidc-audience <AUDIENCE>', '--identity-provider-id <ID>', '--service-account-id <ID>',
-      '--github-oidc-request-url <URL>']) {
+    for (const flag of [
+      '--github-oidc ',
+      '--oidc-audience <AUDIENCE>',
+      '--identity-provider-id <ID>',
+      '--service-account-id <ID>',
+      '--github-oidc-request-url <URL>',
+    ]) {
       assert.ok(r.stdout.includes(flag), `--help lacks ${flag}`);
     }
   });

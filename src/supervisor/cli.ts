@@ -7,7 +7,11 @@ import { UsageError } from '../shared/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
 import type { WebSocketLimits } from '../shared/workerConfig.js';
 import type { WorkloadIdentitySettings } from './credential/workloadIdentity.js';
-import { parseWorkloadIdentity, WORKLOAD_IDENTITY_FLAGS, WORKLOAD_IDENTITY_USAGE } from './credential/workloadIdentityOptions.js';
+import {
+  parseWorkloadIdentity,
+  WORKLOAD_IDENTITY_FLAGS,
+  WORKLOAD_IDENTITY_USAGE,
+} from './credential/workloadIdentityOptions.js';
 
 export interface ProxyOptions {
   /** 0 = let the kernel choose. */
@@ -90,7 +94,15 @@ const STRING_FLAGS = [
   ...WORKLOAD_IDENTITY_FLAGS,
 ] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
-const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'github-oidc', 'help', 'version'] as const;
+const BOOLEAN_FLAGS = [
+  'http-shutdown',
+  'allow-weaker-sandbox',
+  'check-sandbox',
+  'websocket',
+  'github-oidc',
+  'help',
+  'version',
+] as const;
 
 /** `--port -1` means the value -1, not a flag named 1: join such pairs before mri sees them. */
 function joinDashValues(argv: readonly string[]): string[] {
@@ -114,7 +126,11 @@ export function parseCommandLine(argv: readonly string[]): Command {
     string: [...STRING_FLAGS],
     boolean: [...BOOLEAN_FLAGS],
     // mri's strict mode knows a flag only by its alias entry, so list them all.
-    alias: { help: 'h', version: 'V', ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 5)].map((f) => [f, []])) },
+    alias: {
+      help: 'h',
+      version: 'V',
+      ...Object.fromEntries([...STRING_FLAGS, ...BOOLEAN_FLAGS.slice(0, 5)].map((f) => [f, []])),
+    },
     unknown: (flag) => {
       unknown = flag;
     },

@@ -90,7 +90,7 @@ export class KeySplicer {
     try {
       [secret, n] = this.credential.withHeader((value): [Buffer, number] => {
         const size = head.length - this.placeholder.length + value.length;
-        const buffer = size <= HEAD_BUFFER_SIZE ? (this.pool.pop() ?? sodium.sodium_malloc(HEAD_BUFFER_SIZE)) : sodium.sodium_malloc(size);
+        const buffer = size <= HEAD_BUFFER_SIZE ? this.pooledBuffer() : sodium.sodium_malloc(size);
         let end = buffer.write(head.slice(0, valueStart), 0, 'latin1');
         end += value.copy(buffer, end);
         return [buffer, end + buffer.write(head.slice(valueStart + this.placeholder.length), end, 'latin1')];
@@ -112,6 +112,10 @@ export class KeySplicer {
     return flushed;
   }
 
+  private pooledBuffer(): Buffer {
+    return this.pool.pop() ?? sodium.sodium_malloc(HEAD_BUFFER_SIZE);
+  }
+
   /** The socket is done with the `used` bytes: zero them before anything else can reuse them. */
   private give(secret: Buffer, used: number): void {
     sodium.sodium_memzero(secret.subarray(0, used));
@@ -119,4 +123,3 @@ export class KeySplicer {
     else sodium.sodium_free(secret);
   }
 }
-

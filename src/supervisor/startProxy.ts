@@ -53,7 +53,10 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
   }
 
-  const limits = { timeoutMs: Math.min(options.upstreamTimeoutMs, MAX_CREDENTIAL_REQUEST_MS), allowWeaker: options.allowWeakerSandbox };
+  const limits = {
+    timeoutMs: Math.min(options.upstreamTimeoutMs, MAX_CREDENTIAL_REQUEST_MS),
+    allowWeaker: options.allowWeakerSandbox,
+  };
   const auth: Credential = options.checkSandbox
     ? placeholderAuth()
     : options.workloadIdentity !== null

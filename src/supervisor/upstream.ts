@@ -63,11 +63,16 @@ export class Upstream {
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
 
-/** 502 (504 for timeouts) with an OpenAI-shaped body; no header or key in it. */
+/**
+ * 502 (504 for timeouts, 503 with no valid workload identity token) with an
+ * OpenAI-shaped body; no header or key in it.
+ */
 export function upstreamFailure(err: unknown): ProxyErrorResponse & { code: string } {
   const code = errnoCode(err) ?? 'UNKNOWN';
   const cause = err instanceof Error ? err.message : String(err);
-  if (code === CredentialUnavailableError.CODE) return { code, ...openAiError(503, cause, 'server_error', 'workload_identity_unavailable') };
+  if (code === CredentialUnavailableError.CODE) {
+    return { code, ...openAiError(503, cause, 'server_error', 'workload_identity_unavailable') };
+  }
   if (TIMEOUT_CODES.has(code)) {
     return { code, ...openAiError(504, `The upstream did not answer in time (${code}).`, 'upstream_error', 'upstream_timeout') };
   }

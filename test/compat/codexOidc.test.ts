@@ -19,7 +19,10 @@ describe('Codex CLI through a --github-oidc proxy', { skip: namespaceSkipReason(
     assert.equal(r.run.code, 0, r.run.stderr);
     assert.equal(r.run.stdout.trim(), CODEX_ANSWER);
     assert.ok(r.upstream.length >= 1);
-    assert.deepEqual(r.upstream.map((u) => [u.tokenIndex, u.valid]), r.upstream.map(() => [0, true]));
+    assert.deepEqual(
+      r.upstream.map((u) => [u.tokenIndex, u.valid]),
+      r.upstream.map(() => [0, true]),
+    );
     assert.equal(r.exchanges, 1);
   });
 });

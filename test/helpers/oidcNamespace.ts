@@ -14,7 +14,8 @@ let skipReason: string | false | undefined;
 /** Why namespace tests cannot run here, or false when they can. */
 export function namespaceSkipReason(): string | false {
   if (skipReason !== undefined) return skipReason;
-  if (process.getuid?.() !== 0) return (skipReason = 'needs root: a network namespace with auth.openai.com on loopback');
+  if (process.getuid?.() !== 0)
+    return (skipReason = 'needs root: a network namespace with auth.openai.com on loopback');
   try {
     execFileSync('unshare', ['-m', '-n', '--', 'true'], { stdio: 'ignore', timeout: 10_000 });
     skipReason = false;
@@ -25,7 +26,11 @@ export function namespaceSkipReason(): string | false {
 }
 
 /** Run `scenario` in its own namespaces; rejects with the fixture's error (or output) when it did not report. */
-export function runScenario<T>(scenario: string, options: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<T> {
+export function runScenario<T>(
+  scenario: string,
+  options: Record<string, unknown> = {},
+  timeoutMs = 60_000,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const child = spawn('unshare', ['-m', '-n', '--', process.execPath, FIXTURE, scenario, JSON.stringify(options)], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -42,9 +47,12 @@ export function runScenario<T>(scenario: string, options: Record<string, unknown
       try {
         report = JSON.parse(line) as typeof report;
       } catch {
-        return reject(new Error(`scenario ${scenario} ended (${code ?? signal}) without a report:\n${stdout}\n${stderr}`));
+        return reject(
+          new Error(`scenario ${scenario} ended (${code ?? signal}) without a report:\n${stdout}\n${stderr}`),
+        );
       }
-      if (report.error !== undefined) return reject(new Error(`scenario ${scenario} failed: ${report.error}\n${stderr}`));
+      if (report.error !== undefined)
+        return reject(new Error(`scenario ${scenario} failed: ${report.error}\n${stderr}`));
       resolve(report.result as T);
     });
   });

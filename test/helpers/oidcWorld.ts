@@ -95,7 +95,13 @@ export interface Behaviour {
 export class OidcWorld {
   /** The default proxy's request token and behaviour (see client() for more). */
   readonly requestToken = fakeJwt('request');
-  readonly behaviour: Behaviour = { lifetimeS: 3600, githubFailure: null, exchangeFailure: null, exchangeAnswer: {}, holdExchanges: false };
+  readonly behaviour: Behaviour = {
+    lifetimeS: 3600,
+    githubFailure: null,
+    exchangeFailure: null,
+    exchangeAnswer: {},
+    holdExchanges: false,
+  };
   readonly githubRequests: GithubRecord[] = [];
   readonly idTokens: string[] = [];
   readonly exchanges: ExchangeRecord[] = [];
@@ -159,8 +165,18 @@ export class OidcWorld {
   proxyOptions(args: readonly string[] = [], requestToken = this.requestToken): StartOptions {
     return {
       stdin: `${requestToken}\n`,
-      args: ['--github-oidc', '--oidc-audience', AUDIENCE, '--identity-provider-id', IDENTITY_PROVIDER_ID,
-        '--service-account-id', SERVICE_ACCOUNT_ID, '--github-oidc-request-url', REQUEST_URL, ...args],
+      args: [
+        '--github-oidc',
+        '--oidc-audience',
+        AUDIENCE,
+        '--identity-provider-id',
+        IDENTITY_PROVIDER_ID,
+        '--service-account-id',
+        SERVICE_ACCOUNT_ID,
+        '--github-oidc-request-url',
+        REQUEST_URL,
+        ...args,
+      ],
       env: { PATH: process.env.PATH ?? '/usr/bin:/bin', NODE_EXTRA_CA_CERTS: this.authority.caFile },
     };
   }
@@ -183,7 +199,10 @@ export class OidcWorld {
     rmSync(this.dir, { recursive: true, force: true });
   }
 
-  private async listen(port: number, handler: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void): Promise<void> {
+  private async listen(
+    port: number,
+    handler: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void,
+  ): Promise<void> {
     const server = createServer({ key: this.authority.key, cert: this.authority.cert });
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
@@ -200,7 +219,12 @@ export class OidcWorld {
   }
 
   private onGithub(req: IncomingMessage, res: ServerResponse): void {
-    this.githubRequests.push({ at: Date.now(), method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders });
+    this.githubRequests.push({
+      at: Date.now(),
+      method: req.method ?? '',
+      url: req.url ?? '',
+      rawHeaders: req.rawHeaders,
+    });
     const requestToken = (req.headers.authorization ?? '').replace(/^Bearer /, '');
     const behaviour = this.behaviours.get(requestToken);
     if (behaviour === undefined) return void res.writeHead(401).end('{"message":"Bad credentials"}');
@@ -220,7 +244,13 @@ export class OidcWorld {
   }
 
   private onExchange(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
-    const record: ExchangeRecord = { at: Date.now(), headers: req.headers, body: body.toString('utf8'), answeredAt: 0, status: 0 };
+    const record: ExchangeRecord = {
+      at: Date.now(),
+      headers: req.headers,
+      body: body.toString('utf8'),
+      answeredAt: 0,
+      status: 0,
+    };
     this.exchanges.push(record);
     let subjectToken = '';
     try {
@@ -234,7 +264,8 @@ export class OidcWorld {
       record.status = status;
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text);
     };
-    if (behaviour === undefined) return answer(400, '{"error":"invalid_grant","error_description":"unknown subject token"}');
+    if (behaviour === undefined)
+      return answer(400, '{"error":"invalid_grant","error_description":"unknown subject token"}');
     const failure = behaviour.exchangeFailure;
     if (failure === 'hang') return;
     const send = (): void => {
@@ -245,14 +276,17 @@ export class OidcWorld {
       const expiresAt = Math.ceil((issuedAt + behaviour.lifetimeS * 1000) / 1000) * 1000;
       const issued = { token: fakeJwt('access'), issuedAt, expiresAt };
       this.accessTokens.push(issued);
-      answer(200, JSON.stringify({
-        access_token: issued.token,
-        issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
-        token_type: 'Bearer',
-        expires_in: behaviour.lifetimeS,
-        expires_at: expiresAt / 1000,
-        ...behaviour.exchangeAnswer,
-      }));
+      answer(
+        200,
+        JSON.stringify({
+          access_token: issued.token,
+          issued_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          token_type: 'Bearer',
+          expires_in: behaviour.lifetimeS,
+          expires_at: expiresAt / 1000,
+          ...behaviour.exchangeAnswer,
+        }),
+      );
     };
     if (behaviour.holdExchanges) this.held.push(send);
     else send();
@@ -264,7 +298,10 @@ export class OidcWorld {
     const tokenIndex = this.tokenIndex(req.headers.authorization);
     const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
     this.upstreamRequests.push({ at, kind: 'http', tokenIndex, valid });
-    if (!valid) return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"invalid token"}}');
+    if (!valid)
+      return void res
+        .writeHead(401, { 'content-type': 'application/json' })
+        .end('{"error":{"message":"invalid token"}}');
     let request: { stream_ms?: number; echo?: number[]; stream?: boolean } = {};
     try {
       request = JSON.parse(body.toString('utf8')) as typeof request;
@@ -281,7 +318,8 @@ export class OidcWorld {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       return void res.end(responseEvents(CODEX_ANSWER).map(encodeSse).join(''));
     }
-    if (request.stream_ms === undefined) return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    if (request.stream_ms === undefined)
+      return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     const started = Date.now();
     const timer = setInterval(() => {
@@ -302,7 +340,8 @@ export class OidcWorld {
       const tokenIndex = this.tokenIndex(req.headers.authorization);
       const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
       this.upstreamRequests.push({ at, kind: 'ws', tokenIndex, valid });
-      if (!valid || req.headers.host !== 'api.openai.com') return void socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+      if (!valid || req.headers.host !== 'api.openai.com')
+        return void socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
       webSockets.handleUpgrade(req, socket, head, (ws) =>
         ws.on('message', () => ws.send(JSON.stringify({ type: 'response.completed' }))),
       );

@@ -25,13 +25,55 @@ export class TestAuthority {
     const dir = mkdtempSync(join(tmpdir(), 'rap-ca-'));
     const file = (name: string): string => join(dir, name);
     const openssl = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore', timeout: 10_000 });
-    openssl(['req', '-x509', ...EC, '-days', '1', '-subj', '/CN=rap test CA', '-keyout', file('ca.key'), '-out', file('ca.pem'),
-      '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign']);
-    openssl(['req', ...EC, '-subj', `/CN=${names[0] ?? 'localhost'}`, '-keyout', file('server.key'), '-out', file('server.csr')]);
+    openssl([
+      'req',
+      '-x509',
+      ...EC,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=rap test CA',
+      '-keyout',
+      file('ca.key'),
+      '-out',
+      file('ca.pem'),
+      '-addext',
+      'basicConstraints=critical,CA:TRUE',
+      '-addext',
+      'keyUsage=critical,keyCertSign',
+    ]);
+    openssl([
+      'req',
+      ...EC,
+      '-subj',
+      `/CN=${names[0] ?? 'localhost'}`,
+      '-keyout',
+      file('server.key'),
+      '-out',
+      file('server.csr'),
+    ]);
     const altNames = [...names.map((n) => `DNS:${n}`), 'IP:127.0.0.1'].join(',');
-    writeFileSync(file('ext.cnf'), `subjectAltName=${altNames}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`);
-    openssl(['x509', '-req', '-in', file('server.csr'), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial',
-      '-days', '1', '-extfile', file('ext.cnf'), '-out', file('server.pem')]);
+    writeFileSync(
+      file('ext.cnf'),
+      `subjectAltName=${altNames}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`,
+    );
+    openssl([
+      'x509',
+      '-req',
+      '-in',
+      file('server.csr'),
+      '-CA',
+      file('ca.pem'),
+      '-CAkey',
+      file('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      file('ext.cnf'),
+      '-out',
+      file('server.pem'),
+    ]);
     const cert = Buffer.concat([readFileSync(file('server.pem')), readFileSync(file('ca.pem'))]);
     return new TestAuthority(dir, file('ca.pem'), readFileSync(file('server.key')), cert);
   }

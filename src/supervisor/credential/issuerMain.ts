@@ -46,7 +46,7 @@ function seal(token: IssuedToken, key: SecureBytes): string {
 
 function writeLine(line: string): void {
   const bytes = Buffer.from(`${line}\n`);
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     try {
       at += writeSync(1, bytes, at);
     } catch (err) {
@@ -62,12 +62,17 @@ async function main(): Promise<void> {
     hardenSupervisor({ allowWeaker: settings.allowWeaker });
     const key = readKey();
     const requestToken = readRequestToken();
-    const client = new WorkloadIdentityClient({ ...settings, requestUrl: new URL(settings.requestUrl) }, requestToken, settings.timeoutMs);
+    const client = new WorkloadIdentityClient(
+      { ...settings, requestUrl: new URL(settings.requestUrl) },
+      requestToken,
+      settings.timeoutMs,
+    );
     const token = await client.issue();
     line = `ok ${token.requestedAt} ${token.expiresAt} ${seal(token, key)}`;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    line = `error ${err instanceof WorkloadIdentityError ? message : `could not start workload identity HTTP runtime: ${message}`}`;
+    const known = err instanceof WorkloadIdentityError;
+    line = `error ${known ? message : `could not start workload identity HTTP runtime: ${message}`}`;
   }
   writeLine(line.replace(/[\r\n]+/g, ' '));
   process.exit(0);

@@ -74,11 +74,15 @@ class IssuerChild {
       cwd: '/',
     });
     const { stdin, stdout, stderr } = this.child;
-    stdout.setEncoding('latin1').on('data', (s: string) => (this.answer = (this.answer + s).slice(0, MAX_ANSWER_CHARS)));
+    stdout
+      .setEncoding('latin1')
+      .on('data', (s: string) => (this.answer = (this.answer + s).slice(0, MAX_ANSWER_CHARS)));
     stderr.setEncoding('utf8').on('data', (s: string) => (this.stderr = (this.stderr + s).slice(0, MAX_STDERR_CHARS)));
     stdin.on('error', () => {}); // a child that died early: its exit says why
     this.child.on('error', () => {}); // a failed spawn also closes
-    this.exited = new Promise((resolve) => this.child.on('close', (code, signal) => resolve(code === null ? `signal ${signal}` : `code ${code}`)));
+    this.exited = new Promise((resolve) =>
+      this.child.on('close', (code, signal) => resolve(code === null ? `signal ${signal}` : `code ${code}`)),
+    );
   }
 
   /** Give the child a one-time key and the request token; its answer, opened. */
@@ -125,12 +129,16 @@ function open(answer: string, key: Buffer, exit: string, stderr: string): Issued
   const match = /^ok (\d+) (\d+) ([0-9a-f]+) ([0-9a-f]+)$/.exec(line);
   if (match === null) {
     const detail = stderr.split('\n').find((l) => l.trim() !== '') ?? 'no output';
-    throw new WorkloadIdentityError(`could not start workload identity HTTP runtime: the issuer exited (${exit}): ${detail}`);
+    throw new WorkloadIdentityError(
+      `could not start workload identity HTTP runtime: the issuer exited (${exit}): ${detail}`,
+    );
   }
   const nonce = Buffer.from(match[3] as string, 'hex');
   const sealed = Buffer.from(match[4] as string, 'hex');
   const length = sealed.length - sodium.crypto_secretbox_MACBYTES;
-  const garbage = new WorkloadIdentityError('could not start workload identity HTTP runtime: the issuer answered garbage');
+  const garbage = new WorkloadIdentityError(
+    'could not start workload identity HTTP runtime: the issuer answered garbage',
+  );
   if (nonce.length !== sodium.crypto_secretbox_NONCEBYTES || length <= 0) throw garbage;
   const header = sodium.sodium_malloc(AUTH_SCHEME_PREFIX.length + length);
   header.write(AUTH_SCHEME_PREFIX, 0, 'latin1');

@@ -79,7 +79,10 @@ export function secureRequest(request: SecureRequest): Promise<SecureResponse> {
         sodium.sodium_free(answer);
       }
     };
-    const timer = setTimeout(() => finish(`no complete answer within ${request.timeoutMs / 1000} s`), request.timeoutMs);
+    const timer = setTimeout(
+      () => finish(`no complete answer within ${request.timeoutMs / 1000} s`),
+      request.timeoutMs,
+    );
     socket.once('secureConnect', () => socket.write(wire));
     socket.on('data', (chunk: Buffer) => {
       if (settled) return void chunk.fill(0);
@@ -108,12 +111,16 @@ function assemble(request: SecureRequest): Buffer {
   lines.push('connection: close\r\n\r\n', ...(body ?? []));
   const buffer = sodium.sodium_malloc(partsLength(lines));
   let at = 0;
-  for (const part of lines) at += typeof part === 'string' ? buffer.write(part, at, 'utf8') : part.read((bytes) => bytes.copy(buffer, at));
+  for (const part of lines)
+    at += typeof part === 'string' ? buffer.write(part, at, 'utf8') : part.read((bytes) => bytes.copy(buffer, at));
   return buffer;
 }
 
 function partsLength(parts: readonly RequestPart[]): number {
-  return parts.reduce((sum, part) => sum + (typeof part === 'string' ? Buffer.byteLength(part, 'utf8') : part.length), 0);
+  return parts.reduce(
+    (sum, part) => sum + (typeof part === 'string' ? Buffer.byteLength(part, 'utf8') : part.length),
+    0,
+  );
 }
 
 interface Head {
@@ -148,7 +155,8 @@ function parseHead(answer: Buffer, received: number): Head | null {
   }
 }
 
-type Framing = { readonly kind: 'length'; readonly length: number } | { readonly kind: 'chunked' } | { readonly kind: 'close' };
+type Framing =
+  { readonly kind: 'length'; readonly length: number } | { readonly kind: 'chunked' } | { readonly kind: 'close' };
 
 function framing(head: Head): Framing {
   if (/(^|,)\s*chunked\s*$/i.test(head.headers.get('transfer-encoding') ?? '')) return { kind: 'chunked' };
@@ -202,7 +210,8 @@ function parseAnswer(answer: Buffer, received: number): SecureResponse {
   const out = { buffer: sodium.sodium_malloc(Math.max(1, received - head.bodyStart)), length: 0 };
   try {
     if (frame.kind === 'chunked') {
-      if (dechunk(answer, head.bodyStart, received, out) === -1) throw new Error('the connection closed before a complete answer');
+      if (dechunk(answer, head.bodyStart, received, out) === -1)
+        throw new Error('the connection closed before a complete answer');
     } else {
       const end = frame.kind === 'length' ? head.bodyStart + frame.length : received;
       if (end > received) throw new Error('the connection closed before a complete answer');

@@ -20,7 +20,16 @@ export interface SecretJson {
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const COLON = 0x3a;
-const ESCAPED: Readonly<Record<number, number>> = { 0x22: 0x22, 0x5c: 0x5c, 0x2f: 0x2f, 0x62: 8, 0x66: 12, 0x6e: 10, 0x72: 13, 0x74: 9 };
+const ESCAPED: Readonly<Record<number, number>> = {
+  0x22: 0x22,
+  0x5c: 0x5c,
+  0x2f: 0x2f,
+  0x62: 8,
+  0x66: 12,
+  0x6e: 10,
+  0x72: 13,
+  0x74: 9,
+};
 /** Stands for a \u escape outside ASCII: no credential alphabet contains it, so such a secret is refused. */
 const NOT_ASCII = 0xff;
 
@@ -38,7 +47,12 @@ interface JsonString {
  * Read the JSON object in `json`: `secretField` into secure memory, `publicFields` as values.
  * Throws SyntaxError when `json` is not one JSON object or names one of those fields twice.
  */
-export function readSecretJson(json: Buffer, secretField: string, publicFields: readonly string[], prefix = ''): SecretJson {
+export function readSecretJson(
+  json: Buffer,
+  secretField: string,
+  publicFields: readonly string[],
+  prefix = '',
+): SecretJson {
   const strings = scanStrings(json);
   let secretValue: JsonString | null = null;
   const blanked: JsonString[] = [];
@@ -53,11 +67,13 @@ export function readSecretJson(json: Buffer, secretField: string, publicFields: 
   for (const s of strings) {
     if (!s.isKey || s.depth !== 1) continue;
     const key = keyText(json, s);
-    if ((key === secretField || publicFields.includes(key)) && seen.has(key)) throw new SyntaxError(`"${key}" given twice`);
+    if ((key === secretField || publicFields.includes(key)) && seen.has(key))
+      throw new SyntaxError(`"${key}" given twice`);
     seen.add(key);
   }
   const fields: unknown = JSON.parse(withoutStrings(json, blanked));
-  if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) throw new SyntaxError('not a JSON object');
+  if (fields === null || typeof fields !== 'object' || Array.isArray(fields))
+    throw new SyntaxError('not a JSON object');
   const record = fields as Record<string, unknown>;
   const secret = secretValue !== null && record[secretField] === '' ? decodeSecret(json, secretValue, prefix) : null;
   return { secret, fields: record };

@@ -61,10 +61,16 @@ export class TokenRenewal {
     this.schedule(renewalDue(token) - Date.now());
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     // Said once per outage: from here on requests get 503 until a renewal succeeds.
-    this.expiryTimer = setTimeout(() => {
-      this.expired = true;
-      this.log.error({ failedRenewals: this.failures }, 'workload identity token expired; requests get 503 until a renewal succeeds');
-    }, usableUntil(token) - Date.now());
+    this.expiryTimer = setTimeout(
+      () => {
+        this.expired = true;
+        this.log.error(
+          { failedRenewals: this.failures },
+          'workload identity token expired; requests get 503 until a renewal succeeds',
+        );
+      },
+      usableUntil(token) - Date.now(),
+    );
     this.expiryTimer.unref();
   }
 
@@ -91,8 +97,12 @@ export class TokenRenewal {
     }
     if (this.stopped) return token.header.destroy();
     this.install(token);
-    const fields = { expiresInS: seconds(token.expiresAt - Date.now()), renewInS: seconds(renewalDue(token) - Date.now()) };
-    if (this.expired || this.failures > 0) this.log.info({ ...fields, failedRenewals: this.failures }, 'workload identity renewal recovered');
+    const fields = {
+      expiresInS: seconds(token.expiresAt - Date.now()),
+      renewInS: seconds(renewalDue(token) - Date.now()),
+    };
+    if (this.expired || this.failures > 0)
+      this.log.info({ ...fields, failedRenewals: this.failures }, 'workload identity renewal recovered');
     else this.log.info(fields, 'workload identity token renewed');
     this.failures = 0;
     this.expired = false;

@@ -29,7 +29,12 @@ export class WorkloadIdentityCredential implements Credential {
     log: Logger,
   ) {
     this.current = first;
-    this.renewal = new TokenRenewal(() => issuer.issue(), (token) => this.install(token), first, log);
+    this.renewal = new TokenRenewal(
+      () => issuer.issue(),
+      (token) => this.install(token),
+      first,
+      log,
+    );
   }
 
   get shortestSecret(): number {

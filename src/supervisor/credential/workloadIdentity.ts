@@ -39,7 +39,11 @@ export interface IssuedToken {
 }
 
 /** Where the original's messages name each endpoint. */
-const GITHUB = { request: 'GitHub OIDC token request', failed: 'GitHub OIDC token request failed', source: 'GitHub OIDC' };
+const GITHUB = {
+  request: 'GitHub OIDC token request',
+  failed: 'GitHub OIDC token request failed',
+  source: 'GitHub OIDC',
+};
 const OPENAI = {
   request: 'OpenAI workload identity token request',
   failed: 'OpenAI workload identity token exchange failed',
@@ -69,7 +73,10 @@ export class WorkloadIdentityClient {
     const url = new URL(this.settings.requestUrl);
     const audience = new URLSearchParams({ audience: this.settings.audience }).toString();
     url.search = url.search.length > 1 ? `${url.search}&${audience}` : `?${audience}`;
-    const headers = [['authorization', this.requestToken], ['accept', '*/*']] as const;
+    const headers = [
+      ['authorization', this.requestToken],
+      ['accept', '*/*'],
+    ] as const;
     const response = await this.send(GITHUB, { url, method: 'GET', headers, timeoutMs: this.timeoutMs });
     try {
       checkStatus(GITHUB, response, [this.requestToken]);
@@ -94,7 +101,10 @@ export class WorkloadIdentityClient {
       `","identity_provider_id":${JSON.stringify(identityProviderId)},` +
         `"service_account_id":${JSON.stringify(serviceAccountId)}}`,
     ];
-    const headers = [['content-type', 'application/json'], ['accept', '*/*']] as const;
+    const headers = [
+      ['content-type', 'application/json'],
+      ['accept', '*/*'],
+    ] as const;
     const request = { url: TOKEN_EXCHANGE_URL, method: 'POST', headers, body, timeoutMs: this.timeoutMs } as const;
     const response = await this.send(OPENAI, request);
     try {
@@ -117,10 +127,21 @@ export class WorkloadIdentityClient {
 /** The exchange's answer, checked as the original checks it. */
 function accessToken(response: SecureResponse, requestedAt: number): IssuedToken {
   const invalid = new WorkloadIdentityError(`${OPENAI.source} returned an invalid token response`);
-  const { secret: header, fields } = readAnswer(OPENAI, response, 'access_token', ['issued_token_type', 'token_type'], AUTH_SCHEME_PREFIX);
+  const { secret: header, fields } = readAnswer(
+    OPENAI,
+    response,
+    'access_token',
+    ['issued_token_type', 'token_type'],
+    AUTH_SCHEME_PREFIX,
+  );
   if (header === null) throw invalid;
   try {
-    const { issued_token_type: issuedType, token_type: tokenType, expires_in: lifetime, expires_at: expiresAtS } = fields;
+    const {
+      issued_token_type: issuedType,
+      token_type: tokenType,
+      expires_in: lifetime,
+      expires_at: expiresAtS,
+    } = fields;
     if (typeof issuedType !== 'string' || typeof tokenType !== 'string') throw invalid;
     if (!isWholeSeconds(lifetime) || (expiresAtS !== undefined && !isWholeSeconds(expiresAtS))) throw invalid;
     if (issuedType !== ACCESS_TOKEN_TYPE || tokenType.toLowerCase() !== 'bearer') {
@@ -128,9 +149,13 @@ function accessToken(response: SecureResponse, requestedAt: number): IssuedToken
     }
     if (lifetime > MAX_LIFETIME_S) throw new WorkloadIdentityError('OpenAI returned an invalid token lifetime');
     const expiresAt = Math.min(requestedAt + lifetime * 1000, expiresAtS === undefined ? Infinity : expiresAtS * 1000);
-    if (lifetime === 0 || expiresAt <= Date.now()) throw new WorkloadIdentityError('OpenAI returned an expired workload identity token');
+    if (lifetime === 0 || expiresAt <= Date.now()) {
+      throw new WorkloadIdentityError('OpenAI returned an expired workload identity token');
+    }
     const token = (value: Buffer): Buffer => value.subarray(AUTH_SCHEME_PREFIX.length);
-    const valid = header.read((value) => token(value).length <= MAX_WORKLOAD_CREDENTIAL_BYTES && onlyBytesOf(BEARER_TOKEN_BYTES, token(value)));
+    const valid = header.read(
+      (value) => token(value).length <= MAX_WORKLOAD_CREDENTIAL_BYTES && onlyBytesOf(BEARER_TOKEN_BYTES, token(value)),
+    );
     if (!valid) throw new WorkloadIdentityError(INVALID_CREDENTIAL);
     return { header, requestedAt, expiresAt };
   } catch (err) {
@@ -143,7 +168,13 @@ function isWholeSeconds(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
-function readAnswer(endpoint: typeof GITHUB, response: SecureResponse, field: string, publicFields: string[], prefix: string) {
+function readAnswer(
+  endpoint: typeof GITHUB,
+  response: SecureResponse,
+  field: string,
+  publicFields: string[],
+  prefix: string,
+) {
   try {
     return response.body.read((json) => readSecretJson(json, field, publicFields, prefix));
   } catch {
@@ -155,7 +186,9 @@ function readAnswer(endpoint: typeof GITHUB, response: SecureResponse, field: st
 function checkStatus(endpoint: typeof GITHUB, response: SecureResponse, secrets: readonly SecureBytes[]): void {
   if (response.status >= 200 && response.status <= 299) return;
   const said = serverMessage(response.body, secrets);
-  throw new WorkloadIdentityError(`${endpoint.request} rejected (HTTP ${response.status})${said === '' ? '' : `: ${said}`}`);
+  throw new WorkloadIdentityError(
+    `${endpoint.request} rejected (HTTP ${response.status})${said === '' ? '' : `: ${said}`}`,
+  );
 }
 
 /**
@@ -168,18 +201,26 @@ function serverMessage(body: SecureBytes, secrets: readonly SecureBytes[]): stri
   try {
     for (const secret of secrets) {
       // The request token is held as "Bearer <token>": mask the token alone too.
-      secret.read((bytes) => [bytes, bytes.subarray(bytes.indexOf(' ') + 1)].forEach((s) => s.length > 0 && maskKey(copy, s)));
+      secret.read((bytes) =>
+        [bytes, bytes.subarray(bytes.indexOf(' ') + 1)].forEach((s) => s.length > 0 && maskKey(copy, s)),
+      );
     }
     const text = copy.toString('utf8');
     let said: unknown = null;
     try {
       const answer = JSON.parse(text) as Record<string, unknown>;
       const error = answer.error as Record<string, unknown> | string | undefined;
-      said = answer.error_description ?? (typeof error === 'object' ? error?.message : undefined) ?? answer.message ?? error;
+      said =
+        answer.error_description ?? (typeof error === 'object' ? error?.message : undefined) ?? answer.message ?? error;
     } catch {
       said = text.length <= 200 ? text : null;
     }
-    return typeof said === 'string' ? said.replace(/[^\x20-\x7e]+/g, ' ').trim().slice(0, 200) : '';
+    return typeof said === 'string'
+      ? said
+          .replace(/[^\x20-\x7e]+/g, ' ')
+          .trim()
+          .slice(0, 200)
+      : '';
   } finally {
     copy.fill(0);
   }
