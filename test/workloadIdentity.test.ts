@@ -241,8 +241,9 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
       for (const e of r.events) {
         const last = summary.at(-1);
         const label = `${e.kind} ${e.status}`;
-        if (last === undefined || !last.startsWith(label))
+        if (last === undefined || !last.startsWith(label)) {
           summary.push(`${label} from ${(rel(e.at) / 1000).toFixed(1)} s`);
+        }
       }
       t.diagnostic(`token 0 valid until ${(rel(r.firstToken.expiresAt) / 1000).toFixed(1)} s; ${summary.join(', ')}`);
       t.diagnostic(

@@ -14,8 +14,9 @@ let skipReason: string | false | undefined;
 /** Why namespace tests cannot run here, or false when they can. */
 export function namespaceSkipReason(): string | false {
   if (skipReason !== undefined) return skipReason;
-  if (process.getuid?.() !== 0)
+  if (process.getuid?.() !== 0) {
     return (skipReason = 'needs root: a network namespace with auth.openai.com on loopback');
+  }
   try {
     execFileSync('unshare', ['-m', '-n', '--', 'true'], { stdio: 'ignore', timeout: 10_000 });
     skipReason = false;
@@ -51,8 +52,9 @@ export function runScenario<T>(
           new Error(`scenario ${scenario} ended (${code ?? signal}) without a report:\n${stdout}\n${stderr}`),
         );
       }
-      if (report.error !== undefined)
+      if (report.error !== undefined) {
         return reject(new Error(`scenario ${scenario} failed: ${report.error}\n${stderr}`));
+      }
       resolve(report.result as T);
     });
   });

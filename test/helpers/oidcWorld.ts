@@ -264,8 +264,9 @@ export class OidcWorld {
       record.status = status;
       res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text);
     };
-    if (behaviour === undefined)
+    if (behaviour === undefined) {
       return answer(400, '{"error":"invalid_grant","error_description":"unknown subject token"}');
+    }
     const failure = behaviour.exchangeFailure;
     if (failure === 'hang') return;
     const send = (): void => {
@@ -318,8 +319,9 @@ export class OidcWorld {
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       return void res.end(responseEvents(CODEX_ANSWER).map(encodeSse).join(''));
     }
-    if (request.stream_ms === undefined)
+    if (request.stream_ms === undefined) {
       return void res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}');
+    }
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     const started = Date.now();
     const timer = setInterval(() => {
@@ -340,8 +342,9 @@ export class OidcWorld {
       const tokenIndex = this.tokenIndex(req.headers.authorization);
       const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
       this.upstreamRequests.push({ at, kind: 'ws', tokenIndex, valid });
-      if (!valid || req.headers.host !== 'api.openai.com')
+      if (!valid || req.headers.host !== 'api.openai.com') {
         return void socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+      }
       webSockets.handleUpgrade(req, socket, head, (ws) =>
         ws.on('message', () => ws.send(JSON.stringify({ type: 'response.completed' }))),
       );

@@ -210,8 +210,9 @@ function parseAnswer(answer: Buffer, received: number): SecureResponse {
   const out = { buffer: sodium.sodium_malloc(Math.max(1, received - head.bodyStart)), length: 0 };
   try {
     if (frame.kind === 'chunked') {
-      if (dechunk(answer, head.bodyStart, received, out) === -1)
+      if (dechunk(answer, head.bodyStart, received, out) === -1) {
         throw new Error('the connection closed before a complete answer');
+      }
     } else {
       const end = frame.kind === 'length' ? head.bodyStart + frame.length : received;
       if (end > received) throw new Error('the connection closed before a complete answer');

@@ -67,13 +67,15 @@ export function readSecretJson(
   for (const s of strings) {
     if (!s.isKey || s.depth !== 1) continue;
     const key = keyText(json, s);
-    if ((key === secretField || publicFields.includes(key)) && seen.has(key))
+    if ((key === secretField || publicFields.includes(key)) && seen.has(key)) {
       throw new SyntaxError(`"${key}" given twice`);
+    }
     seen.add(key);
   }
   const fields: unknown = JSON.parse(withoutStrings(json, blanked));
-  if (fields === null || typeof fields !== 'object' || Array.isArray(fields))
+  if (fields === null || typeof fields !== 'object' || Array.isArray(fields)) {
     throw new SyntaxError('not a JSON object');
+  }
   const record = fields as Record<string, unknown>;
   const secret = secretValue !== null && record[secretField] === '' ? decodeSecret(json, secretValue, prefix) : null;
   return { secret, fields: record };

@@ -101,9 +101,11 @@ export class TokenRenewal {
       expiresInS: seconds(token.expiresAt - Date.now()),
       renewInS: seconds(renewalDue(token) - Date.now()),
     };
-    if (this.expired || this.failures > 0)
+    if (this.expired || this.failures > 0) {
       this.log.info({ ...fields, failedRenewals: this.failures }, 'workload identity renewal recovered');
-    else this.log.info(fields, 'workload identity token renewed');
+    } else {
+      this.log.info(fields, 'workload identity token renewed');
+    }
     this.failures = 0;
     this.expired = false;
     this.scheduleFor(token);

@@ -52,15 +52,17 @@ export function parseWorkloadIdentity(
     values[i] === undefined ? [`--${flag} ${PLACEHOLDERS[i]}`] : [],
   );
   if (!enabled) missing.push('--github-oidc');
-  if (missing.length > 0)
+  if (missing.length > 0) {
     throw new UsageError(`the following required arguments were not provided: ${missing.join(', ')}`);
+  }
 
   if (upstreamUrl !== undefined && upstreamUrl !== DEFAULT_UPSTREAM_URL) {
     throw new WorkloadIdentityError('workload identity requires the default OpenAI Responses endpoint');
   }
   WORKLOAD_IDENTITY_FLAGS.forEach((flag, i) => {
-    if ((values[i] as string).trim() === '')
+    if ((values[i] as string).trim() === '') {
       throw new WorkloadIdentityError(`workload identity requires a nonempty --${flag}`);
+    }
   });
   const [audience, identityProviderId, serviceAccountId, requestUrlText] = values as string[];
   return {
