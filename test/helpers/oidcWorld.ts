@@ -293,16 +293,20 @@ export class OidcWorld {
     else send();
   }
 
+  /** Record a request to api.openai.com: whether it carried a token valid now. */
+  private recordUpstream(kind: UpstreamRecord['kind'], authorization: string | undefined): boolean {
+    const at = Date.now();
+    const tokenIndex = this.tokenIndex(authorization);
+    const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
+    this.upstreamRequests.push({ at, kind, tokenIndex, valid });
+    return valid;
+  }
+
   /** Records the token; answers JSON, or a stream of `stream_ms` (from the body) with an event every 100 ms. */
   private onResponses(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
-    const at = Date.now();
-    const tokenIndex = this.tokenIndex(req.headers.authorization);
-    const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
-    this.upstreamRequests.push({ at, kind: 'http', tokenIndex, valid });
-    if (!valid)
-      return void res
-        .writeHead(401, { 'content-type': 'application/json' })
-        .end('{"error":{"message":"invalid token"}}');
+    if (!this.recordUpstream('http', req.headers.authorization)) {
+      return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"invalid token"}}');
+    }
     let request: { stream_ms?: number; echo?: number[]; stream?: boolean } = {};
     try {
       request = JSON.parse(body.toString('utf8')) as typeof request;
@@ -338,11 +342,7 @@ export class OidcWorld {
   private acceptWebSockets(server: Server): void {
     const webSockets = new WebSocketServer({ noServer: true });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      const at = Date.now();
-      const tokenIndex = this.tokenIndex(req.headers.authorization);
-      const valid = tokenIndex !== -1 && at < (this.accessTokens[tokenIndex] as IssuedToken).expiresAt;
-      this.upstreamRequests.push({ at, kind: 'ws', tokenIndex, valid });
-      if (!valid || req.headers.host !== 'api.openai.com') {
+      if (!this.recordUpstream('ws', req.headers.authorization) || req.headers.host !== 'api.openai.com') {
         return void socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
       }
       webSockets.handleUpgrade(req, socket, head, (ws) =>
