@@ -35,7 +35,8 @@ type LogLine = Record<string, unknown> & { msg: string };
 
 const mib = (scan: Scan): string => (scan.bytesScanned / 2 ** 20).toFixed(0);
 
-// The two lanes run side by side.
+// Every scenario runs side by side with the others (the describes below inherit the concurrency), each in a
+// namespace of its own: about 40 s in all.
 describe('--github-oidc in a namespace of its own', { skip, concurrency: true, timeout: 150_000 }, () => {
   describe('--github-oidc: requests, renewal under load, memory', { timeout: 150_000 }, () => {
     const REQUESTS =
@@ -114,7 +115,7 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
         exchanges: Array<{ at: number; answeredAt: number; status: number }>;
         tokens: Array<{ issuedAt: number; expiresAt: number }>;
         tokenUse: number[];
-        echo: { status: number; body: string; lengths: number[] };
+        echo: { status: number; body: string };
         memory: { supervisor: Scan; supervisorIdTokens: Scan; worker: Scan };
         log: LogLine[];
       }
@@ -157,10 +158,8 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
 
       // The scrubber masks the current and the previous token in what the upstream sends back.
       assert.equal(r.echo.status, 200);
-      assert.deepEqual(
-        (JSON.parse(r.echo.body) as { echoed: string[] }).echoed,
-        r.echo.lengths.map((n) => '*'.repeat(n)),
-      );
+      const echoed = (JSON.parse(r.echo.body) as { echoed: string[] }).echoed;
+      assert.ok(echoed.length === 2 && echoed.every((s) => s.length > 500 && /^\*+$/.test(s)), `echoed: ${echoed}`);
 
       const { supervisor, supervisorIdTokens, worker } = r.memory;
       const [requestToken, ...accessTokens] = supervisor.secrets as [Figures, ...Figures[]];
@@ -228,7 +227,7 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
     test(FAILING, async (t) => {
       interface Result {
         t0: number;
-        firstToken: { issuedAt: number; expiresAt: number };
+        token: { issuedAt: number; expiresAt: number };
         events: Array<{ kind: string; status: number; body: string; at: number }>;
         github: number[];
         exchanges: Array<{ at: number; status: number }>;
@@ -245,7 +244,7 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
           summary.push(`${label} from ${(rel(e.at) / 1000).toFixed(1)} s`);
         }
       }
-      t.diagnostic(`token 0 valid until ${(rel(r.firstToken.expiresAt) / 1000).toFixed(1)} s; ${summary.join(', ')}`);
+      t.diagnostic(`token 1 (from 0 s) valid until ${(rel(r.token.expiresAt) / 1000).toFixed(1)} s; ${summary.join(', ')}`);
       t.diagnostic(
         `exchanges: ${r.exchanges.map((e) => `${(rel(e.at) / 1000).toFixed(1)} s → ${e.status}`).join(', ')}`,
       );
@@ -264,15 +263,12 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
         'WebSocket handshakes get the 503 too',
       );
       const outageStart = rel((r.events[firstOutage] as { at: number }).at);
-      // The failing renewal began at 3/4 of the 8-s token; it stayed in use until its last tenth (1.2 s later).
-      const renewalStart = rel(r.github[1] as number);
+      // The renewal is due at 3/4 of the 8-s token's life; the token stays in use until its last tenth.
+      const renewalDue = rel(r.token.issuedAt) + 6_000;
+      assert.ok(outageStart > renewalDue, `503 from ${outageStart} ms, the renewal was due at ${renewalDue} ms`);
       assert.ok(
-        outageStart > renewalStart + 500,
-        `503 from ${outageStart} ms, the renewal began at ${renewalStart} ms`,
-      );
-      assert.ok(
-        rel((r.events[recovered] as { at: number }).at) < 16_000,
-        'service resumed by itself after the exchange came back (at 9 s)',
+        rel((r.events[recovered] as { at: number }).at) < 15_000,
+        'service resumed by itself after the exchange came back (at 9.5 s)',
       );
 
       const reasons = r.log.filter((l) => l.msg === 'workload identity token renewal failed').map((l) => l.reason);
@@ -290,8 +286,8 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
       const messages = r.log.map((l) => l.msg);
       assert.ok(messages.includes('workload identity token expired; requests get 503 until a renewal succeeds'));
       assert.ok(messages.includes('workload identity renewal recovered'));
-      // Retries back off: 1 s, 2 s, 4 s between the failed attempts' starts (a little more with the hang).
-      const gaps = r.github.slice(2, 5).map((at, i) => at - (r.github[i + 1] as number));
+      // Retries back off: 1 s, then 2 s between the failed attempts' starts (a little more with the hang).
+      const gaps = r.github.slice(3, 5).map((at, i) => at - (r.github[i + 2] as number));
       assert.ok(
         gaps.every((gap, i) => gap >= 1_000 * 2 ** i),
         `retry gaps ${gaps}`,

@@ -88,8 +88,8 @@ export interface Behaviour {
   exchangeFailure: Failure | null;
   /** Fields added to (or replacing those of) the exchange's answer. */
   exchangeAnswer: Record<string, unknown>;
-  /** While true, exchange answers wait for releaseExchanges(). */
-  holdExchanges: boolean;
+  /** Exchanges from this one on (0: the first) wait for releaseExchanges() to be answered. */
+  holdFrom: number;
 }
 
 export class OidcWorld {
@@ -100,7 +100,7 @@ export class OidcWorld {
     githubFailure: null,
     exchangeFailure: null,
     exchangeAnswer: {},
-    holdExchanges: false,
+    holdFrom: Infinity,
   };
   readonly githubRequests: GithubRecord[] = [];
   readonly idTokens: string[] = [];
@@ -289,7 +289,7 @@ export class OidcWorld {
         }),
       );
     };
-    if (behaviour.holdExchanges) this.held.push(send);
+    if (this.exchanges.length - 1 >= behaviour.holdFrom) this.held.push(send);
     else send();
   }
 
@@ -307,15 +307,18 @@ export class OidcWorld {
     if (!this.recordUpstream('http', req.headers.authorization)) {
       return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"invalid token"}}');
     }
-    let request: { stream_ms?: number; echo?: number[]; stream?: boolean } = {};
+    let request: { stream_ms?: number; echo?: boolean; stream?: boolean } = {};
     try {
       request = JSON.parse(body.toString('utf8')) as typeof request;
     } catch {
       // not JSON: a plain answer
     }
-    if (request.echo !== undefined) {
-      // A misbehaving gateway that echoes credentials: these tokens must reach the client masked.
-      const echoed = request.echo.map((i) => this.accessTokens[i]?.token ?? '');
+    if (request.echo === true) {
+      // A misbehaving gateway that echoes credentials: the token this request carried and the one sent before
+      // it, which must reach the client masked.
+      const sent = this.upstreamRequests.map((u) => u.tokenIndex);
+      const current = sent.at(-1) as number;
+      const echoed = [current, sent.findLast((i) => i !== current) ?? -1].map((i) => this.accessTokens[i]?.token ?? '');
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ echoed }));
     }
     if (request.stream === true && request.stream_ms === undefined) {
