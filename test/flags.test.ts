@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { UsageError } from '../src/shared/errors.js';
+import { UsageError, WorkloadIdentityError } from '../src/shared/errors.js';
 import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../src/shared/flags.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from '../src/supervisor/cli.js';
 
@@ -47,6 +47,7 @@ describe('flags: parseCommandLine', () => {
       gid: null,
       allowWeakerSandbox: false,
       checkSandbox: false,
+      workloadIdentity: null,
       logLevel: 'info',
     });
   });
@@ -75,6 +76,7 @@ describe('flags: parseCommandLine', () => {
       gid: '65534',
       allowWeakerSandbox: true,
       checkSandbox: true,
+      workloadIdentity: null,
       logLevel: 'silent',
     });
     assert.equal(given.upstreamUrl.hash, '', 'the fragment is dropped');
@@ -160,18 +162,28 @@ describe('flags: parseCommandLine', () => {
     assert.equal(usageError(['extra', '--help']), "unexpected argument 'extra' found; see --help");
   });
 
-  /** The switch each section member needs. */
+  /** What each section member needs: its switch, and in a section that goes together, the other members too. */
   const needs = new Map(
-    FLAG_ENTRIES.flatMap(([, entry]) =>
-      isSection(entry) ? Object.values(entry.members).map((member) => [member.flag, [`--${entry.flag}`]] as const) : [],
-    ),
+    FLAG_ENTRIES.flatMap(([, entry]) => {
+      if (!isSection(entry)) return [];
+      const members = Object.values(entry.members);
+      return members.map((member) => {
+        const others = entry.together === true ? members.filter((m) => m !== member) : [];
+        return [member.flag, [`--${entry.flag}`, ...others.flatMap((m) => [`--${m.flag}`, 'https://x/'])]] as const;
+      });
+    }),
+  );
+  const together = new Set(
+    FLAG_ENTRIES.flatMap(([, e]) => (isSection(e) && e.together === true ? Object.values(e.members) : [])),
   );
   for (const entry of FLAG_LIST.filter(isOption)) {
     const needed = needs.get(entry.flag) ?? [];
     test(`--${entry.flag}: given twice, without a value, or with an empty one`, () => {
-      const value = entry.default === null ? 'x' : String(entry.default);
+      const value = entry.default === null ? 'https://x/' : String(entry.default);
       const twice = [...needed, `--${entry.flag}`, value, `--${entry.flag}`, value];
       assert.equal(usageError(twice), `--${entry.flag} was given more than once`);
+      // An empty value there is the section's own rule (exit 1, the original's message): see below.
+      if (together.has(entry)) return;
       assert.equal(usageError([...needed, `--${entry.flag}`]), `--${entry.flag} needs a value; see --help`);
       assert.equal(usageError([...needed, `--${entry.flag}=`]), `--${entry.flag} needs a value; see --help`);
       const flagNext = [...needed, `--${entry.flag}`, '--http-shutdown'];
@@ -179,7 +191,43 @@ describe('flags: parseCommandLine', () => {
     });
   }
 
-  for (const entry of FLAG_LIST.filter((e) => !isOption(e))) {
+  test('--github-oidc and its four flags go together; then each must be nonempty, the request URL https', () => {
+    const oidc = {
+      '--github-oidc': [],
+      '--oidc-audience': ['aud'],
+      '--identity-provider-id': ['idp'],
+      '--service-account-id': ['sa'],
+      '--github-oidc-request-url': ['https://runner/idtoken?x=1'],
+    };
+    const all = Object.entries(oidc).flatMap(([flag, value]) => [flag, ...value]);
+    assert.deepEqual(options(all).workloadIdentity, {
+      audience: 'aud',
+      identityProviderId: 'idp',
+      serviceAccountId: 'sa',
+      requestUrl: new URL('https://runner/idtoken?x=1'),
+    });
+    const missing = 'the following required arguments were not provided: ';
+    assert.equal(usageError(['--github-oidc']), `${missing}--oidc-audience <AUDIENCE>, --identity-provider-id <ID>, ` +
+      '--service-account-id <ID>, --github-oidc-request-url <URL>');
+    assert.equal(usageError(all.slice(1)), `${missing}--github-oidc`);
+    assert.equal(usageError(all.slice(0, -2)), `${missing}--github-oidc-request-url <URL>`);
+    const refusal = (args: string[]): string => {
+      try {
+        parseCommandLine(args);
+      } catch (err) {
+        assert.ok(err instanceof WorkloadIdentityError && err.exitCode === 1, String(err));
+        return err.message;
+      }
+      assert.fail('accepted');
+    };
+    assert.equal(refusal(['--github-oidc', '--oidc-audience', '', ...all.slice(3)]), 'workload identity requires a nonempty --oidc-audience');
+    assert.equal(refusal(['--github-oidc', '--oidc-audience', ' ', ...all.slice(3)]), 'workload identity requires a nonempty --oidc-audience');
+    assert.equal(refusal([...all, '--upstream-url', 'http://127.0.0.1/']), 'workload identity requires the default OpenAI Responses endpoint');
+    const httpUrl = [...all.slice(0, -1), 'http://runner/idtoken'];
+    assert.equal(refusal(httpUrl), 'GitHub OIDC request URL must be HTTPS without user info or fragment');
+  });
+
+  for (const entry of FLAG_LIST.filter((e) => !isOption(e) && !(isSection(e) && e.together === true))) {
     test(`--${entry.flag} is a switch: on when given, off by default, not given twice`, () => {
       assert.notDeepEqual(options([`--${entry.flag}`]), options([]));
       assert.equal(usageError([`--${entry.flag}`, `--${entry.flag}`]), `--${entry.flag} was given more than once`);

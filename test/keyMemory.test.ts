@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import { Agent, createServer, request as httpRequest } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, test } from 'node:test';
+import { after, before, describe, test, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import WebSocket, { WebSocketServer } from 'ws';
 import { isInLockedMapping, scanProcessMemory, type ScanResult } from './helpers/memScan.js';
@@ -26,6 +26,18 @@ function keyOutsideLockedMemory(pid: number): { scan: ScanResult; unlocked: stri
   const scan = scanProcessMemory(pid, KEY, { includeInaccessible: true });
   const unlocked = scan.occurrences.filter((o) => !isInLockedMapping(pid, o.address)).map((o) => `0x${o.address.toString(16)} in ${o.mapping}`);
   return { scan, unlocked };
+}
+
+/** The key is in the supervisor (the scan sees it), and only inside locked mappings. */
+function assertKeyOnlyInLockedMemory(t: TestContext, pid: number): void {
+  const { scan, unlocked } = keyOutsideLockedMemory(pid);
+  const mib = (scan.bytesScanned / 2 ** 20).toFixed(0);
+  t.diagnostic(
+    `scanned ${mib} MiB in ${scan.mappingsRead} mappings; ` +
+      `key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`,
+  );
+  assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
+  assert.deepEqual(unlocked, []);
 }
 
 /** `count` small POSTs over `connections` keep-alive connections. */
@@ -75,10 +87,7 @@ describe('where the key lives in the supervisor', { timeout: 120_000, skip: !asR
 
   test('after 2,000 requests every occurrence is inside a locked mapping', async (t) => {
     assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
-    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
-    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
-    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
-    assert.deepEqual(unlocked, []);
+    assertKeyOnlyInLockedMemory(t, proxy.pid);
   });
 });
 
@@ -106,10 +115,7 @@ describe('where the key lives in the supervisor, with an https:// upstream', { t
 
   test('after 2,000 requests through TLS every occurrence is inside a locked mapping (none left in OpenSSL buffers)', async (t) => {
     assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
-    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
-    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
-    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
-    assert.deepEqual(unlocked, []);
+    assertKeyOnlyInLockedMemory(t, proxy.pid);
   });
 });
 
@@ -141,7 +147,9 @@ describe('where the key lives in the supervisor, with --websocket', { timeout: 1
     // Accepts only the right key, answers each message once.
     server.on('upgrade', (req, socket, head) => {
       if (req.headers.authorization !== `Bearer ${TEST_KEY}`) return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
-      webSockets.handleUpgrade(req, socket, head, (ws) => ws.on('message', () => ws.send('{"type":"response.completed"}')));
+      webSockets.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('message', () => ws.send('{"type":"response.completed"}'));
+      });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const port = (server.address() as AddressInfo).port;
@@ -155,10 +163,46 @@ describe('where the key lives in the supervisor, with --websocket', { timeout: 1
 
   test('after 300 WebSocket handshakes every occurrence is inside a locked mapping', async (t) => {
     assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
-    const { scan, unlocked } = keyOutsideLockedMemory(proxy.pid);
-    t.diagnostic(`scanned ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB in ${scan.mappingsRead} mappings; key found ${scan.occurrences.length} times, ${unlocked.length} outside locked memory`);
-    assert.ok(scan.occurrences.length >= 1, 'the master copy is found (the scan sees the supervisor)');
-    assert.deepEqual(unlocked, []);
+    assertKeyOnlyInLockedMemory(t, proxy.pid);
+  });
+});
+
+const SKIP_UNLESS_ROOT = !asRoot && 'needs root: reading /proc/<pid>/mem of another process';
+
+// ws writes its handshake as soon as it has the socket: the key must not wait in a heap copy for the TLS handshake.
+const WSS = 'where the key lives in the supervisor, with --websocket over wss://';
+describe(WSS, { timeout: 120_000, skip: SKIP_UNLESS_ROOT }, () => {
+  let certificate: TestCertificate;
+  let server: HttpsServer;
+  let proxy: ProxyProcess;
+  before(async () => {
+    certificate = TestCertificate.create();
+    const { key, cert } = certificate;
+    server = createHttpsServer({ key, cert }, (_req, res) => res.writeHead(404).end());
+    const webSockets = new WebSocketServer({ noServer: true });
+    server.on('upgrade', (req, socket, head) => {
+      if (req.headers.authorization !== `Bearer ${TEST_KEY}`) {
+        return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+      }
+      webSockets.handleUpgrade(req, socket, head, (ws) => {
+        ws.on('message', () => ws.send('{"type":"response.completed"}'));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const upstreamUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/responses`;
+    const args = ['--websocket', '--upstream-url', upstreamUrl];
+    proxy = await ProxyProcess.start({ args, env: certificate.trustingEnv() });
+  });
+  after(async () => {
+    await proxy?.stop();
+    server?.closeAllConnections();
+    server?.close();
+    certificate?.remove();
+  });
+
+  test('after 300 handshakes through TLS every occurrence is inside a locked mapping', async (t) => {
+    assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
+    assertKeyOnlyInLockedMemory(t, proxy.pid);
   });
 });
 

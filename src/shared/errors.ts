@@ -28,6 +28,23 @@ export class KeyIntakeError extends ProxyError {
   }
 }
 
+/** --github-oidc: bad settings or request token, a failed GitHub request or token exchange (exit 1). */
+export class WorkloadIdentityError extends ProxyError {
+  constructor(message: string) {
+    super('ERR_WORKLOAD_IDENTITY', message, 1);
+    this.name = 'WorkloadIdentityError';
+  }
+}
+
+/** No valid workload identity token is held: the request is answered 503 (the original's message), sent nowhere. */
+export class CredentialUnavailableError extends ProxyError {
+  static readonly CODE = 'ERR_CREDENTIAL_UNAVAILABLE';
+  constructor() {
+    super(CredentialUnavailableError.CODE, 'workload identity renewal temporarily unavailable; retry later');
+    this.name = 'CredentialUnavailableError';
+  }
+}
+
 /** The worker broke the IPC contract; it is ended. */
 export class ProtocolError extends ProxyError {
   constructor(message: string) {

@@ -46,13 +46,17 @@ export interface Option<K extends Kind<unknown> = Kind<unknown>> extends Describ
 }
 
 /** A switch with flags of its own: its value is theirs, or null when it is off (they need it). */
-export interface Section extends Described {
-  readonly members: Readonly<Record<string, Option<ConfigKind<unknown>>>>;
+export interface Section<K extends Kind<unknown> = Kind<unknown>> extends Described {
+  readonly members: Readonly<Record<string, Option<K>>>;
+  /** The switch and every member go together: any of them without the rest is a usage error naming the rest. */
+  readonly together?: true;
 }
 
 type Entry =
   | ((Switch | Option | Section) & { readonly reader: 'supervisor' })
-  | ((Switch | Option<ConfigKind<unknown>> | Section) & { readonly reader: Exclude<Reader, 'supervisor'> });
+  | ((Switch | Option<ConfigKind<unknown>> | Section<ConfigKind<unknown>>) & {
+      readonly reader: Exclude<Reader, 'supervisor'>;
+    });
 
 /** The kernel refuses longer paths, so no text a flag carries to the worker (a path) is longer. */
 const PATH_MAX = 4096;
@@ -144,6 +148,9 @@ const logLevel: ConfigKind<LogLevel> = {
   widest: LOG_LEVELS.reduce((a, b) => (b.length > a.length ? b : a)),
 };
 
+/** Any text, even empty: what it must be is --github-oidc's rule (workloadIdentityOptions.ts), with its messages. */
+const identityText: Kind<string> = { parse: (value) => value };
+
 /** Keys are the names the values go by in both processes; --help lists the flags in this order. */
 const FLAGS = {
   port: {
@@ -219,6 +226,32 @@ const FLAGS = {
     flag: 'check-sandbox', reader: 'supervisor',
     help: 'Start a worker, print the sandbox layers in force, exit\n0 if all are, 1 if not (no key is read)',
   },
+  workloadIdentity: {
+    flag: 'github-oidc', reader: 'supervisor', together: true,
+    help:
+      "Authenticate with GitHub Actions workload identity: stdin\n" +
+      "carries the runner's ACTIONS_ID_TOKEN_REQUEST_TOKEN, traded\n" +
+      'for short-lived OpenAI access tokens, renewed in the\n' +
+      'background (needs the four flags below)',
+    members: {
+      audience: {
+        flag: 'oidc-audience', arg: 'AUDIENCE', kind: identityText, default: null,
+        help: 'Audience configured on the OpenAI workload identity provider',
+      },
+      identityProviderId: {
+        flag: 'identity-provider-id', arg: 'ID', kind: identityText, default: null,
+        help: 'OpenAI workload identity provider ID',
+      },
+      serviceAccountId: {
+        flag: 'service-account-id', arg: 'ID', kind: identityText, default: null,
+        help: 'OpenAI service account ID selected by the provider mapping',
+      },
+      requestUrl: {
+        flag: 'github-oidc-request-url', arg: 'URL', kind: identityText, default: null,
+        help: "The runner's ACTIONS_ID_TOKEN_REQUEST_URL (https); take it\nfrom the runner's environment, never from workflow input",
+      },
+    },
+  },
   logLevel: {
     flag: 'log-level', arg: 'LEVEL', kind: logLevel, default: 'info', reader: 'both',
     help: `${LOG_LEVELS.join(', ')} (default: {default})`,
@@ -227,7 +260,9 @@ const FLAGS = {
 
 type Table = typeof FLAGS;
 
-type ValueOf<E> = E extends { readonly members: infer M }
+type ValueOf<E> = E extends { readonly members: infer M; readonly together: true }
+  ? { readonly [K in keyof M]: M[K] extends { readonly kind: Kind<infer T> } ? T : never } | null
+  : E extends { readonly members: infer M }
   ? { readonly [K in keyof M]: ValueOf<M[K]> } | null
   : E extends { readonly kind: Kind<infer T>; readonly default: infer D }
     ? T | (D extends null ? null : never)

@@ -5,7 +5,7 @@
 
 import { ProtocolError } from './errors.js';
 import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, count, isOption, isSection } from './flags.js';
-import type { ConfigRule, FlagValues, WorkerFlagValues } from './flags.js';
+import type { ConfigRule, WorkerFlagValues } from './flags.js';
 import { MESSAGE_SPECS, Msg } from './ipcProtocol.js';
 
 /** What the supervisor adds to the flags' values. */
@@ -83,7 +83,7 @@ if (WIDEST_CONFIG_BYTES > configLimit) {
 
 /** The CONFIG for these flags; `startup` holds what the supervisor worked out, dumpDir the directory it created. */
 export function workerConfigFor(
-  flags: FlagValues,
+  flags: WorkerFlagValues,
   startup: StartupFields & Pick<WorkerConfig, 'dumpDir'>,
 ): WorkerConfig {
   const values = Object.fromEntries(WORKER_FLAG_ENTRIES.map(([key]) => [key, flags[key]])) as WorkerFlagValues;

@@ -11,6 +11,8 @@ import { readSync } from 'node:fs';
 import sodium from 'sodium-native';
 import { AUTH_BUFFER_SIZE, AUTH_SCHEME_PREFIX } from '../shared/constants.js';
 import { KeyIntakeError, errnoCode } from '../shared/errors.js';
+import { API_KEY_BYTES, type Credential } from './credential/credential.js';
+import { SecureBytes } from './secureBytes.js';
 
 const MISSING = 'API key must be provided via stdin (e.g. printenv OPENAI_API_KEY | codex responses-api-proxy)';
 const BAD_CHARS = "API key may only contain ASCII letters, numbers, '-' or '_'";
@@ -19,42 +21,34 @@ const TOO_LARGE = `API key is too large to fit in the ${AUTH_BUFFER_SIZE}-byte b
 const LF = 0x0a;
 const CR = 0x0d;
 
-/** The "Bearer <key>" bytes in guarded, mlock'd memory, no-access while idle. */
-export class AuthHeader {
-  #buffer: Buffer;
-  /** Bytes of "Bearer <key>". */
-  readonly length: number;
+/** The "Bearer <key>" bytes in guarded, mlock'd memory, no-access while idle: the credential of API key mode. */
+export class AuthHeader extends SecureBytes implements Credential {
+  readonly secretBytes = API_KEY_BYTES;
   /** Bytes of the key alone (the header value minus the scheme). */
   readonly keyLength: number;
 
+  /** `length`: bytes of "Bearer <key>". */
   constructor(buffer: Buffer, length: number) {
-    this.#buffer = buffer;
-    this.length = length;
+    super(buffer, length);
     this.keyLength = length - AUTH_SCHEME_PREFIX.length;
-    sodium.sodium_mprotect_noaccess(buffer);
   }
 
-  /** Give `use` read access to the header bytes for the duration of the call. */
-  read<T>(use: (headerValue: Buffer) => T): T {
-    sodium.sodium_mprotect_readonly(this.#buffer);
-    try {
-      return use(this.#buffer.subarray(0, this.length));
-    } finally {
-      sodium.sodium_mprotect_noaccess(this.#buffer);
-    }
+  get shortestSecret(): number {
+    return this.keyLength;
   }
 
-  /** Zero and release the secure memory (at exit). */
-  destroy(): void {
-    sodium.sodium_mprotect_readwrite(this.#buffer);
-    sodium.sodium_memzero(this.#buffer);
-    sodium.sodium_free(this.#buffer);
+  withHeader<T>(use: (headerValue: Buffer) => T): T {
+    return this.read(use);
+  }
+
+  withSecrets<T>(use: (secrets: readonly Buffer[]) => T): T {
+    return this.read((value) => use([value.subarray(AUTH_SCHEME_PREFIX.length)]));
   }
 }
 
 export type ReadFn = (buffer: Buffer, offset: number, length: number) => number;
 
-const readStdin: ReadFn = (buffer, offset, length) => {
+export const readStdin: ReadFn = (buffer, offset, length) => {
   for (;;) {
     try {
       return readSync(0, buffer, offset, length, null);
@@ -72,34 +66,40 @@ const readStdin: ReadFn = (buffer, offset, length) => {
   }
 };
 
+/** Where the first line of stdin ended up in the buffer. */
+export interface FirstLine {
+  /** Index in the buffer of the "\n" that ends the line; -1 when EOF or a full buffer came first. */
+  readonly newline: number;
+  /** Bytes read into the buffer. */
+  readonly received: number;
+  readonly eof: boolean;
+}
+
+/** Read into buffer[offset, offset + capacity) until the first "\n", EOF or a full buffer; never waits for more. */
+export function readFirstLine(read: ReadFn, buffer: Buffer, offset: number, capacity: number): FirstLine {
+  let received = 0;
+  while (received < capacity) {
+    const start = offset + received;
+    const n = read(buffer, start, capacity - received);
+    if (n === 0) return { newline: -1, received, eof: true };
+    const newline = buffer.subarray(start, start + n).indexOf(LF);
+    received += n;
+    if (newline !== -1) return { newline: start + newline, received, eof: false };
+  }
+  return { newline: -1, received, eof: false };
+}
+
 export function readAuthHeader(read: ReadFn = readStdin): AuthHeader {
   const buffer = sodium.sodium_malloc(AUTH_BUFFER_SIZE);
   const prefixLength = buffer.write(AUTH_SCHEME_PREFIX, 0, 'latin1');
-  const capacity = AUTH_BUFFER_SIZE - prefixLength;
   try {
-    let received = 0;
-    let lineEnd = -1;
-    let eof = false;
-    while (received < capacity) {
-      const start = prefixLength + received;
-      const n = read(buffer, start, capacity - received);
-      if (n === 0) {
-        eof = true;
-        break;
-      }
-      const newline = buffer.subarray(start, start + n).indexOf(LF);
-      received += n;
-      if (newline !== -1) {
-        lineEnd = start + newline;
-        break;
-      }
-    }
-    if (lineEnd === -1 && !eof) throw new KeyIntakeError(TOO_LARGE);
-    let end = lineEnd === -1 ? prefixLength + received : lineEnd;
-    if (lineEnd !== -1 && end > prefixLength && buffer[end - 1] === CR) end -= 1;
+    const line = readFirstLine(read, buffer, prefixLength, AUTH_BUFFER_SIZE - prefixLength);
+    if (line.newline === -1 && !line.eof) throw new KeyIntakeError(TOO_LARGE);
+    let end = line.newline === -1 ? prefixLength + line.received : line.newline;
+    if (line.newline !== -1 && end > prefixLength && buffer[end - 1] === CR) end -= 1;
     if (end === prefixLength) throw new KeyIntakeError(MISSING);
     for (let i = prefixLength; i < end; i++) {
-      if (!isKeyByte(buffer[i] as number)) throw new KeyIntakeError(BAD_CHARS);
+      if (API_KEY_BYTES[buffer[i] as number] !== 1) throw new KeyIntakeError(BAD_CHARS);
     }
     // Whatever followed the key (line ending, further input) is scratch: zero it.
     sodium.sodium_memzero(buffer.subarray(end));
@@ -109,8 +109,4 @@ export function readAuthHeader(read: ReadFn = readStdin): AuthHeader {
     sodium.sodium_free(buffer);
     throw err;
   }
-}
-
-function isKeyByte(b: number): boolean {
-  return (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5a) || (b >= 0x61 && b <= 0x7a) || b === 0x2d || b === 0x5f;
 }

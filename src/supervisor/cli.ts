@@ -7,8 +7,13 @@ import { PROGRAM_NAME } from '../shared/constants.js';
 import { UsageError } from '../shared/errors.js';
 import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../shared/flags.js';
 import type { FlagValues, Option, Section, Switch } from '../shared/flags.js';
+import type { WorkloadIdentitySettings } from './credential/workloadIdentity.js';
+import { workloadIdentitySettings } from './credential/workloadIdentityOptions.js';
 
-export type ProxyOptions = FlagValues;
+export type ProxyOptions = Omit<FlagValues, 'workloadIdentity'> & {
+  /** --github-oidc and its settings, or null (an API key on stdin). */
+  readonly workloadIdentity: WorkloadIdentitySettings | null;
+};
 
 export type Command =
   | { readonly kind: 'run'; readonly options: ProxyOptions }
@@ -93,32 +98,44 @@ export function parseCommandLine(argv: readonly string[]): Command {
   if (on('help')) return { kind: 'help' };
   if (on('version')) return { kind: 'version' };
 
-  const given = (flag: string): string | undefined => {
+  /** The flag's text; `emptyAllowed` leaves an empty value to the flag's own rule. */
+  const given = (flag: string, emptyAllowed = false): string | undefined => {
     const value: unknown = args[flag];
     if (value === undefined) return undefined;
     if (Array.isArray(value)) throw new UsageError(`--${flag} was given more than once`);
     const text = String(value);
-    if (text === '') throw new UsageError(`--${flag} needs a value; see --help`);
+    if (text === '' && !emptyAllowed) throw new UsageError(`--${flag} needs a value; see --help`);
     return text;
   };
-  const valueOf = (option: Option): unknown => {
-    const text = given(option.flag) ?? (option.default === null ? undefined : String(option.default));
+  const valueOf = (option: Option, emptyAllowed = false): unknown => {
+    const text = given(option.flag, emptyAllowed) ?? (option.default === null ? undefined : String(option.default));
     return text === undefined ? null : option.kind.parse(text, option.flag);
   };
   const sectionValue = (section: Section): Record<string, unknown> | null => {
     const members = Object.entries(section.members);
-    const values = Object.fromEntries(members.map(([key, option]) => [key, valueOf(option)]));
+    if (section.together === true) requireTogether(section);
+    const values = Object.fromEntries(members.map(([key, option]) => [key, valueOf(option, section.together)]));
     if (on(section.flag)) return values;
     if (members.some(([, option]) => args[option.flag] !== undefined)) {
       throw new UsageError(`${members.map(([, option]) => `--${option.flag}`).join(' and ')} need --${section.flag}`);
     }
     return null;
   };
-  const options = Object.fromEntries(
+  /** Either none of the section's flags, or all of them (the original's message names the missing ones). */
+  const requireTogether = (section: Section): void => {
+    const members = Object.values(section.members);
+    const missing = members.filter((option) => args[option.flag] === undefined).map((o) => `--${o.flag} <${o.arg}>`);
+    if (!on(section.flag)) missing.push(`--${section.flag}`);
+    if (missing.length > 0 && missing.length < members.length + 1) {
+      throw new UsageError(`the following required arguments were not provided: ${missing.join(', ')}`);
+    }
+  };
+  const values = Object.fromEntries(
     FLAG_ENTRIES.map(([key, entry]) => {
       if (isSection(entry)) return [key, sectionValue(entry)];
       return [key, isOption(entry) ? valueOf(entry) : on(entry.flag)];
     }),
-  );
-  return { kind: 'run', options: options as ProxyOptions };
+  ) as FlagValues;
+  const workloadIdentity = workloadIdentitySettings(values.workloadIdentity, given('upstream-url'));
+  return { kind: 'run', options: { ...values, workloadIdentity } };
 }

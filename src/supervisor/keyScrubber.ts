@@ -1,38 +1,36 @@
 // Masks the key in bytes travelling from the upstream towards the worker. An
 // upstream that echoes the Authorization value (a misconfigured gateway, a
 // debug endpoint) would otherwise hand the key to the worker and the client.
+// "The key" is every secret the credential names: the API key, or the current
+// and the previous workload identity token (a stream may outlive a renewal).
 // Each occurrence is overwritten with '*' of the same length, so framing is
 // unchanged; only a chunk's tail that could be the start of the key is held
 // back until the next chunk (SSE chunks end in "\n", never a key byte).
 //
-// Reading the key costs two mprotect calls (see AuthHeader.read). A small chunk
-// is first checked without it: the key is a run of at least keyLength key bytes
-// ([A-Za-z0-9_-], the intake's rule), so a chunk with no such run, and no run
-// of key bytes at its very end that could be the key's start, cannot need
-// masking or holding back.
+// Reading the key costs two mprotect calls per secret (see SecureBytes.read). A
+// small chunk is first checked without it: a secret is a run of at least
+// shortestSecret bytes of the credential's alphabet (the intake's rule), so a
+// chunk with no such run, and no run of those bytes at its very end that could
+// be a secret's start, cannot need masking or holding back.
 
 import type { KeyScanResult } from '../shared/ipcProtocol.js';
-import type { AuthHeader } from './authHeader.js';
+import type { Credential } from './credential/credential.js';
 
 const MASK = 0x2a; // '*'
 /** Larger chunks go straight to the key: scanning them here would cost more than reading it. */
 const PREFILTER_MAX_BYTES = 4096;
 
-const KEY_BYTES = new Uint8Array(256);
-for (const c of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_') KEY_BYTES[c.charCodeAt(0)] = 1;
-
 export class KeyScrubber {
   private held: Buffer | null = null;
-  private readonly keyOffset: number;
 
-  constructor(private readonly auth: AuthHeader) {
-    this.keyOffset = auth.length - auth.keyLength;
-  }
+  constructor(private readonly credential: Credential) {}
 
   /** Mask in place every complete occurrence of the key in `buf`. */
   maskInPlace(buf: Buffer): void {
-    if (!mayHoldKey(buf, this.auth.keyLength, false)) return;
-    this.auth.read((header) => maskKey(buf, header.subarray(this.keyOffset)));
+    if (!mayHoldKey(buf, this.credential, false)) return;
+    this.credential.withSecrets((secrets) => {
+      for (const key of secrets) maskKey(buf, key);
+    });
   }
 
   /** The part of the stream so far that is safe to pass on (may be empty). */
@@ -43,12 +41,11 @@ export class KeyScrubber {
       this.held.fill(0);
       this.held = null;
     }
-    if (!mayHoldKey(data, this.auth.keyLength, true)) return data;
+    if (!mayHoldKey(data, this.credential, true)) return data;
     let keep = 0;
-    this.auth.read((header) => {
-      const key = header.subarray(this.keyOffset);
-      maskKey(data, key);
-      keep = partialKeyTail(data, key);
+    this.credential.withSecrets((secrets) => {
+      for (const key of secrets) maskKey(data, key);
+      for (const key of secrets) keep = Math.max(keep, partialKeyTail(data, key));
     });
     if (keep === 0) return data;
     this.held = Buffer.from(data.subarray(data.length - keep));
@@ -64,21 +61,23 @@ export class KeyScrubber {
 }
 
 /**
- * False only when `data` (small enough to scan) has no run of key bytes as long
- * as the key, nor, with `orItsStart`, a run of key bytes at its end.
+ * False only when `data` (small enough to scan) has no run of secret bytes as
+ * long as the shortest secret, nor, with `orItsStart`, such a run at its end.
  */
-function mayHoldKey(data: Buffer, keyLength: number, orItsStart: boolean): boolean {
+function mayHoldKey(data: Buffer, credential: Credential, orItsStart: boolean): boolean {
   if (data.length > PREFILTER_MAX_BYTES) return true;
+  const { secretBytes, shortestSecret } = credential;
   let run = 0;
   for (let i = 0; i < data.length; i++) {
-    if (KEY_BYTES[data[i] as number] === 1) {
-      if (++run >= keyLength) return true;
+    if (secretBytes[data[i] as number] === 1) {
+      if (++run >= shortestSecret) return true;
     } else run = 0;
   }
   return orItsStart && run > 0;
 }
 
-function maskKey(data: Buffer, key: Buffer): void {
+/** Overwrite every occurrence of `key` in `data` with '*' (same length, so framing is kept). */
+export function maskKey(data: Buffer, key: Buffer): void {
   for (let at = data.indexOf(key); at !== -1; at = data.indexOf(key, at + key.length)) data.fill(MASK, at, at + key.length);
 }
 
@@ -99,19 +98,19 @@ function partialKeyTail(data: Buffer, key: Buffer): number {
  */
 export class KeyDetector {
   private tail: Buffer = Buffer.alloc(0);
-  private readonly keyOffset: number;
   private readonly headerIndexes: number[] = [];
   private bodyHasKey = false;
 
   /** Scans the request's header list at once; its body (or messages) as they pass. */
   constructor(
-    private readonly auth: AuthHeader,
+    private readonly credential: Credential,
     headers: readonly string[],
   ) {
-    this.keyOffset = auth.length - auth.keyLength;
-    auth.read((header) => {
-      const key = header.subarray(this.keyOffset);
-      for (let i = 1; i < headers.length; i += 2) if (Buffer.from(headers[i] as string, 'latin1').indexOf(key) !== -1) this.headerIndexes.push((i - 1) / 2);
+    credential.withSecrets((secrets) => {
+      for (let i = 1; i < headers.length; i += 2) {
+        const value = Buffer.from(headers[i] as string, 'latin1');
+        if (secrets.some((key) => value.indexOf(key) !== -1)) this.headerIndexes.push((i - 1) / 2);
+      }
     });
   }
 
@@ -122,11 +121,13 @@ export class KeyDetector {
 
   pushBody(chunk: Buffer): void {
     if (this.bodyHasKey) return;
-    const overlap = this.auth.keyLength - 1;
-    this.auth.read((header) => {
-      const key = header.subarray(this.keyOffset);
+    let overlap = 0;
+    this.credential.withSecrets((secrets) => {
+      overlap = Math.max(...secrets.map((key) => key.length)) - 1;
       const joint = this.tail.length > 0 ? Buffer.concat([this.tail, chunk.subarray(0, overlap)]) : null;
-      if ((joint !== null && joint.indexOf(key) !== -1) || chunk.indexOf(key) !== -1) this.bodyHasKey = true;
+      for (const key of secrets) {
+        if ((joint !== null && joint.indexOf(key) !== -1) || chunk.indexOf(key) !== -1) this.bodyHasKey = true;
+      }
     });
     const carried = chunk.length >= overlap ? chunk.subarray(chunk.length - overlap) : Buffer.concat([this.tail, chunk]).subarray(-overlap);
     this.tail = Buffer.from(carried);

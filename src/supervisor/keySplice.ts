@@ -14,7 +14,9 @@
 // single buffer straight from where it lies, but first copies several (a corked
 // head and body) into one ordinary heap buffer, which would keep the key after
 // it is freed. So the head is written uncorked there; on plain TCP, head and
-// body still leave in one writev (the kernel is the only copy).
+// body still leave in one writev (the kernel is the only copy). Node also
+// copies what is written before the TLS handshake is done (ws writes its
+// handshake request at once): that head is spliced and written once it is.
 
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -23,7 +25,8 @@ import sodium from 'sodium-native';
 import type { buildConnector as BuildConnector } from 'undici';
 // Not undici's index, for the reason given in upstream.ts.
 import buildConnector from 'undici/lib/core/connect.js';
-import type { AuthHeader } from './authHeader.js';
+import { CredentialUnavailableError } from '../shared/errors.js';
+import type { Credential } from './credential/credential.js';
 
 /** Pooled secure buffers hold a request head up to this size (any Codex sends); a larger one gets its own. */
 const HEAD_BUFFER_SIZE = 8 * 1024;
@@ -43,7 +46,7 @@ export class KeySplicer {
   private readonly marker = `\r\nauthorization: ${this.placeholder}\r\n`;
   private readonly pool: Buffer[] = [];
 
-  constructor(private readonly auth: AuthHeader) {}
+  constructor(private readonly credential: Credential) {}
 
   /** An undici `connect` function: the default connector, with each socket wrapped. */
   connector(options: BuildConnector.BuildOptions): BuildConnector.connector {
@@ -51,19 +54,28 @@ export class KeySplicer {
     return (opts, callback) =>
       connect(opts, (err, socket) => {
         if (err !== null) return callback(err, null);
-        callback(null, this.wrap(socket as Socket));
+        callback(null, this.wrap(socket as Socket, true)); // undici connects TLS sockets fully first
       });
   }
 
-  /** Splice the key into the request head written on `socket` (also used for the WebSocket handshake). */
-  wrap<S extends Socket>(socket: S): S {
+  /**
+   * Splice the key into the request head written on `socket` (also used for
+   * the WebSocket handshake). `handshakeDone`: a TLS socket has finished its
+   * handshake already; else the head waits for 'secureConnect'.
+   */
+  wrap<S extends Socket>(socket: S, handshakeDone = false): S {
     const write = socket.write.bind(socket) as (chunk: string | Buffer, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback) => boolean;
+    let secure = handshakeDone || (socket as Socket as TLSSocket).encrypted !== true;
+    if (!secure) socket.once('secureConnect', () => (secure = true));
     socket.write = ((chunk: unknown, encoding?: unknown, cb?: unknown): boolean => {
       if (typeof chunk === 'string') {
         const at = chunk.indexOf(this.marker);
         if (at !== -1) {
           const done = typeof encoding === 'function' ? (encoding as WriteCallback) : (cb as WriteCallback | undefined);
-          return this.spliceWrite(socket, write, chunk, at, done);
+          // ws writes its handshake at once; before the TLS handshake is done Node would keep a heap copy of it.
+          if (secure) return this.spliceWrite(socket, write, chunk, at, done);
+          socket.once('secureConnect', () => this.spliceWrite(socket, write, chunk, at, done));
+          return true;
         }
       }
       return write(chunk as string, encoding as BufferEncoding, cb as WriteCallback);
@@ -73,11 +85,23 @@ export class KeySplicer {
 
   private spliceWrite(socket: Socket, write: (chunk: Buffer, cb?: WriteCallback) => boolean, head: string, at: number, done?: WriteCallback): boolean {
     const valueStart = at + VALUE_OFFSET;
-    const size = head.length - this.placeholder.length + this.auth.length;
-    const secret = size <= HEAD_BUFFER_SIZE ? (this.pool.pop() ?? sodium.sodium_malloc(HEAD_BUFFER_SIZE)) : sodium.sodium_malloc(size);
-    let n = secret.write(head.slice(0, valueStart), 0, 'latin1');
-    n += this.auth.read((value) => value.copy(secret, n));
-    n += secret.write(head.slice(valueStart + this.placeholder.length), n, 'latin1');
+    let secret: Buffer;
+    let n: number;
+    try {
+      [secret, n] = this.credential.withHeader((value): [Buffer, number] => {
+        const size = head.length - this.placeholder.length + value.length;
+        const buffer = size <= HEAD_BUFFER_SIZE ? this.pooledBuffer() : sodium.sodium_malloc(size);
+        let end = buffer.write(head.slice(0, valueStart), 0, 'latin1');
+        end += value.copy(buffer, end);
+        return [buffer, end + buffer.write(head.slice(valueStart + this.placeholder.length), end, 'latin1')];
+      });
+    } catch (err) {
+      if (!(err instanceof CredentialUnavailableError)) throw err;
+      // No valid token to send (--github-oidc): the request fails with that error and nothing is written;
+      // the empty write on the destroyed socket reports the failure to its caller the way Node does.
+      socket.destroy(err);
+      return write(Buffer.alloc(0), done);
+    }
     const corks = (socket as TLSSocket).encrypted === true ? socket.writableCorked : 0;
     for (let i = 0; i < corks; i++) socket.uncork();
     const flushed = write(secret.subarray(0, n), (err) => {
@@ -86,6 +110,10 @@ export class KeySplicer {
     });
     for (let i = 0; i < corks; i++) socket.cork();
     return flushed;
+  }
+
+  private pooledBuffer(): Buffer {
+    return this.pool.pop() ?? sodium.sodium_malloc(HEAD_BUFFER_SIZE);
   }
 
   /** The socket is done with the `used` bytes: zero them before anything else can reuse them. */

@@ -12,7 +12,7 @@ import { PROGRAM_NAME } from '../shared/constants.js';
 import { FrameWriter, Msg } from '../shared/ipcProtocol.js';
 import { writeStderr, type Logger } from '../shared/logger.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
-import type { AuthHeader } from './authHeader.js';
+import type { Credential } from './credential/credential.js';
 import { closeDescriptor, type ListenSocket } from './listenSocket.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './serverInfo.js';
@@ -20,7 +20,7 @@ import { Upstream } from './upstream.js';
 import { spawnWorker, type WorkerLaunch } from './workerProcess.js';
 
 export interface SupervisorSetup {
-  readonly auth: AuthHeader;
+  readonly auth: Credential;
   readonly listen: ListenSocket;
   readonly upstreamUrl: URL;
   readonly upstreamTimeoutMs: number;

@@ -11,6 +11,9 @@ import { workerConfigFor } from '../shared/workerConfig.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { readAuthHeader, type AuthHeader } from './authHeader.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
+import type { Credential } from './credential/credential.js';
+import { MAX_CREDENTIAL_REQUEST_MS } from './credential/workloadIdentity.js';
+import { startWorkloadIdentity } from './credential/workloadCredential.js';
 import { hardenSupervisor } from './hardening.js';
 import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from './proxySupervisor.js';
@@ -58,7 +61,15 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     if (unreadable !== null) throw new ProxyError('ERR_WORKER_FILES', unreadableMessage(identity, unreadable));
   }
 
-  const auth = options.checkSandbox ? placeholderAuth() : readAuthHeader();
+  const limits = {
+    timeoutMs: Math.min(options.upstreamTimeoutMs, MAX_CREDENTIAL_REQUEST_MS),
+    allowWeaker: options.allowWeakerSandbox,
+  };
+  const auth: Credential = options.checkSandbox
+    ? placeholderAuth()
+    : options.workloadIdentity !== null
+      ? await startWorkloadIdentity(options.workloadIdentity, limits, log)
+      : readAuthHeader();
   const dumpDir = options.dumpDir === null || options.checkSandbox ? null : createDumpDir(options.dumpDir, identity);
   const serverInfo =
     options.serverInfo === null || options.checkSandbox

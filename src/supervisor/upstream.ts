@@ -12,7 +12,7 @@ import Pool from 'undici/lib/dispatcher/pool.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import { CreditReceiver } from '../shared/flowControl.js';
 import { Msg, encodeHead, type HeaderList } from '../shared/ipcProtocol.js';
-import type { AuthHeader } from './authHeader.js';
+import type { Credential } from './credential/credential.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeySplicer } from './keySplice.js';
 import { RequestBodyQueue } from './requestBody.js';
@@ -31,7 +31,7 @@ export class Upstream {
 
   constructor(
     url: URL,
-    readonly auth: AuthHeader,
+    readonly auth: Credential,
     readonly timeoutMs: number,
   ) {
     this.path = url.pathname + url.search;

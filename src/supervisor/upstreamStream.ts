@@ -8,7 +8,7 @@
 // (RESPONSE_END, WS_CLOSE, RESET) or a whole answer has been sent. The stream
 // is forgotten only when both are closed, so late frames stay accounted.
 
-import { ProtocolError, errnoCode } from '../shared/errors.js';
+import { CredentialUnavailableError, ProtocolError, errnoCode } from '../shared/errors.js';
 import { CreditSender, type PausableSource } from '../shared/flowControl.js';
 import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -30,10 +30,16 @@ export interface StreamContext {
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'ETIMEDOUT']);
 const JSON_FIELDS = ['content-type', 'application/json'];
 
-/** 502 (504 for timeouts) with an OpenAI-shaped body; no header or key in it. */
+/**
+ * 502 (504 for timeouts, 503 with no valid workload identity token) with an
+ * OpenAI-shaped body; no header or key in it.
+ */
 function upstreamFailure(err: unknown): ProxyErrorResponse & { code: string } {
   const code = errnoCode(err) ?? 'UNKNOWN';
   const cause = err instanceof Error ? err.message : String(err);
+  if (code === CredentialUnavailableError.CODE) {
+    return { code, ...openAiError(503, cause, 'server_error', 'workload_identity_unavailable') };
+  }
   if (TIMEOUT_CODES.has(code)) {
     const message = `The upstream did not answer in time (${code}).`;
     return { code, ...openAiError(504, message, 'upstream_error', 'upstream_timeout') };

@@ -9,4 +9,12 @@ declare module 'sodium-native' {
   export function sodium_mprotect_noaccess(buf: Buffer): void;
   export function sodium_mprotect_readonly(buf: Buffer): void;
   export function sodium_mprotect_readwrite(buf: Buffer): void;
+  export function randombytes_buf(buf: Buffer): void;
+  export const crypto_secretbox_KEYBYTES: number;
+  export const crypto_secretbox_NONCEBYTES: number;
+  export const crypto_secretbox_MACBYTES: number;
+  /** c (m.length + MACBYTES bytes) = m sealed with nonce n and key k. */
+  export function crypto_secretbox_easy(c: Buffer, m: Buffer, n: Buffer, k: Buffer): void;
+  /** m = c opened; false when c was not sealed with n and k. */
+  export function crypto_secretbox_open_easy(m: Buffer, c: Buffer, n: Buffer, k: Buffer): boolean;
 }
