@@ -9,4 +9,7 @@ declare module 'sodium-native' {
   export function sodium_mprotect_noaccess(buf: Buffer): void;
   export function sodium_mprotect_readonly(buf: Buffer): void;
   export function sodium_mprotect_readwrite(buf: Buffer): void;
+  /** Constant-time comparison of two buffers of the same length. */
+  export function sodium_memcmp(a: Buffer, b: Buffer): boolean;
+  export function randombytes_buf(buf: Buffer): void;
 }
