@@ -36,6 +36,7 @@ export const Msg = {
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
   WS_OPEN: 0x0a, //          stream (--websocket only): a GET /v1/responses upgrade head (client header list)
+  MODEL_REFUSED: 0x10, //    (--allow-model only) the worker refused a request or message for its model (for the usage record)
   // either direction
   RESET: 0x06, //            stream: abandon it (client gone / upstream failed mid-stream)
   WINDOW: 0x07, //           stream: u32 more bytes of credit for the peer
@@ -92,6 +93,7 @@ export const MESSAGE_SPECS: ReadonlyMap<number, MessageSpec> = new Map([
   [Msg.RESPONSE_END, spec('RESPONSE_END', 'supervisor', true, 0, 0)],
   [Msg.REQUEST_SCANNED, spec('REQUEST_SCANNED', 'supervisor', true, 3, MAX_HEAD_PAYLOAD)],
   [Msg.WS_OPEN, spec('WS_OPEN', 'worker', true, 2, MAX_HEAD_PAYLOAD)],
+  [Msg.MODEL_REFUSED, spec('MODEL_REFUSED', 'worker', false, 0, 0)],
   [Msg.WS_TEXT_PART, spec('WS_TEXT_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],
   [Msg.WS_TEXT_END, spec('WS_TEXT_END', 'either', true, 0, MAX_DATA_PAYLOAD)],
   [Msg.WS_BINARY_PART, spec('WS_BINARY_PART', 'either', true, 1, MAX_DATA_PAYLOAD)],

@@ -23,6 +23,8 @@ export interface WorkerConfig {
   readonly allowCapabilities: boolean;
   /** --websocket: serve GET /v1/responses upgrades; null when off. */
   readonly webSocket: WebSocketLimits | null;
+  /** --allow-model patterns, or null: every model is forwarded. */
+  readonly allowModels: readonly string[] | null;
 }
 
 export interface WebSocketLimits {
@@ -50,6 +52,8 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   if (!isCount(c.dumpMaxBytes) || !isCount(c.dumpSequenceStart) || !isCount(c.maxBodyBytes)) throw new ProtocolError('CONFIG limits');
   const ws = c.webSocket as Record<string, unknown> | null;
   if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');
+  const models = c.allowModels;
+  if (models !== null && (!Array.isArray(models) || !models.every((m) => typeof m === 'string'))) throw new ProtocolError('CONFIG.allowModels');
   return {
     httpShutdown: c.httpShutdown,
     logLevel: c.logLevel as LogLevel,
@@ -61,6 +65,7 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
     allowWeakerSandbox: c.allowWeakerSandbox,
     allowCapabilities: c.allowCapabilities,
     webSocket: ws === null ? null : { maxMessageBytes: ws.maxMessageBytes as number, idleTimeoutMs: ws.idleTimeoutMs as number },
+    allowModels: models as string[] | null,
   };
 }
 

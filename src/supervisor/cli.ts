@@ -6,6 +6,7 @@ import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS, PROGRAM_NAME } from '../shared/
 import { UsageError } from '../shared/errors.js';
 import { LOG_LEVELS, type LogLevel } from '../shared/logger.js';
 import type { WebSocketLimits } from '../shared/workerConfig.js';
+import { POLICY_STRING_FLAGS, POLICY_USAGE, parsePolicyOptions, type PolicyOptions } from './policyOptions.js';
 
 export interface ProxyOptions {
   /** 0 = let the kernel choose. */
@@ -26,6 +27,8 @@ export interface ProxyOptions {
   readonly checkSandbox: boolean;
   /** --websocket and its limits, or null. */
   readonly webSocket: WebSocketLimits | null;
+  /** Client token, model allow-list, budgets, usage record (policyOptions.ts). */
+  readonly policy: PolicyOptions;
 }
 
 export type Command = { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
@@ -63,7 +66,7 @@ Options:
   --allow-weaker-sandbox Start even if a sandbox layer cannot be installed (logged)
   --check-sandbox        Start a worker, print the sandbox layers in force, exit
                          0 if all are, 1 if not (no key is read)
-  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
+${POLICY_USAGE}  --log-level <LEVEL>    ${LOG_LEVELS.join(', ')} (default: info)
   -h, --help             Print this help
   -V, --version          Print the version
 `;
@@ -83,6 +86,7 @@ const STRING_FLAGS = [
   'gid',
   'ws-max-message-bytes',
   'ws-idle-timeout',
+  ...POLICY_STRING_FLAGS,
 ] as const;
 const DEFAULT_DUMP_MAX_BYTES = 16 * 1024 * 1024;
 const BOOLEAN_FLAGS = ['http-shutdown', 'allow-weaker-sandbox', 'check-sandbox', 'websocket', 'help', 'version'] as const;
@@ -147,6 +151,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
       allowWeakerSandbox: args['allow-weaker-sandbox'] === true,
       checkSandbox: args['check-sandbox'] === true,
       webSocket: parseWebSocket(args.websocket === true, one('ws-max-message-bytes'), one('ws-idle-timeout')),
+      policy: parsePolicyOptions((name) => args[name] as unknown),
     },
   };
 }

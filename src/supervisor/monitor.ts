@@ -6,9 +6,11 @@
 
 import { MAX_OPEN_STREAMS } from '../shared/constants.js';
 import { ProtocolError } from '../shared/errors.js';
-import { FrameDecoder, Msg, decodeHead, decodeWindowIncrement, messageName, type FrameWriter, type MsgType } from '../shared/ipcProtocol.js';
+import { FrameDecoder, Msg, decodeHead, encodeHead, decodeWindowIncrement, messageName, type FrameWriter, type MsgType } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
-import { UpstreamCall, type Upstream } from './upstream.js';
+import { refusalHeaders } from '../shared/refusals.js';
+import type { ClientPolicy } from './clientPolicy.js';
+import { UpstreamCall, sendWholeResponse, type Upstream } from './upstream.js';
 import { UpstreamSocket } from './upstreamSocket.js';
 
 export interface MonitorEvents {
@@ -28,6 +30,8 @@ export interface MonitorOptions {
   readonly scanRequests: boolean;
   /** --websocket: the largest message; null when WebSocket mode is off. */
   readonly webSocketMaxMessageBytes: number | null;
+  /** Client token, budgets, usage record; null when no such flag is given. */
+  readonly policy?: ClientPolicy | null;
 }
 
 type Stream = UpstreamCall | UpstreamSocket;
@@ -53,6 +57,7 @@ export class Monitor {
     [Msg.WS_OPEN, (id, payload) => this.onWebSocketOpen(id, payload)],
     ...MESSAGE_FRAMES.map((type): [number, Handler] => [type, (id, payload) => this.call(id, UpstreamSocket)?.onMessageFrame(type, payload)]),
     [Msg.WS_CLOSE, (id, payload) => this.call(id, UpstreamSocket)?.onWorkerClose(payload)],
+    [Msg.MODEL_REFUSED, () => this.modelRefused()],
   ]);
 
   constructor(
@@ -134,6 +139,7 @@ export class Monitor {
 
   private onOpen(streamId: number, payload: Buffer): void {
     const headers = this.newStream(streamId, payload);
+    if (this.refused(streamId, headers, false)) return;
     this.calls.set(streamId, new UpstreamCall(streamId, headers, this.callContext()));
   }
 
@@ -141,6 +147,7 @@ export class Monitor {
     const maxMessageBytes = this.options.webSocketMaxMessageBytes;
     if (maxMessageBytes === null) throw new ProtocolError('WS_OPEN without --websocket');
     const headers = this.newStream(streamId, payload);
+    if (this.refused(streamId, headers, true)) return;
     this.calls.set(streamId, new UpstreamSocket(streamId, headers, { ...this.callContext(), maxMessageBytes }));
   }
 
@@ -152,12 +159,30 @@ export class Monitor {
     return decodeHead(payload, false).headers;
   }
 
+  /**
+   * The client policy refuses the stream (token, budget, rate): answered here,
+   * before anything goes upstream, and never registered (its late frames are ignored).
+   */
+  private refused(streamId: number, headers: string[], webSocket: boolean): boolean {
+    const refusal = this.options.policy?.admitStream(streamId, headers, webSocket) ?? null;
+    if (refusal === null) return false;
+    sendWholeResponse(this.writer, streamId, encodeHead(refusalHeaders(refusal), refusal.status), refusal.body);
+    return true;
+  }
+
+  private modelRefused(): void {
+    const policy = this.options.policy ?? null;
+    if (policy === null) throw new ProtocolError('MODEL_REFUSED without --allow-model');
+    policy.modelRefused();
+  }
+
   private callContext() {
     return {
       writer: this.writer,
       upstream: this.upstream,
       log: this.log,
       scanRequests: this.options.scanRequests,
+      policy: this.options.policy ?? null,
       onDone: (id: number) => this.calls.delete(id),
     };
   }

@@ -11,6 +11,7 @@ import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { readAuthHeader, type AuthHeader } from './authHeader.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
 import { hardenSupervisor } from './hardening.js';
+import { ClientPolicy } from './clientPolicy.js';
 import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from './proxySupervisor.js';
 import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
@@ -51,6 +52,8 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   }
 
   const auth = options.checkSandbox ? placeholderAuth() : readAuthHeader();
+  // The token file (and the first usage record) exist before the server-info file; removed at exit.
+  const policy = options.checkSandbox ? null : ClientPolicy.create(options.policy, log);
   const dumpDir = options.dumpDir === null || options.checkSandbox ? null : createDumpDir(options.dumpDir, identity);
   const serverInfo =
     options.serverInfo === null || options.checkSandbox
@@ -78,6 +81,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     upstreamTimeoutMs: options.upstreamTimeoutMs,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
+    policy,
     workerConfig: {
       httpShutdown: options.httpShutdown,
       logLevel: options.logLevel,
@@ -89,6 +93,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       allowWeakerSandbox: options.allowWeakerSandbox,
       allowCapabilities: identity.uid === 0,
       webSocket: options.webSocket,
+      allowModels: options.policy.allowModels,
     },
     worker: {
       entry: workerEntry,

@@ -19,6 +19,7 @@ import type { Logger } from '../shared/logger.js';
 import { openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import type { AuthHeader } from './authHeader.js';
+import type { CallMeter, ClientPolicy } from './clientPolicy.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
 import { KeySplicer } from './keySplice.js';
@@ -79,6 +80,8 @@ export interface CallContext {
   readonly log: Logger;
   /** Look for the key in requests (for dump redaction, only with --dump-dir). */
   readonly scanRequests: boolean;
+  /** Budgets and usage record (--max-*, --usage-file...), or null. */
+  readonly policy: ClientPolicy | null;
   /** Both halves are closed; forget the call. */
   readonly onDone: (id: number) => void;
 }
@@ -112,6 +115,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   private readonly requestCredit: CreditReceiver;
   private readonly scrubber: KeyScrubber;
   private readonly detector: KeyDetector | null;
+  private readonly meter: CallMeter | null;
   /** undici's handle on the request, once it is on a connection. */
   private controller: Dispatcher.DispatchController | null = null;
   private responseSender: StreamSender | null = null;
@@ -125,6 +129,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
   ) {
     this.scrubber = new KeyScrubber(ctx.upstream.auth);
     this.detector = ctx.scanRequests ? new KeyDetector(ctx.upstream.auth, clientHeaders) : null;
+    this.meter = ctx.policy?.meterCall(id) ?? null;
     this.requestCredit = new CreditReceiver(ctx.writer, id);
     this.requestBody = new RequestBodyQueue((bytes, drained) => {
       if (!this.requestClosed || !this.responseClosed) this.requestCredit.consumed(bytes, drained);
@@ -193,6 +198,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
       return controller.abort(CANCELLED);
     }
     this.scrubber.maskInPlace(head);
+    this.meter?.head(status, String(headers['content-type'] ?? ''));
     // Paused while the worker's credit for this stream is used up.
     this.responseSender = new StreamSender(this.ctx.writer, Msg.RESPONSE_DATA, this.id, { pause: () => controller.pause(), resume: () => controller.resume() });
     this.ctx.writer.send(Msg.RESPONSE_HEAD, this.id, head);
@@ -200,6 +206,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.responseClosed || this.responseSender === null) return;
+    this.meter?.data(chunk);
     const safe = this.scrubber.push(chunk);
     if (safe.length > 0) this.responseSender.write(safe);
   }
@@ -209,6 +216,7 @@ export class UpstreamCall implements Dispatcher.DispatchHandler {
     if (this.responseClosed || sender === null) return;
     const rest = this.scrubber.flush();
     if (rest !== null) sender.write(rest);
+    this.meter?.end();
     // Stay registered until the last byte has gone out within credit.
     sender.end(Msg.RESPONSE_END, () => this.closeResponse());
   }

@@ -18,6 +18,8 @@ import type WebSocket from 'ws';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import { Msg, encodeHead, MAX_DATA_PAYLOAD, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import { CLOSE_ABNORMAL, CLOSE_GOING_AWAY, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import { refusalEvent } from '../shared/refusals.js';
+import { MessageGate } from './clientPolicy.js';
 import { acceptedHandshakeHeaders, upstreamHandshakeHeaders } from './headerRules.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
 import { reportKeyScan, sendWholeResponse, upstreamFailure, type CallContext } from './upstream.js';
@@ -48,6 +50,8 @@ export class UpstreamSocket {
   private readonly receiver: MessageReceiver;
   private readonly scrubber: KeyScrubber;
   private readonly detector: KeyDetector | null;
+  /** Budgets and rate, per client message (null without a client policy). */
+  private readonly gate: MessageGate | null;
   /** The 101's head, sent once ws has checked the handshake and opened. */
   private acceptHead: Buffer | null = null;
   private answered = false;
@@ -82,7 +86,8 @@ export class UpstreamSocket {
       ...{ closeTimeout: WS_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
     this.sender = new MessageSender(ctx.writer, id, this.socket);
-    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.socket.send(data, { binary, fin }, written), ctx.maxMessageBytes);
+    this.gate = ctx.policy === null ? null : new MessageGate(ctx.policy, id);
+    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.forwardFragment(data, binary, fin, written), ctx.maxMessageBytes);
     this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
     this.socket.on('open', () => this.onOpen());
     this.socket.on('unexpected-response', (_req, res) => this.onRefused(res));
@@ -100,6 +105,14 @@ export class UpstreamSocket {
     this.detector?.pushBody(payload);
     // Once the upstream's socket is closing, ws fails the send and its callback still returns the credit.
     this.receiver.receive(type, payload);
+  }
+
+  /** A part of a client message: upstream, unless the policy refuses the message (answered with an `error` event). */
+  private forwardFragment(data: Buffer, binary: boolean, fin: boolean, written: () => void): void {
+    const refusal = this.gate?.check(fin) ?? null;
+    if (refusal === null) return this.socket.send(data, { binary, fin }, written);
+    written();
+    if (fin) this.sender.send(refusalEvent(refusal), false);
   }
 
   /** WS_CLOSE from the worker: the client's socket is closing; close the upstream's the same way. */
@@ -174,6 +187,7 @@ export class UpstreamSocket {
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.responseClosed) return;
     this.scrubber.maskInPlace(data);
+    if (!isBinary) this.ctx.policy?.meterMessage(this.id, data);
     this.sender.send(data, isBinary);
   }
 

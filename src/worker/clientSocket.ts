@@ -14,7 +14,9 @@ import { withoutHopByHop } from '../shared/hopByHop.js';
 import { Msg, encodeHead, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { CLOSE_ABNORMAL, CLOSE_INTERNAL_ERROR, MessageReceiver, MessageSender, closeLike, decodeClose, errorCloseCode } from '../shared/wsRelay.js';
+import { refusalEvent } from '../shared/refusals.js';
 import type { WebSocketDump } from './dumpWriter.js';
+import type { ModelPolicy } from './modelPolicy.js';
 
 /** A closing handshake that has not finished by then is abandoned. */
 export const CLOSING_LIMIT_MS = 5_000;
@@ -57,6 +59,8 @@ export class ClientSocket {
     private readonly log: Logger,
     private readonly dump: WebSocketDump | null,
     private readonly onClosed: (session: ClientSocket) => void,
+    /** --allow-model: each client message is checked before it is relayed. */
+    private readonly models: ModelPolicy | null = null,
   ) {
     this.receiver = new MessageReceiver(writer, id, (data, binary, fin, written) => this.toClient(data, binary, fin, written));
     // Gone before the handshake finished: abandon the upstream's.
@@ -189,6 +193,8 @@ export class ClientSocket {
       this.lastActivity = Date.now();
       this.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
+      const refusal = this.models?.checkMessage(data, isBinary) ?? null;
+      if (refusal !== null) return socket.send(refusalEvent(refusal), { binary: false });
       sender.send(data, isBinary);
     });
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.

@@ -14,6 +14,7 @@ import { ClientSocket, CLOSING_LIMIT_MS } from './clientSocket.js';
 import { ClientStream } from './clientStream.js';
 import { ExchangeDump, WebSocketDump, type DumpWriter } from './dumpWriter.js';
 import { drainThenClose } from './linger.js';
+import { ModelPolicy, screenRequest } from './modelPolicy.js';
 import { isWebSocketRoute, routeRequest } from './route.js';
 
 export class HttpFrontend {
@@ -26,6 +27,8 @@ export class HttpFrontend {
   private draining = false;
   private readonly connections = new Set<Socket>();
   private readonly server: Server;
+  /** --allow-model, or null. */
+  private readonly models: ModelPolicy | null;
 
   constructor(
     private readonly config: WorkerConfig,
@@ -45,6 +48,7 @@ export class HttpFrontend {
       maxHeaderSize: 16 * 1024,
       requireHostHeader: false,
     };
+    this.models = config.allowModels === null ? null : new ModelPolicy(config.allowModels, () => writer.send(Msg.MODEL_REFUSED, 0));
     this.server = createServer(options, (req, res) => this.onRequest(req, res));
     this.server.on('connection', (socket: Socket) => {
       this.connections.add(socket);
@@ -101,7 +105,7 @@ export class HttpFrontend {
       dump = new WebSocketDump(this.dumps, req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
-    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, (s) => this.onStreamClosed(s));
+    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, (s) => this.onStreamClosed(s), this.models);
     this.sessions.set(req, session);
     this.streams.set(id, session);
     session.start(webSockets, head);
@@ -133,6 +137,12 @@ export class HttpFrontend {
       drainThenClose(req);
       return;
     }
+    if (this.models !== null) return screenRequest(req, res, this.models, this.config.maxBodyBytes, this.log, (body) => this.open(req, res, body));
+    this.open(req, res);
+  }
+
+  /** A new stream for a forwarded request; `body` when it was read whole first (--allow-model). */
+  private open(req: IncomingMessage, res: ServerResponse, body?: Buffer): void {
     const id = this.nextStreamId++;
     let dump: ExchangeDump | null = null;
     if (this.dumps !== null) {
@@ -141,7 +151,7 @@ export class HttpFrontend {
     }
     const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, (s) => this.onStreamClosed(s), dump);
     this.streams.set(id, stream);
-    stream.start();
+    stream.start(body);
   }
 
   /** Why a forwardable request is answered here instead, or null. */
