@@ -36,7 +36,7 @@ export const Msg = {
   REQUEST_DATA: 0x04, //     stream: request body bytes
   REQUEST_END: 0x05, //      stream: request body complete
   WS_OPEN: 0x0a, //          stream (--websocket only): a GET /v1/responses upgrade head (client header list)
-  MODEL_REFUSED: 0x10, //    (--allow-model only) the worker refused a request or message for its model (for the usage record)
+  MODEL_REFUSED: 0x10, //    (--allow-model only) the worker refused a request or message (for the usage record)
   // either direction
   RESET: 0x06, //            stream: abandon it (client gone / upstream failed mid-stream)
   WINDOW: 0x07, //           stream: u32 more bytes of credit for the peer

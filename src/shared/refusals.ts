@@ -13,7 +13,8 @@ export interface Refusal extends ProxyErrorResponse {
 }
 
 export function invalidClientToken(): Refusal {
-  const message = 'Missing or incorrect client token: send "Authorization: Bearer <token>" with the token from --client-token-file.';
+  const message =
+    'Missing or incorrect client token: send "Authorization: Bearer <token>" with the token from --client-token-file.';
   return { reason: 'token', ...openAiError(401, message, 'invalid_request_error', 'invalid_api_key') };
 }
 

@@ -53,7 +53,9 @@ export function decodeWorkerConfig(payload: Buffer): WorkerConfig {
   const ws = c.webSocket as Record<string, unknown> | null;
   if (ws !== null && (typeof ws !== 'object' || !isCount(ws.maxMessageBytes) || !isCount(ws.idleTimeoutMs))) throw new ProtocolError('CONFIG.webSocket');
   const models = c.allowModels;
-  if (models !== null && (!Array.isArray(models) || !models.every((m) => typeof m === 'string'))) throw new ProtocolError('CONFIG.allowModels');
+  if (models !== null && (!Array.isArray(models) || !models.every((m) => typeof m === 'string'))) {
+    throw new ProtocolError('CONFIG.allowModels');
+  }
   return {
     httpShutdown: c.httpShutdown,
     logLevel: c.logLevel as LogLevel,

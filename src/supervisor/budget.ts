@@ -36,8 +36,12 @@ export class Budget {
   /** A lifetime budget that is used up, or null. */
   exhausted(): Refusal | null {
     const { maxRequests, maxTokens } = this.limits;
-    if (maxRequests !== null && this.requests >= maxRequests) return quotaExhausted(`request budget (--max-requests ${maxRequests})`);
-    if (maxTokens !== null && this.tokens >= maxTokens) return quotaExhausted(`token budget (--max-tokens ${maxTokens})`);
+    if (maxRequests !== null && this.requests >= maxRequests) {
+      return quotaExhausted(`request budget (--max-requests ${maxRequests})`);
+    }
+    if (maxTokens !== null && this.tokens >= maxTokens) {
+      return quotaExhausted(`token budget (--max-tokens ${maxTokens})`);
+    }
     return null;
   }
 
@@ -52,7 +56,8 @@ export class Budget {
         this.recent.push(now);
       } else {
         const oldest = this.recent[this.oldest] as number;
-        if (now - oldest < WINDOW_MS) return rateLimited(perMinute, Math.max(1, Math.ceil((oldest + WINDOW_MS - now) / 1000)));
+        const wait = oldest + WINDOW_MS - now;
+        if (wait > 0) return rateLimited(perMinute, Math.max(1, Math.ceil(wait / 1000)));
         this.recent[this.oldest] = now;
         this.oldest = (this.oldest + 1) % perMinute;
       }

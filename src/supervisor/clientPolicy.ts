@@ -34,13 +34,16 @@ export class ClientPolicy {
   ) {
     this.budget = new Budget(options.limits);
     this.record = new UsageRecord(this.budget);
-    this.file = options.usageFile === null ? null : new UsageFile(options.usageFile, this.record, (code) => log.warn({ code }, 'cannot update --usage-file'));
+    const onError = (code: string): void => log.warn({ code }, 'cannot update --usage-file');
+    this.file = options.usageFile === null ? null : new UsageFile(options.usageFile, this.record, onError);
   }
 
   /** null when no policy flag is given: then nothing is checked, counted or parsed. */
   static create(options: PolicyOptions, log: Logger): ClientPolicy | null {
     if (!policyInForce(options)) return null;
-    const token = options.clientTokenFile === null ? null : ClientToken.create(options.clientTokenFile, resolveTokenOwner(options.clientTokenOwner));
+    const { clientTokenFile, clientTokenOwner } = options;
+    const token =
+      clientTokenFile === null ? null : ClientToken.create(clientTokenFile, resolveTokenOwner(clientTokenOwner));
     try {
       return new ClientPolicy(token, options.allowModels !== null, options, log);
     } catch (err) {
@@ -134,7 +137,13 @@ export class ClientPolicy {
         responseId: usage?.responseId ?? null,
         ...(tokens === null
           ? {}
-          : { inputTokens: tokens.input, cachedInputTokens: tokens.cachedInput, outputTokens: tokens.output, reasoningTokens: tokens.reasoning, totalTokens: tokens.total }),
+          : {
+              inputTokens: tokens.input,
+              cachedInputTokens: tokens.cachedInput,
+              outputTokens: tokens.output,
+              reasoningTokens: tokens.reasoning,
+              totalTokens: tokens.total,
+            }),
       },
       'upstream usage',
     );

@@ -6,7 +6,18 @@
 // (O_EXCL|O_NOFOLLOW: a planted file or symlink is refused), 0400, owned by
 // --client-token-owner and that user's primary group, and removed at exit.
 
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, lstatSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import sodium from 'sodium-native';
 import { ProxyError, errnoCode } from '../shared/errors.js';
@@ -32,7 +43,8 @@ export function resolveTokenOwner(spec: string | undefined): TokenOwner {
   const entry = /^\d{1,10}$/.test(spec) ? getpwuid(Number(spec)) : getpwnam(spec);
   if (entry !== null) return { uid: entry.uid, gid: entry.gid };
   if (/^\d{1,10}$/.test(spec)) return { uid: Number(spec), gid: Number(spec) };
-  throw new ProxyError('ERR_CLIENT_TOKEN', `--client-token-owner ${spec}: no such user (not in the passwd database)`, 2);
+  const message = `--client-token-owner ${spec}: no such user (not in the passwd database)`;
+  throw new ProxyError('ERR_CLIENT_TOKEN', message, 2);
 }
 
 export class ClientToken {
@@ -72,7 +84,10 @@ export class ClientToken {
     const fail = (what: string, err: unknown): ProxyError => {
       const code = errnoCode(err) ?? String(err);
       let hint = '';
-      if (code === 'EEXIST') hint = ' (a file or symlink is already there: the proxy creates the file new; remove it or choose another path)';
+      if (code === 'EEXIST') {
+        hint = ' (a file or symlink is already there: the proxy creates the file new;' +
+          ' remove it or choose another path)';
+      }
       else if (code === 'ELOOP') hint = ' (it is a symlink: refused)';
       else if (code === 'EPERM') hint = ' (only root can give the file to another user)';
       return new ProxyError('ERR_CLIENT_TOKEN', `cannot ${what} --client-token-file ${this.path}: ${code}${hint}`);
@@ -95,7 +110,8 @@ export class ClientToken {
       fchmodSync(fd, 0o400);
       sodium.sodium_mprotect_readonly(this.#secret);
       try {
-        if (writeSync(fd, this.#secret) !== this.#secret.length) throw Object.assign(new Error('short write'), { code: 'EIO' });
+        const written = writeSync(fd, this.#secret);
+        if (written !== this.#secret.length) throw Object.assign(new Error('short write'), { code: 'EIO' });
       } finally {
         sodium.sodium_mprotect_noaccess(this.#secret);
       }

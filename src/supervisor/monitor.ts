@@ -6,7 +6,16 @@
 
 import { MAX_OPEN_STREAMS } from '../shared/constants.js';
 import { ProtocolError } from '../shared/errors.js';
-import { FrameDecoder, Msg, decodeHead, encodeHead, decodeWindowIncrement, messageName, type FrameWriter, type MsgType } from '../shared/ipcProtocol.js';
+import {
+  FrameDecoder,
+  Msg,
+  decodeHead,
+  decodeWindowIncrement,
+  encodeHead,
+  messageName,
+  type FrameWriter,
+  type MsgType,
+} from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { refusalHeaders } from '../shared/refusals.js';
 import type { ClientPolicy } from './clientPolicy.js';

@@ -59,12 +59,16 @@ export function parsePolicyOptions(value: FlagValue): PolicyOptions {
     const text = one(name);
     if (text === undefined) return null;
     const n = /^\d{1,15}$/.test(text) ? Number(text) : NaN;
-    if (!(n >= 1 && n <= max)) throw new UsageError(`invalid value '${text}' for '--${name} <N>': expected a whole number from 1 to ${max}`);
+    if (!(n >= 1 && n <= max)) {
+      throw new UsageError(`invalid value '${text}' for '--${name} <N>': expected a whole number from 1 to ${max}`);
+    }
     return n;
   };
   const clientTokenFile = one('client-token-file') ?? null;
   const clientTokenOwner = one('client-token-owner');
-  if (clientTokenOwner !== undefined && clientTokenFile === null) throw new UsageError('--client-token-owner needs --client-token-file');
+  if (clientTokenOwner !== undefined && clientTokenFile === null) {
+    throw new UsageError('--client-token-owner needs --client-token-file');
+  }
   return {
     clientTokenFile,
     clientTokenOwner,
@@ -84,7 +88,10 @@ function parsePatterns(raw: unknown): string[] | null {
   const patterns = (Array.isArray(raw) ? raw : [raw]).map(String);
   for (const p of patterns) {
     if (p === '' || p.length > MAX_PATTERN || ![...p].every((ch) => ch >= ' ' && ch !== '\x7f')) {
-      throw new UsageError(`invalid value '${p.slice(0, MAX_PATTERN)}' for '--allow-model <PATTERN>': expected a model name of 1 to ${MAX_PATTERN} printable characters, * matching any run`);
+      throw new UsageError(
+        `invalid value '${p.slice(0, MAX_PATTERN)}' for '--allow-model <PATTERN>': ` +
+          `expected a model name of 1 to ${MAX_PATTERN} printable characters, * matching any run`,
+      );
     }
   }
   return patterns;
@@ -93,5 +100,12 @@ function parsePatterns(raw: unknown): string[] | null {
 /** Whether the supervisor has anything to enforce or record. */
 export function policyInForce(options: PolicyOptions): boolean {
   const { limits } = options;
-  return options.clientTokenFile !== null || options.allowModels !== null || options.usageFile !== null || limits.maxRequests !== null || limits.maxRequestsPerMinute !== null || limits.maxTokens !== null;
+  return (
+    options.clientTokenFile !== null ||
+    options.allowModels !== null ||
+    options.usageFile !== null ||
+    limits.maxRequests !== null ||
+    limits.maxRequestsPerMinute !== null ||
+    limits.maxTokens !== null
+  );
 }

@@ -68,8 +68,8 @@ export class ProxySupervisor {
     const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
     const { child, channel } = spawnWorker({ ...setup.worker, listenFd: setup.listen.fd });
     const writer = new FrameWriter(channel);
-    const monitorOptions = { httpShutdown: config.httpShutdown, scanRequests: config.dumpDir !== null, webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null, policy: setup.policy };
-    const monitor = new Monitor(writer, this.upstream, monitorOptions, setup.log, {
+    const monitorOptions = { httpShutdown: config.httpShutdown, scanRequests: config.dumpDir !== null, webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null };
+    const monitor = new Monitor(writer, this.upstream, { ...monitorOptions, policy: setup.policy }, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
       onShutdownRequest: () => this.shutdown('shutdown requested with GET /shutdown'),
       onStartupFailed: (reason) => this.stop(1, reason),

@@ -87,7 +87,8 @@ export class UpstreamSocket {
     });
     this.sender = new MessageSender(ctx.writer, id, this.socket);
     this.gate = ctx.policy === null ? null : new MessageGate(ctx.policy, id);
-    this.receiver = new MessageReceiver(ctx.writer, id, (data, binary, fin, written) => this.forwardFragment(data, binary, fin, written), ctx.maxMessageBytes);
+    const sink = (data: Buffer, binary: boolean, fin: boolean, written: () => void): void => this.forwardFragment(data, binary, fin, written);
+    this.receiver = new MessageReceiver(ctx.writer, id, sink, ctx.maxMessageBytes);
     this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
     this.socket.on('open', () => this.onOpen());
     this.socket.on('unexpected-response', (_req, res) => this.onRefused(res));

@@ -67,8 +67,10 @@ export class UsageRecord {
       refusals: { ...this.refusals },
       responses: { read: this.responses, withoutUsage: this.responsesWithoutUsage },
       tokens: { ...this.tokens },
-      models: Object.fromEntries([...this.models].map(([name, m]) => [name, { responses: m.responses, tokens: { ...m.tokens } }])),
-      limits: { maxRequests: limits.maxRequests, maxRequestsPerMinute: limits.maxRequestsPerMinute, maxTokens: limits.maxTokens },
+      models: Object.fromEntries(
+        [...this.models].map(([name, m]) => [name, { responses: m.responses, tokens: { ...m.tokens } }]),
+      ),
+      limits: { ...limits },
       remaining: this.budget.remaining(),
     };
   }
@@ -93,7 +95,8 @@ export class UsageFile {
       mkdirSync(dirname(this.path), { recursive: true, mode: 0o755 });
       this.writeNow();
     } catch (err) {
-      throw new ProxyError('ERR_USAGE_FILE', `cannot write --usage-file ${this.path}: ${errnoCode(err) ?? String(err)}`);
+      const code = errnoCode(err) ?? String(err);
+      throw new ProxyError('ERR_USAGE_FILE', `cannot write --usage-file ${this.path}: ${code}`);
     }
   }
 

@@ -158,7 +158,9 @@ export class ResponseUsageScanner {
     if (this.state === 'undecided') this.decide();
     if (this.state === 'keep') {
       const lines = Buffer.concat(this.parts, this.bytes).toString('utf8').split('\n');
-      const data = lines.filter((l) => l.startsWith('data:')).map((l) => l.slice(l.startsWith('data: ') ? 6 : 5).replace(/\r$/, ''));
+      const data = lines
+        .filter((l) => l.startsWith('data:'))
+        .map((l) => l.slice(l.startsWith('data: ') ? 6 : 5).replace(/\r$/, ''));
       this.result = finalEventUsage(data.join('\n')) ?? this.result;
     }
     this.parts = [];

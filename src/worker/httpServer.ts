@@ -48,7 +48,8 @@ export class HttpFrontend {
       maxHeaderSize: 16 * 1024,
       requireHostHeader: false,
     };
-    this.models = config.allowModels === null ? null : new ModelPolicy(config.allowModels, () => writer.send(Msg.MODEL_REFUSED, 0));
+    const onModelRefused = (): void => writer.send(Msg.MODEL_REFUSED, 0);
+    this.models = config.allowModels === null ? null : new ModelPolicy(config.allowModels, onModelRefused);
     this.server = createServer(options, (req, res) => this.onRequest(req, res));
     this.server.on('connection', (socket: Socket) => {
       this.connections.add(socket);
@@ -105,7 +106,8 @@ export class HttpFrontend {
       dump = new WebSocketDump(this.dumps, req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
-    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, (s) => this.onStreamClosed(s), this.models);
+    const onClosed = (s: ClientStream | ClientSocket): void => this.onStreamClosed(s);
+    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, onClosed, this.models);
     this.sessions.set(req, session);
     this.streams.set(id, session);
     session.start(webSockets, head);
@@ -137,7 +139,10 @@ export class HttpFrontend {
       drainThenClose(req);
       return;
     }
-    if (this.models !== null) return screenRequest(req, res, this.models, this.config.maxBodyBytes, this.log, (body) => this.open(req, res, body));
+    const { models } = this;
+    if (models !== null) {
+      return screenRequest(req, res, models, this.config.maxBodyBytes, this.log, (body) => this.open(req, res, body));
+    }
     this.open(req, res);
   }
 

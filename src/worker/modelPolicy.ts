@@ -19,7 +19,7 @@ import { drainThenClose } from './linger.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-/** Whether `text` matches `pattern`, where `*` matches any run (greedy with backtracking to the last star: linear per star). */
+/** Whether `text` matches `pattern`, `*` matching any run (backtracking only to the last star: never exponential). */
 export function globMatch(pattern: string, text: string): boolean {
   let p = 0;
   let t = 0;
@@ -91,9 +91,13 @@ function parseObject(bytes: Buffer, what: string): Parsed {
   } catch {
     return { refusal: unreadableBody(`the ${what} is not JSON`) };
   }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) return { refusal: unreadableBody(`the ${what} is not a JSON object`) };
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { refusal: unreadableBody(`the ${what} is not a JSON object`) };
+  }
   const twice = duplicateTopLevelKey(text);
-  if (twice !== null) return { refusal: unreadableBody(`the ${what} names ${JSON.stringify(twice.slice(0, 100))} more than once`) };
+  if (twice !== null) {
+    return { refusal: unreadableBody(`the ${what} names ${JSON.stringify(twice.slice(0, 100))} more than once`) };
+  }
   return { object: value as Record<string, unknown> };
 }
 
@@ -139,7 +143,14 @@ export class ModelPolicy {
  * is read first (up to --max-body-bytes), then handed to `forward`, or the
  * client answered here.
  */
-export function screenRequest(req: IncomingMessage, res: ServerResponse, policy: ModelPolicy, maxBodyBytes: number, log: Logger, forward: (body: Buffer) => void): void {
+export function screenRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  policy: ModelPolicy,
+  maxBodyBytes: number,
+  log: Logger,
+  forward: (body: Buffer) => void,
+): void {
   const startedAt = process.hrtime.bigint();
   void readWholeBody(req, maxBodyBytes).then((body) => {
     if (body === null) return;
@@ -156,7 +167,8 @@ export function screenRequest(req: IncomingMessage, res: ServerResponse, policy:
       res.end(refusal.body);
     }
     const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
-    log.info({ method: req.method, path: req.url, status: res.statusCode, ...(refusal ? { refused: refusal.reason } : {}), durationMs }, 'request');
+    const refused = refusal === null ? {} : { refused: refusal.reason };
+    log.info({ method: req.method, path: req.url, status: res.statusCode, ...refused, durationMs }, 'request');
   });
 }
 
