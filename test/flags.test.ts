@@ -48,6 +48,13 @@ describe('flags: parseCommandLine', () => {
       allowWeakerSandbox: false,
       checkSandbox: false,
       workloadIdentity: null,
+      clientTokenFile: null,
+      clientTokenOwner: null,
+      allowModels: null,
+      maxRequests: null,
+      maxRequestsPerMinute: null,
+      maxTokens: null,
+      usageFile: null,
       logLevel: 'info',
     });
   });
@@ -59,6 +66,9 @@ describe('flags: parseCommandLine', () => {
       ...['--max-body-bytes', '1', '--max-concurrent', '1024', '--websocket', '--ws-max-message-bytes', '1'],
       ...['--ws-idle-timeout', '0.001', '--upstream-timeout', '1.5', '--shutdown-timeout', '2147483.647'],
       ...['--uid', 'nobody', '--gid', '65534', '--allow-weaker-sandbox', '--check-sandbox', '--log-level', 'silent'],
+      ...['--client-token-file', '/run/t', '--client-token-owner', 'agent', '--allow-model', 'gpt-5*'],
+      ...['--allow-model', 'o3', '--max-requests', '10', '--max-requests-per-minute', '1000000'],
+      ...['--max-tokens', '9007199254740991', '--usage-file', 'usage.json'],
     ]);
     assert.deepEqual(given, {
       port: 8080,
@@ -77,6 +87,13 @@ describe('flags: parseCommandLine', () => {
       allowWeakerSandbox: true,
       checkSandbox: true,
       workloadIdentity: null,
+      clientTokenFile: '/run/t',
+      clientTokenOwner: 'agent',
+      allowModels: ['gpt-5*', 'o3'],
+      maxRequests: 10,
+      maxRequestsPerMinute: 1_000_000,
+      maxTokens: Number.MAX_SAFE_INTEGER,
+      usageFile: 'usage.json',
       logLevel: 'silent',
     });
     assert.equal(given.upstreamUrl.hash, '', 'the fragment is dropped');
@@ -181,7 +198,7 @@ describe('flags: parseCommandLine', () => {
     test(`--${entry.flag}: given twice, without a value, or with an empty one`, () => {
       const value = entry.default === null ? 'https://x/' : String(entry.default);
       const twice = [...needed, `--${entry.flag}`, value, `--${entry.flag}`, value];
-      assert.equal(usageError(twice), `--${entry.flag} was given more than once`);
+      if (entry.repeatable === undefined) assert.equal(usageError(twice), `--${entry.flag} was given more than once`);
       // An empty value there is the section's own rule (exit 1, the original's message): see below.
       if (together.has(entry)) return;
       assert.equal(usageError([...needed, `--${entry.flag}`]), `--${entry.flag} needs a value; see --help`);
@@ -190,6 +207,15 @@ describe('flags: parseCommandLine', () => {
       assert.equal(usageError(flagNext), `--${entry.flag} needs a value; see --help`);
     });
   }
+
+  test('--allow-model is repeatable up to 32 times, each a printable pattern; --client-token-owner needs the file', () => {
+    const patterns = Array.from({ length: 32 }, (_, i) => ['--allow-model', `m${i}`]).flat();
+    assert.equal(options(patterns).allowModels?.length, 32);
+    assert.equal(usageError([...patterns, '--allow-model', 'x']), '--allow-model was given more than 32 times');
+    assert.match(usageError(['--allow-model', 'a\tb']), /^invalid value 'a\tb' for '--allow-model <PATTERN>'/);
+    assert.match(usageError(['--allow-model', 'x'.repeat(257)]), /for '--allow-model <PATTERN>'/);
+    assert.equal(usageError(['--client-token-owner', 'agent']), '--client-token-owner needs --client-token-file');
+  });
 
   test('--github-oidc and its four flags go together; then each must be nonempty, the request URL https', () => {
     const oidc = {

@@ -16,8 +16,8 @@ import {
   type Side,
 } from '../src/shared/ipcProtocol.js';
 
-const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, dumps: false };
-const ALL_FLAGS: ChannelConfig = { httpShutdown: true, webSocket: true, dumps: true };
+const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, dumps: false, allowModel: false };
+const ALL_FLAGS: ChannelConfig = { httpShutdown: true, webSocket: true, dumps: true, allowModel: true };
 
 function spec(name: MessageName): MessageSpec {
   return MESSAGE_SPECS.get(Msg[name]) as MessageSpec;
@@ -151,6 +151,15 @@ describe('the dispatcher enforces when each message is permitted', () => {
     const denied = attempt('supervisor', 'REQUEST_SCANNED', { config: without, before: ['READY'] });
     assert.equal(denied, 'REQUEST_SCANNED without --dump-dir');
     assert.equal(attempt('supervisor', 'REQUEST_SCANNED', { config: withDumps, before: ['READY'] }), 'handled');
+  });
+
+  test('allowModel: MODEL_REFUSED only with --allow-model', () => {
+    const without = WORKER_WITH({ httpShutdown: true, webSocket: true, dumps: true });
+    const denied = attempt('worker', 'MODEL_REFUSED', { config: without, before: ['READY'] });
+    assert.equal(denied, 'MODEL_REFUSED without --allow-model');
+    const config = WORKER_WITH({ allowModel: true });
+    assert.equal(attempt('worker', 'MODEL_REFUSED', { config, before: ['READY'] }), 'handled');
+    assert.equal(attempt('worker', 'MODEL_REFUSED', { config }), 'MODEL_REFUSED before READY');
   });
 
   test('on the worker the flags count from CONFIG on: configure() enables what the configuration enables', () => {

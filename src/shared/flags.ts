@@ -43,6 +43,10 @@ export interface Option<K extends Kind<unknown> = Kind<unknown>> extends Describ
   readonly kind: K;
   /** As it would be typed (a number for a number); null: no value unless given. */
   readonly default: string | number | null;
+  /** May be given up to this many times; its value is then the list (or null when not given). */
+  readonly repeatable?: number;
+  /** The key of another flag this one needs. */
+  readonly needs?: string;
 }
 
 /** A switch with flags of its own: its value is theirs, or null when it is off (they need it). */
@@ -84,8 +88,8 @@ const text: ConfigKind<string> = {
 export function count(min: number, max = Number.MAX_SAFE_INTEGER): ConfigKind<number> {
   return {
     parse(value, flag) {
-      const n = /^\d{1,15}$/.test(value) ? Number(value) : NaN;
-      if (n >= min && n <= max) return n;
+      const n = /^\d{1,16}$/.test(value) ? Number(value) : NaN;
+      if (Number.isSafeInteger(n) && n >= min && n <= max) return n;
       throw invalid(value, `--${flag} <N>`, `expected a whole number from ${min} to ${max}`);
     },
     accepts: (value): value is number =>
@@ -146,6 +150,23 @@ const logLevel: ConfigKind<LogLevel> = {
   },
   accepts: (value): value is LogLevel => (LOG_LEVELS as readonly unknown[]).includes(value),
   widest: LOG_LEVELS.reduce((a, b) => (b.length > a.length ? b : a)),
+};
+
+const MAX_PATTERN = 256;
+
+/** A model name with `*` matching any run: printable characters only. */
+const modelPattern: ConfigKind<string> = {
+  parse(value, flag) {
+    const text: string = value;
+    if (modelPattern.accepts(value)) return value;
+    const expected = `expected a model name of 1 to ${MAX_PATTERN} printable characters, * matching any run`;
+    throw invalid(text.slice(0, MAX_PATTERN), `--${flag} <PATTERN>`, expected);
+  },
+  accepts: (value): value is string =>
+    // eslint-disable-next-line no-control-regex
+    typeof value === 'string' && value.length >= 1 && value.length <= MAX_PATTERN && /^[^\x00-\x1f\x7f]+$/.test(value),
+  // JSON keeps a three-byte character as it is.
+  widest: '\u20ac'.repeat(MAX_PATTERN),
 };
 
 /** Any text, even empty: what it must be is --github-oidc's rule (workloadIdentityOptions.ts), with its messages. */
@@ -252,6 +273,39 @@ const FLAGS = {
       },
     },
   },
+  clientTokenFile: {
+    flag: 'client-token-file', arg: 'FILE', kind: text, default: null, reader: 'supervisor',
+    help:
+      'Make a random client token, write it to FILE (created\n' +
+      'new, mode 0400) and require "Authorization: Bearer\n' +
+      '<token>" of every request; FILE is removed at exit',
+  },
+  clientTokenOwner: {
+    flag: 'client-token-owner', arg: 'USER|UID', kind: text, default: null, reader: 'supervisor',
+    needs: 'clientTokenFile',
+    help: 'Owner of the token file and its primary group\n(default: the user running the proxy)',
+  },
+  allowModels: {
+    flag: 'allow-model', arg: 'PATTERN', kind: modelPattern, default: null, reader: 'worker', repeatable: 32,
+    help: 'Forward only requests whose "model" matches PATTERN\n(exact, or with * matching any run); repeatable',
+  },
+  maxRequests: {
+    flag: 'max-requests', arg: 'N', kind: count(1), default: null, reader: 'supervisor',
+    help: 'Answer 429 after N forwarded requests and WebSocket messages',
+  },
+  maxRequestsPerMinute: {
+    // The window keeps one timestamp per request.
+    flag: 'max-requests-per-minute', arg: 'N', kind: count(1, 1_000_000), default: null, reader: 'supervisor',
+    help: 'Answer 429 (Retry-After) beyond N requests in any 60 s',
+  },
+  maxTokens: {
+    flag: 'max-tokens', arg: 'N', kind: count(1), default: null, reader: 'supervisor',
+    help: 'Answer 429 once the upstream reported N tokens used',
+  },
+  usageFile: {
+    flag: 'usage-file', arg: 'FILE', kind: text, default: null, reader: 'supervisor',
+    help: 'Keep a JSON record of requests, refusals and tokens in FILE',
+  },
   logLevel: {
     flag: 'log-level', arg: 'LEVEL', kind: logLevel, default: 'info', reader: 'both',
     help: `${LOG_LEVELS.join(', ')} (default: {default})`,
@@ -264,6 +318,8 @@ type ValueOf<E> = E extends { readonly members: infer M; readonly together: true
   ? { readonly [K in keyof M]: M[K] extends { readonly kind: Kind<infer T> } ? T : never } | null
   : E extends { readonly members: infer M }
   ? { readonly [K in keyof M]: ValueOf<M[K]> } | null
+  : E extends { readonly kind: Kind<infer T>; readonly repeatable: number }
+    ? readonly T[] | null
   : E extends { readonly kind: Kind<infer T>; readonly default: infer D }
     ? T | (D extends null ? null : never)
     : boolean;

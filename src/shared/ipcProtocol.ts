@@ -26,7 +26,7 @@ export const MAX_DATA_PAYLOAD = 64 * 1024;
 export const INITIAL_STREAM_WINDOW = 256 * 1024;
 /** Request or response head: status and header list. */
 export const MAX_HEAD_PAYLOAD = 64 * 1024;
-const MAX_CONFIG_PAYLOAD = 64 * 1024;
+const MAX_CONFIG_PAYLOAD = 128 * 1024;
 /** RFC 6455: a close frame's reason fits 123 bytes. */
 export const MAX_CLOSE_REASON = 123;
 
@@ -75,6 +75,8 @@ const PROTOCOL = {
   REQUEST_END: message(0x05, 'worker', 'stream', [0, 0], 'afterReady'),
   /** A GET /v1/responses upgrade head (client header list). */
   WS_OPEN: message(0x0a, 'worker', 'stream', [2, MAX_HEAD_PAYLOAD], 'webSocket', 'afterReady'),
+  /** The worker refused a request or WebSocket message by its model (for the usage record). */
+  MODEL_REFUSED: message(0x10, 'worker', 'connection', [0, 0], 'allowModel', 'afterReady'),
 
   // either direction
   /** Abandon the stream (client gone, upstream failed mid-stream). */
@@ -126,6 +128,8 @@ export interface ChannelConfig {
   readonly webSocket: boolean;
   /** --dump-dir */
   readonly dumps: boolean;
+  /** --allow-model */
+  readonly allowModel: boolean;
 }
 
 export interface ConditionRule {
@@ -143,7 +147,8 @@ export type Condition =
   | 'configured'
   | 'httpShutdown'
   | 'webSocket'
-  | 'dumps';
+  | 'dumps'
+  | 'allowModel';
 
 export const CONDITIONS: Readonly<Record<Condition, ConditionRule>> = {
   /** At most once on the channel (a connection message). */
@@ -155,6 +160,7 @@ export const CONDITIONS: Readonly<Record<Condition, ConditionRule>> = {
   httpShutdown: { holds: (s) => s.config?.httpShutdown === true, denied: 'without --http-shutdown' },
   webSocket: { holds: (s) => s.config?.webSocket === true, denied: 'without --websocket' },
   dumps: { holds: (s) => s.config?.dumps === true, denied: 'without --dump-dir' },
+  allowModel: { holds: (s) => s.config?.allowModel === true, denied: 'without --allow-model' },
 };
 
 export type MessageName = keyof typeof PROTOCOL;

@@ -42,6 +42,14 @@ function nullable(rule: ConfigRule<unknown>): ConfigRule<unknown> {
   return { accepts: (value): value is unknown => value === null || rule.accepts(value), widest: rule.widest };
 }
 
+/** A list of at most `max` values the rule accepts. */
+function listOf(rule: ConfigRule<unknown>, max: number): ConfigRule<unknown> {
+  return {
+    accepts: (value): value is unknown => Array.isArray(value) && value.length <= max && value.every(rule.accepts),
+    widest: Array.from({ length: max }, () => rule.widest),
+  };
+}
+
 /** An object holding exactly these fields, each one its rule accepts. */
 function fields(rules: Rules): ConfigRule<unknown> {
   return { accepts: (value): value is unknown => faultIn(value, rules) === null, widest: widestOf(rules) };
@@ -66,6 +74,7 @@ const CONFIG_RULES: Rules = new Map<string, ConfigRule<unknown>>([
       const members = Object.entries(entry.members);
       return [key, nullable(fields(new Map(members.map(([member, option]) => [member, option.kind]))))];
     }
+    if (isOption(entry) && entry.repeatable !== undefined) return [key, nullable(listOf(entry.kind, entry.repeatable))];
     if (isOption(entry)) return [key, entry.default === null ? nullable(entry.kind) : entry.kind];
     return [key, BOOLEAN_RULE];
   }),

@@ -108,8 +108,19 @@ export function parseCommandLine(argv: readonly string[]): Command {
     return text;
   };
   const valueOf = (option: Option, emptyAllowed = false): unknown => {
+    if (option.repeatable !== undefined) return listOf(option);
     const text = given(option.flag, emptyAllowed) ?? (option.default === null ? undefined : String(option.default));
     return text === undefined ? null : option.kind.parse(text, option.flag);
+  };
+  const listOf = (option: Option & { repeatable?: number }): unknown[] | null => {
+    const value: unknown = args[option.flag];
+    if (value === undefined) return null;
+    const texts = (Array.isArray(value) ? value : [value]).map(String);
+    if (texts.length > (option.repeatable as number)) {
+      throw new UsageError(`--${option.flag} was given more than ${option.repeatable} times`);
+    }
+    if (texts.includes('')) throw new UsageError(`--${option.flag} needs a value; see --help`);
+    return texts.map((text) => option.kind.parse(text, option.flag));
   };
   const sectionValue = (section: Section): Record<string, unknown> | null => {
     const members = Object.entries(section.members);
@@ -136,6 +147,13 @@ export function parseCommandLine(argv: readonly string[]): Command {
       return [key, isOption(entry) ? valueOf(entry) : on(entry.flag)];
     }),
   ) as FlagValues;
+  for (const [key, entry] of FLAG_ENTRIES) {
+    if (!isOption(entry) || entry.needs === undefined) continue;
+    const needed = FLAG_ENTRIES.find(([other]) => other === entry.needs)?.[1];
+    if (values[key] !== null && (values as Record<string, unknown>)[entry.needs] === null && needed !== undefined) {
+      throw new UsageError(`--${entry.flag} needs --${needed.flag}`);
+    }
+  }
   const workloadIdentity = workloadIdentitySettings(values.workloadIdentity, given('upstream-url'));
   return { kind: 'run', options: { ...values, workloadIdentity } };
 }

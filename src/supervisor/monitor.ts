@@ -8,11 +8,13 @@
 import { MAX_OPEN_STREAMS } from '../shared/constants.js';
 import { ProtocolError } from '../shared/errors.js';
 import { IpcDispatcher, type MessageHandlers } from '../shared/ipcDispatch.js';
-import { Msg, decodeHead, decodeWindowIncrement, type FrameWriter } from '../shared/ipcProtocol.js';
+import { Msg, decodeHead, decodeWindowIncrement, encodeHead, type FrameWriter } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { UpstreamCall, type Upstream } from './upstream.js';
 import { UpstreamSocket } from './upstreamSocket.js';
-import type { StreamContext, UpstreamStream } from './upstreamStream.js';
+import { sendWholeAnswer, type StreamContext, type UpstreamStream } from './upstreamStream.js';
+import { refusalHeaders } from '../shared/refusals.js';
+import type { ClientPolicy } from './clientPolicy.js';
 
 export interface MonitorEvents {
   onReady(): void;
@@ -29,6 +31,10 @@ export interface MonitorOptions {
   readonly scanRequests: boolean;
   /** --websocket: the largest message; null when WebSocket mode is off. */
   readonly webSocketMaxMessageBytes: number | null;
+  /** --allow-model: the worker may report refusals (MODEL_REFUSED). */
+  readonly allowModel: boolean;
+  /** Client token, budgets, usage record; null when no such flag is given. */
+  readonly policy: ClientPolicy | null;
 }
 
 export class Monitor {
@@ -55,6 +61,8 @@ export class Monitor {
     WS_BINARY_PART: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_BINARY_PART, payload),
     WS_BINARY_END: (id, payload) => this.stream(id, UpstreamSocket)?.onMessageFrame(Msg.WS_BINARY_END, payload),
     WS_CLOSE: (id, payload) => this.stream(id, UpstreamSocket)?.onWorkerClose(payload),
+    // The table permits it only with --allow-model, which makes a policy.
+    MODEL_REFUSED: () => this.options.policy?.modelRefused(),
   };
 
   constructor(
@@ -65,11 +73,13 @@ export class Monitor {
     private readonly events: MonitorEvents,
   ) {
     const onDone = (id: number): boolean => this.streams.delete(id);
-    this.streamContext = { writer, upstream, log, scanRequests: options.scanRequests, onDone };
+    const policy = options.policy;
+    this.streamContext = { writer, upstream, log, scanRequests: options.scanRequests, policy, onDone };
     this.channel = new IpcDispatcher('worker', this.handlers, {
       httpShutdown: options.httpShutdown,
       webSocket: options.webSocketMaxMessageBytes !== null,
       dumps: options.scanRequests,
+      allowModel: options.allowModel,
     });
   }
 
@@ -132,6 +142,7 @@ export class Monitor {
 
   private onOpen(streamId: number, payload: Buffer): void {
     const headers = this.newStream(streamId, payload);
+    if (this.refused(streamId, headers, false)) return;
     this.streams.set(streamId, new UpstreamCall(streamId, headers, this.streamContext));
   }
 
@@ -139,7 +150,20 @@ export class Monitor {
     // The table permits WS_OPEN only with --websocket, so the limit is set.
     const maxMessageBytes = this.options.webSocketMaxMessageBytes as number;
     const headers = this.newStream(streamId, payload);
+    if (this.refused(streamId, headers, true)) return;
     this.streams.set(streamId, new UpstreamSocket(streamId, headers, this.streamContext, maxMessageBytes));
+  }
+
+  /**
+   * The client policy refuses the stream (token, budget, rate): answered here,
+   * before anything goes upstream, and never registered (its late frames are ignored).
+   */
+  private refused(streamId: number, headers: string[], webSocket: boolean): boolean {
+    const refusal = this.options.policy?.admitStream(streamId, headers, webSocket) ?? null;
+    if (refusal === null) return false;
+    const head = encodeHead(refusalHeaders(refusal), refusal.status);
+    sendWholeAnswer(this.streamContext.writer, streamId, head, refusal.body);
+    return true;
   }
 
   /** Checks shared by every kind of stream; returns the client's header list. */

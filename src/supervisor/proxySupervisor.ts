@@ -14,6 +14,7 @@ import { writeStderr, type Logger } from '../shared/logger.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import type { Credential } from './credential/credential.js';
 import { closeDescriptor, type ListenSocket } from './listenSocket.js';
+import type { ClientPolicy } from './clientPolicy.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './serverInfo.js';
 import { Upstream } from './upstream.js';
@@ -26,6 +27,8 @@ export interface SupervisorSetup {
   readonly upstreamTimeoutMs: number;
   readonly shutdownTimeoutMs: number;
   readonly serverInfo: ServerInfoFile | null;
+  /** Client token, budgets, usage record; null when no such flag is given. */
+  readonly policy: ClientPolicy | null;
   readonly workerConfig: WorkerConfig;
   readonly worker: Omit<WorkerLaunch, 'listenFd'>;
   readonly log: Logger;
@@ -64,7 +67,13 @@ export class ProxySupervisor {
     const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
     const { child, channel } = spawnWorker({ ...setup.worker, listenFd: setup.listen.fd });
     const writer = new FrameWriter(channel);
-    const monitorOptions = { httpShutdown: config.httpShutdown, scanRequests: config.dumpDir !== null, webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null };
+    const monitorOptions = {
+      httpShutdown: config.httpShutdown,
+      scanRequests: config.dumpDir !== null,
+      webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null,
+      allowModel: config.allowModels !== null,
+      policy: setup.policy,
+    };
     const monitor = new Monitor(writer, this.upstream, monitorOptions, setup.log, {
       onReady: () => this.onWorkerReady(child.pid ?? 0),
       onShutdownRequest: () => this.shutdown('shutdown requested with GET /shutdown'),
@@ -109,6 +118,7 @@ export class ProxySupervisor {
     this.worker?.monitor.abandonAll('proxy stopping');
     this.worker?.child.kill('SIGKILL');
     serverInfo?.remove();
+    this.setup.policy?.close();
     auth.destroy();
     if (exitCode !== 0 && !quiet) writeStderr(`Error: ${reason}\n`);
     process.exit(exitCode);

@@ -14,7 +14,9 @@ import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
 import type { Credential } from './credential/credential.js';
 import { MAX_CREDENTIAL_REQUEST_MS } from './credential/workloadIdentity.js';
 import { startWorkloadIdentity } from './credential/workloadCredential.js';
+import { ClientPolicy } from './clientPolicy.js';
 import { hardenSupervisor } from './hardening.js';
+import { policyOptionsOf } from './policyOptions.js';
 import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from './proxySupervisor.js';
 import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
@@ -70,6 +72,8 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     : options.workloadIdentity !== null
       ? await startWorkloadIdentity(options.workloadIdentity, limits, log)
       : readAuthHeader();
+  // The token file (and the first usage record) exist before the server-info file; removed at exit.
+  const policy = options.checkSandbox ? null : ClientPolicy.create(policyOptionsOf(options), log);
   const dumpDir = options.dumpDir === null || options.checkSandbox ? null : createDumpDir(options.dumpDir, identity);
   const serverInfo =
     options.serverInfo === null || options.checkSandbox
@@ -102,6 +106,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     upstreamTimeoutMs: options.upstreamTimeoutMs,
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
+    policy,
     workerConfig: workerConfigFor(options, {
       dumpDir,
       dumpSequenceStart: 1,

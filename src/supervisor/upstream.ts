@@ -12,6 +12,7 @@ import Pool from 'undici/lib/dispatcher/pool.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import { CreditReceiver } from '../shared/flowControl.js';
 import { Msg, encodeHead, type HeaderList } from '../shared/ipcProtocol.js';
+import type { CallMeter } from './clientPolicy.js';
 import type { Credential } from './credential/credential.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
 import { KeySplicer } from './keySplice.js';
@@ -82,11 +83,14 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
   private readonly requestCredit: CreditReceiver;
   /** undici's handle on the request, once it is on a connection. */
   private controller: Dispatcher.DispatchController | null = null;
+  /** Reads the upstream's answer for its usage (budgets, --usage-file), or null. */
+  private readonly meter: CallMeter | null;
   /** Body bytes still to come by the Content-Length; null when chunked. */
   private bodyLeft: number | null;
 
   constructor(id: number, clientHeaders: HeaderList, ctx: StreamContext) {
     super(id, clientHeaders, ctx);
+    this.meter = ctx.policy?.meterCall(id) ?? null;
     this.requestCredit = new CreditReceiver(ctx.writer, id);
     this.requestBody = new RequestBodyQueue((bytes, drained) => {
       if (!this.requestClosed || !this.responseClosed) this.requestCredit.consumed(bytes, drained);
@@ -166,11 +170,13 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
       this.answerFailure(err);
       return controller.abort(CANCELLED);
     }
+    this.meter?.head(status, String(headers['content-type'] ?? ''));
     this.sendHead(head);
   }
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.responseClosed || !this.relaying) return;
+    this.meter?.data(chunk);
     const safe = this.scrubber.push(chunk);
     if (safe.length > 0) this.sender.send(safe, Msg.RESPONSE_DATA);
   }
@@ -179,6 +185,7 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
     if (this.responseClosed || !this.relaying) return;
     const rest = this.scrubber.flush();
     if (rest !== null) this.sender.send(rest, Msg.RESPONSE_DATA);
+    this.meter?.end();
     // Stay registered until the last byte has gone out within credit.
     this.sender.end(Msg.RESPONSE_END, () => this.closeResponse());
   }

@@ -25,6 +25,8 @@ import {
   sendClose,
   sendMessage,
 } from '../shared/wsRelay.js';
+import { refusalEvent } from '../shared/refusals.js';
+import { MessageGate } from './clientPolicy.js';
 import { acceptedHandshakeHeaders, upstreamHandshakeHeaders } from './headerRules.js';
 import { UpstreamStream, type StreamContext } from './upstreamStream.js';
 
@@ -48,6 +50,8 @@ export class UpstreamSocket extends UpstreamStream {
   protected readonly failureMessage = 'upstream WebSocket failed';
   private readonly socket: WebSocket;
   private readonly receiver: MessageReceiver;
+  /** Budgets and rate, per client message (null without a client policy). */
+  private readonly gate: MessageGate | null;
   /** The 101's head, sent once ws has checked the handshake and opened. */
   private acceptHead: Buffer | null = null;
   /** The upstream answered the handshake (opened or refused), or we answered for it. */
@@ -75,8 +79,9 @@ export class UpstreamSocket extends UpstreamStream {
       createConnection: connect as WebSocket.ClientOptions['createConnection'],
       ...{ closeTimeout: WEBSOCKET_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
+    this.gate = ctx.policy === null ? null : new MessageGate(ctx.policy, id);
     const toUpstream = (data: Buffer, binary: boolean, fin: boolean, written: () => void): void =>
-      this.socket.send(data, { binary, fin }, written);
+      this.forwardFragment(data, binary, fin, written);
     this.receiver = new MessageReceiver(ctx.writer, id, toUpstream, maxMessageBytes);
     this.socket.on('upgrade', (res) => (this.acceptHead = encodeHead(acceptedHandshakeHeaders(res.rawHeaders), 101)));
     this.socket.on('open', () => this.onOpen());
@@ -167,9 +172,18 @@ export class UpstreamSocket extends UpstreamStream {
     this.ctx.log.info({ stream: this.id, status }, 'upstream refused the WebSocket upgrade');
   }
 
+  /** A part of a client message: upstream, unless the policy refuses the message (answered with an `error` event). */
+  private forwardFragment(data: Buffer, binary: boolean, fin: boolean, written: () => void): void {
+    const refusal = this.gate?.check(fin) ?? null;
+    if (refusal === null) return this.socket.send(data, { binary, fin }, written);
+    written();
+    if (fin) sendMessage(this.sender, refusalEvent(refusal), false);
+  }
+
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.responseClosed) return;
     this.scrubber.maskInPlace(data);
+    if (!isBinary) this.ctx.policy?.meterMessage(this.id, data);
     sendMessage(this.sender, data, isBinary);
   }
 

@@ -14,6 +14,7 @@ import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } fro
 import type { Logger } from '../shared/logger.js';
 import { openAiError, type ProxyErrorResponse } from '../shared/openaiError.js';
 import { KeyDetector, KeyScrubber } from './keyScrubber.js';
+import type { ClientPolicy } from './clientPolicy.js';
 import type { Upstream } from './upstream.js';
 
 /** What every stream of one worker shares; the monitor makes it once. */
@@ -23,6 +24,8 @@ export interface StreamContext {
   readonly log: Logger;
   /** Look for the key in requests (for dump redaction, only with --dump-dir). */
   readonly scanRequests: boolean;
+  /** Budgets and usage record (--max-*, --usage-file...), or null. */
+  readonly policy: ClientPolicy | null;
   /** Both halves are closed; forget the stream. */
   readonly onDone: (id: number) => void;
 }
@@ -46,6 +49,13 @@ function upstreamFailure(err: unknown): ProxyErrorResponse & { code: string } {
   }
   const message = `The proxy could not reach the upstream (${code}: ${cause}).`;
   return { code, ...openAiError(502, message, 'upstream_error', 'upstream_unreachable') };
+}
+
+/** A complete answer to stream `id` in one go: it fits the first credit window. */
+export function sendWholeAnswer(writer: FrameWriter, id: number, head: Buffer, body: Buffer): void {
+  writer.send(Msg.RESPONSE_HEAD, id, head);
+  if (body.length > 0) writer.send(Msg.RESPONSE_DATA, id, body);
+  writer.send(Msg.RESPONSE_END, id);
 }
 
 /**
@@ -127,12 +137,9 @@ export abstract class UpstreamStream implements PausableSource {
     this.ctx.writer.send(Msg.RESPONSE_HEAD, this.id, head);
   }
 
-  /** A complete answer (our own, or a refusal) in one go: it fits the first credit window. */
+  /** A complete answer (our own, or a refusal) in one go. */
   protected answer(head: Buffer, body: Buffer): void {
-    const { writer } = this.ctx;
-    writer.send(Msg.RESPONSE_HEAD, this.id, head);
-    if (body.length > 0) writer.send(Msg.RESPONSE_DATA, this.id, body);
-    writer.send(Msg.RESPONSE_END, this.id);
+    sendWholeAnswer(this.ctx.writer, this.id, head, body);
     this.closeResponse();
   }
 

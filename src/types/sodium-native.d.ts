@@ -10,6 +10,8 @@ declare module 'sodium-native' {
   export function sodium_mprotect_readonly(buf: Buffer): void;
   export function sodium_mprotect_readwrite(buf: Buffer): void;
   export function randombytes_buf(buf: Buffer): void;
+  /** Constant-time comparison of two buffers of the same length. */
+  export function sodium_memcmp(a: Buffer, b: Buffer): boolean;
   export const crypto_secretbox_KEYBYTES: number;
   export const crypto_secretbox_NONCEBYTES: number;
   export const crypto_secretbox_MACBYTES: number;

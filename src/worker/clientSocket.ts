@@ -27,7 +27,9 @@ import {
   sendMessage,
 } from '../shared/wsRelay.js';
 import { answerOnSocket, headerLines } from './answer.js';
+import { refusalEvent } from '../shared/refusals.js';
 import type { WebSocketDump } from './dumpWriter.js';
+import type { ModelPolicy } from './modelPolicy.js';
 import { ClientExchange } from './exchange.js';
 
 const NOT_MIRRORED = new Set(['content-length', 'sec-websocket-protocol']);
@@ -64,6 +66,8 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     log: Logger,
     dump: WebSocketDump | null,
     onClosed: (session: ClientExchange) => void,
+    /** --allow-model: each client message is checked before it is relayed. */
+    private readonly models: ModelPolicy | null = null,
   ) {
     super(id, req, writer, log, dump, onClosed, true);
     this.receiver = new MessageReceiver(writer, id, (data, binary, fin, written) => {
@@ -198,6 +202,8 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
       this.lastActivity = Date.now();
       this.record.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
+      const refusal = this.models?.checkMessage(data, isBinary) ?? null;
+      if (refusal !== null) return socket.send(refusalEvent(refusal), { binary: false });
       sendMessage(sender, data, isBinary);
     });
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.

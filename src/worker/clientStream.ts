@@ -41,18 +41,26 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
     this.responseCredit = new CreditReceiver(writer, id);
   }
 
-  start(): void {
+  /** `body`: the whole request body, already read (--allow-model); otherwise it is relayed as it arrives. */
+  start(body?: Buffer): void {
     const { req, res, record } = this;
     this.open(Msg.OPEN);
-    req.on('data', (chunk: Buffer) => {
+    const onData = (chunk: Buffer): void => {
       record.bytesIn += chunk.length;
       if (record.bytesIn > this.maxBodyBytes) return this.refuseBody();
       this.dump?.requestBody.add(chunk);
       this.toSupervisor.send(chunk, Msg.REQUEST_DATA);
-    });
-    req.on('end', () => {
+    };
+    const onEnd = (): void => {
       if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));
-    });
+    };
+    if (body === undefined) {
+      req.on('data', onData);
+      req.on('end', onEnd);
+    } else {
+      if (body.length > 0) onData(body);
+      onEnd();
+    }
     res.on('drain', () => {
       const n = this.undrained;
       this.undrained = 0;

@@ -19,6 +19,7 @@ import { ClientStream } from './clientStream.js';
 import { HttpExchangeDump, WebSocketDump, type DumpWriter, type ExchangeDump } from './dumpWriter.js';
 import { ExchangeRecord, type ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
+import { ModelPolicy, screenRequest } from './modelPolicy.js';
 import { isWebSocketRoute, routeRequest } from './route.js';
 
 export class Frontend {
@@ -32,6 +33,8 @@ export class Frontend {
   private draining = false;
   private readonly connections = new Set<Socket>();
   private readonly server: Server;
+  /** --allow-model, or null. */
+  private readonly models: ModelPolicy | null;
 
   constructor(
     private readonly config: WorkerConfig,
@@ -51,6 +54,8 @@ export class Frontend {
       maxHeaderSize: 16 * 1024,
       requireHostHeader: false,
     };
+    const onModelRefused = (): void => writer.send(Msg.MODEL_REFUSED, 0);
+    this.models = config.allowModels === null ? null : new ModelPolicy(config.allowModels, onModelRefused);
     this.server = createServer(options, (req, res) => this.onRequest(req, res));
     this.server.on('connection', (socket: Socket) => {
       this.connections.add(socket);
@@ -110,7 +115,8 @@ export class Frontend {
       dump = new WebSocketDump(this.dumps, req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
-    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, (s) => this.onStreamClosed(s));
+    const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
+    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, onClosed, this.models);
     this.sessions.set(req, session);
     this.streams.set(id, session);
     session.start(webSockets, head);
@@ -141,6 +147,15 @@ export class Frontend {
       drainThenClose(req);
       return;
     }
+    const { models } = this;
+    if (models !== null) {
+      return screenRequest(req, res, models, this.config.maxBodyBytes, this.log, (body) => this.open(req, res, body));
+    }
+    this.open(req, res);
+  }
+
+  /** A new stream for a forwarded request; `body` when it was read whole first (--allow-model). */
+  private open(req: IncomingMessage, res: ServerResponse, body?: Buffer): void {
     const id = this.nextStreamId++;
     let dump: HttpExchangeDump | null = null;
     if (this.dumps !== null) {
@@ -150,7 +165,7 @@ export class Frontend {
     const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
     const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, onClosed, dump);
     this.streams.set(id, stream);
-    stream.start();
+    stream.start(body);
   }
 
   /** Why a forwardable request is answered here instead, or null. */

@@ -74,6 +74,7 @@ function configure(config: WorkerConfig): void {
     httpShutdown: config.httpShutdown,
     webSocket: config.webSocket !== null,
     dumps: config.dumpDir !== null,
+    allowModel: config.allowModels !== null,
   });
   log = createLogger('worker', config.logLevel);
   void start(config, log);

@@ -170,6 +170,7 @@ const WORKER_CONFIG: WorkerConfig = {
   allowCapabilities: process.getuid?.() === 0,
   webSocket: null,
   readPaths: workerReadPaths(DEFAULT_WORKER_ENTRY),
+  allowModels: null,
 };
 
 /**

@@ -1,0 +1,173 @@
+// What the supervisor enforces on clients and records, in one place for the
+// monitor and the upstream streams to ask: the client token, the request and
+// token budgets and the rate, and the usage record. The model allow-list is
+// the worker's (it parses client bodies; the supervisor parses no client
+// JSON); the worker only reports its refusals here, for the record.
+
+import { ProtocolError } from '../shared/errors.js';
+import type { HeaderList } from '../shared/ipcProtocol.js';
+import type { Logger } from '../shared/logger.js';
+import { invalidClientToken, type Refusal } from '../shared/refusals.js';
+import { Budget } from './budget.js';
+import { ClientToken, resolveTokenOwner } from './clientToken.js';
+import { policyInForce, type PolicyOptions } from './policyOptions.js';
+import { UsageFile, UsageRecord } from './usageRecord.js';
+import { ResponseUsageScanner, finalEventUsage, type ResponseUsage } from './usageScan.js';
+
+/** Watches one HTTP response from the upstream for its usage. */
+export interface CallMeter {
+  head(status: number, contentType: string): void;
+  data(chunk: Buffer): void;
+  end(): void;
+}
+
+export class ClientPolicy {
+  private readonly budget: Budget;
+  private readonly record: UsageRecord;
+  private readonly file: UsageFile | null;
+
+  private constructor(
+    private readonly token: ClientToken | null,
+    private readonly allowModels: boolean,
+    options: PolicyOptions,
+    private readonly log: Logger,
+  ) {
+    this.budget = new Budget(options.limits);
+    this.record = new UsageRecord(this.budget);
+    const onError = (code: string): void => log.warn({ code }, 'cannot update --usage-file');
+    this.file = options.usageFile === null ? null : new UsageFile(options.usageFile, this.record, onError);
+  }
+
+  /** null when no policy flag is given: then nothing is checked, counted or parsed. */
+  static create(options: PolicyOptions, log: Logger): ClientPolicy | null {
+    if (!policyInForce(options)) return null;
+    const { clientTokenFile, clientTokenOwner } = options;
+    const token =
+      clientTokenFile === null ? null : ClientToken.create(clientTokenFile, resolveTokenOwner(clientTokenOwner));
+    try {
+      return new ClientPolicy(token, options.allowModels !== null, options, log);
+    } catch (err) {
+      token?.destroy();
+      throw err;
+    }
+  }
+
+  /** A new HTTP request or WebSocket handshake: null to let it through, else the answer. */
+  admitStream(streamId: number, clientHeaders: HeaderList, webSocket: boolean): Refusal | null {
+    let refusal: Refusal | null = null;
+    if (this.token !== null && !this.token.matches(clientHeaders)) refusal = invalidClientToken();
+    // A handshake is not a request: it is refused only once a lifetime budget is used up.
+    else refusal = webSocket ? this.budget.exhausted() : this.budget.admit();
+    if (refusal === null) {
+      if (!webSocket) this.record.forwarded.http++;
+      return null;
+    }
+    return this.refused(streamId, refusal);
+  }
+
+  /** A client WebSocket message, before any of it goes upstream. */
+  admitMessage(streamId: number): Refusal | null {
+    const refusal = this.budget.admit();
+    if (refusal !== null) return this.refused(streamId, refusal);
+    this.record.forwarded.webSocketMessages++;
+    return null;
+  }
+
+  /** The worker refused a request for its model. */
+  modelRefused(): void {
+    if (!this.allowModels) throw new ProtocolError('MODEL_REFUSED without --allow-model');
+    this.record.refusals.model++;
+    this.file?.update();
+  }
+
+  meterCall(streamId: number): CallMeter {
+    let scanner: ResponseUsageScanner | null = null;
+    let status = 0;
+    return {
+      head: (s, contentType) => {
+        status = s;
+        scanner = new ResponseUsageScanner(contentType);
+      },
+      data: (chunk) => scanner?.push(chunk),
+      end: () => {
+        if (scanner === null) return;
+        const usage = scanner.end();
+        if (scanner.oversize) this.log.warn({ stream: streamId }, 'upstream answer too large to read its usage');
+        this.account(streamId, usage, { status });
+      },
+    };
+  }
+
+  /** One upstream WebSocket message: a final event's usage is counted. */
+  meterMessage(streamId: number, message: Buffer): void {
+    const usage = finalEventUsage(message);
+    if (usage !== null) this.account(streamId, usage, { websocket: true });
+  }
+
+  /** At exit: the record written once more and a summary line. */
+  close(): void {
+    try {
+      this.file?.writeNow();
+    } catch (err) {
+      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot write --usage-file at exit');
+    }
+    const { requests, refusals, tokens } = this.record.toJSON();
+    this.log.info({ requests, refusals, tokens, remaining: this.budget.remaining() }, 'usage summary');
+    this.token?.destroy();
+  }
+
+  private refused(streamId: number, refusal: Refusal): Refusal {
+    this.record.refusals[refusal.reason]++;
+    this.log.info({ stream: streamId, status: refusal.status, refused: refusal.reason }, 'request refused');
+    this.file?.update();
+    return refusal;
+  }
+
+  private account(streamId: number, usage: ResponseUsage | null, fields: Record<string, unknown>): void {
+    if (usage !== null) {
+      this.record.addResponse(usage);
+      if (usage.tokens !== null) this.budget.addTokens(usage.tokens.total);
+    }
+    const tokens = usage?.tokens ?? null;
+    this.log.info(
+      {
+        stream: streamId,
+        ...fields,
+        model: usage?.model ?? null,
+        responseId: usage?.responseId ?? null,
+        ...(tokens === null
+          ? {}
+          : {
+              inputTokens: tokens.input,
+              cachedInputTokens: tokens.cachedInput,
+              outputTokens: tokens.output,
+              reasoningTokens: tokens.reasoning,
+              totalTokens: tokens.total,
+            }),
+      },
+      'upstream usage',
+    );
+    this.file?.update();
+  }
+}
+
+/**
+ * Decides once per client WebSocket message, at its first part, whether it is
+ * forwarded; the rest of a refused message is dropped with it.
+ */
+export class MessageGate {
+  private current: Refusal | null | undefined;
+
+  constructor(
+    private readonly policy: ClientPolicy,
+    private readonly streamId: number,
+  ) {}
+
+  /** For each part of a message: null to forward it, else its message's refusal. */
+  check(last: boolean): Refusal | null {
+    if (this.current === undefined) this.current = this.policy.admitMessage(this.streamId);
+    const verdict = this.current;
+    if (last) this.current = undefined;
+    return verdict;
+  }
+}

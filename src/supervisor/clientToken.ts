@@ -1,0 +1,170 @@
+// --client-token-file: a random token the proxy makes at startup, writes to a
+// file only its owner can read, and then requires of every client as
+// "Authorization: Bearer <token>". The supervisor holds it in libsodium secure
+// memory (no JavaScript string ever holds it), compares in constant time, and
+// never forwards, logs or sends it to the worker. The file is created new
+// (O_EXCL|O_NOFOLLOW: a planted file or symlink is refused), 0400, owned by
+// --client-token-owner and that user's primary group, and removed at exit.
+
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import sodium from 'sodium-native';
+import { ProxyError, errnoCode } from '../shared/errors.js';
+import type { HeaderList } from '../shared/ipcProtocol.js';
+import { getpwnam, getpwuid } from '../shared/libc.js';
+
+/** 256 bits from the system CSPRNG, written as 64 hex digits. */
+const TOKEN_BYTES = 32;
+const SCHEME = 'bearer ';
+const HEX = Buffer.from('0123456789abcdef', 'latin1');
+
+export interface TokenOwner {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** --client-token-owner USER|UID (default: the user running the proxy) and that user's primary group. */
+export function resolveTokenOwner(spec: string | undefined): TokenOwner {
+  if (spec === undefined) {
+    const uid = process.getuid?.() ?? 0;
+    return { uid, gid: getpwuid(uid)?.gid ?? process.getgid?.() ?? 0 };
+  }
+  const entry = /^\d{1,10}$/.test(spec) ? getpwuid(Number(spec)) : getpwnam(spec);
+  if (entry !== null) return { uid: entry.uid, gid: entry.gid };
+  if (/^\d{1,10}$/.test(spec)) return { uid: Number(spec), gid: Number(spec) };
+  const message = `--client-token-owner ${spec}: no such user (not in the passwd database)`;
+  throw new ProxyError('ERR_CLIENT_TOKEN', message, 2);
+}
+
+export class ClientToken {
+  /** The token's hex digits, in guarded memory, no-access while idle. */
+  #secret: Buffer;
+  readonly path: string;
+  #file: { dev: number; ino: number } | null = null;
+
+  private constructor(path: string) {
+    this.path = path;
+    const raw = sodium.sodium_malloc(TOKEN_BYTES);
+    this.#secret = sodium.sodium_malloc(TOKEN_BYTES * 2);
+    sodium.randombytes_buf(raw);
+    for (let i = 0; i < TOKEN_BYTES; i++) {
+      this.#secret[2 * i] = HEX[(raw[i] as number) >> 4] as number;
+      this.#secret[2 * i + 1] = HEX[(raw[i] as number) & 15] as number;
+    }
+    sodium.sodium_memzero(raw);
+    sodium.sodium_free(raw);
+    sodium.sodium_mprotect_noaccess(this.#secret);
+  }
+
+  /** Make a token and write it to `path` for `owner`; the file is removed when the process exits. */
+  static create(path: string, owner: TokenOwner): ClientToken {
+    const token = new ClientToken(resolve(path));
+    try {
+      token.writeFile(owner);
+    } catch (err) {
+      token.destroy();
+      throw err;
+    }
+    process.once('exit', () => token.destroy());
+    return token;
+  }
+
+  private writeFile(owner: TokenOwner): void {
+    const fail = (what: string, err: unknown): ProxyError => {
+      const code = errnoCode(err) ?? String(err);
+      let hint = '';
+      if (code === 'EEXIST') {
+        hint = ' (a file or symlink is already there: the proxy creates the file new;' +
+          ' remove it or choose another path)';
+      }
+      else if (code === 'ELOOP') hint = ' (it is a symlink: refused)';
+      else if (code === 'EPERM') hint = ' (only root can give the file to another user)';
+      return new ProxyError('ERR_CLIENT_TOKEN', `cannot ${what} --client-token-file ${this.path}: ${code}${hint}`);
+    };
+    try {
+      mkdirSync(dirname(this.path), { recursive: true, mode: 0o755 });
+    } catch (err) {
+      throw fail('create the directory of', err);
+    }
+    let fd: number;
+    try {
+      fd = openSync(this.path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o400);
+    } catch (err) {
+      throw fail('create', err);
+    }
+    const stat = fstatSync(fd);
+    this.#file = { dev: stat.dev, ino: stat.ino };
+    try {
+      fchownSync(fd, owner.uid, owner.gid);
+      fchmodSync(fd, 0o400);
+      sodium.sodium_mprotect_readonly(this.#secret);
+      try {
+        const written = writeSync(fd, this.#secret);
+        if (written !== this.#secret.length) throw Object.assign(new Error('short write'), { code: 'EIO' });
+      } finally {
+        sodium.sodium_mprotect_noaccess(this.#secret);
+      }
+    } catch (err) {
+      this.removeFile();
+      throw fail('write', err);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /**
+   * Whether the client's header list carries exactly one Authorization,
+   * "Bearer <token>". The scheme is matched without regard to case (RFC 9110);
+   * the token in constant time.
+   */
+  matches(clientHeaders: HeaderList): boolean {
+    let value: string | null = null;
+    for (let i = 0; i < clientHeaders.length; i += 2) {
+      if ((clientHeaders[i] as string).toLowerCase() !== 'authorization') continue;
+      if (value !== null) return false;
+      value = clientHeaders[i + 1] as string;
+    }
+    if (value === null || value.length !== SCHEME.length + TOKEN_BYTES * 2) return false;
+    if (value.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return false;
+    const offered = Buffer.from(value.slice(SCHEME.length), 'latin1');
+    sodium.sodium_mprotect_readonly(this.#secret);
+    try {
+      return sodium.sodium_memcmp(offered, this.#secret);
+    } finally {
+      sodium.sodium_mprotect_noaccess(this.#secret);
+    }
+  }
+
+  /** Remove the file (if it is still ours) and free the secure memory. Runs once, at exit. */
+  destroy(): void {
+    this.removeFile();
+    if (this.#secret.length === 0) return;
+    sodium.sodium_mprotect_readwrite(this.#secret);
+    sodium.sodium_memzero(this.#secret);
+    sodium.sodium_free(this.#secret);
+    this.#secret = Buffer.alloc(0);
+  }
+
+  private removeFile(): void {
+    const file = this.#file;
+    this.#file = null;
+    if (file === null) return;
+    try {
+      const now = lstatSync(this.path);
+      if (now.dev === file.dev && now.ino === file.ino) unlinkSync(this.path);
+    } catch {
+      // already gone
+    }
+  }
+}

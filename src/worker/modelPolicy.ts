@@ -1,0 +1,197 @@
+// --allow-model, enforced by the worker: it is the process that parses client
+// bytes, and the supervisor parses no client JSON. (So a compromised worker
+// can get around it; the token, budgets and rate are the supervisor's.)
+//
+// A request is forwarded only if its body is valid UTF-8 JSON, an object with
+// a string `model` that matches a pattern, and names no top-level key twice:
+// parsers disagree on which of two `model`s counts, and the proxy and the
+// upstream must never read different models from one body. Patterns are
+// case-sensitive and only `*` is special (any run of characters). Over a
+// WebSocket, every client text message must be such an object, and each
+// `response.create` must name an allowed model; a refused one is answered on
+// the socket with an `error` event and not forwarded.
+
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../shared/logger.js';
+import { bodyTooLarge } from '../shared/openaiError.js';
+import { modelNotAllowed, refusalHeaders, unreadableBody, type Refusal } from '../shared/refusals.js';
+import { drainThenClose } from './linger.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Whether `text` matches `pattern`, `*` matching any run (backtracking only to the last star: never exponential). */
+export function globMatch(pattern: string, text: string): boolean {
+  let p = 0;
+  let t = 0;
+  let star = -1;
+  let resume = 0;
+  while (t < text.length) {
+    if (p < pattern.length && pattern[p] !== '*' && pattern[p] === text[t]) {
+      p++;
+      t++;
+    } else if (p < pattern.length && pattern[p] === '*') {
+      star = p++;
+      resume = t;
+    } else if (star !== -1) {
+      p = star + 1;
+      t = ++resume;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.length && pattern[p] === '*') p++;
+  return p === pattern.length;
+}
+
+/**
+ * The first top-level key named twice in `json`, which must be a valid JSON
+ * object (already checked by JSON.parse); null if none. Keys are compared as
+ * decoded, so "model" and "mod\u0065l" are the same key.
+ */
+export function duplicateTopLevelKey(json: string): string | null {
+  const seen = new Set<string>();
+  let depth = 0;
+  let expectKey = false;
+  for (let i = 0; i < json.length; i++) {
+    const c = json.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      while (json.charCodeAt(j) !== 0x22) j += json.charCodeAt(j) === 0x5c ? 2 : 1;
+      if (depth === 1 && expectKey) {
+        const key = JSON.parse(json.slice(i, j + 1)) as string;
+        if (seen.has(key)) return key;
+        seen.add(key);
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b || c === 0x5b) {
+      depth++;
+      if (depth === 1) expectKey = true;
+    } else if (c === 0x7d || c === 0x5d) {
+      depth--;
+    } else if (c === 0x2c && depth === 1) {
+      expectKey = true;
+    }
+  }
+  return null;
+}
+
+type Parsed = { object: Record<string, unknown> } | { refusal: Refusal };
+
+function parseObject(bytes: Buffer, what: string): Parsed {
+  let text: string;
+  try {
+    text = utf8.decode(bytes);
+  } catch {
+    return { refusal: unreadableBody(`the ${what} is not valid UTF-8`) };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return { refusal: unreadableBody(`the ${what} is not JSON`) };
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    return { refusal: unreadableBody(`the ${what} is not a JSON object`) };
+  }
+  const twice = duplicateTopLevelKey(text);
+  if (twice !== null) {
+    return { refusal: unreadableBody(`the ${what} names ${JSON.stringify(twice.slice(0, 100))} more than once`) };
+  }
+  return { object: value as Record<string, unknown> };
+}
+
+export class ModelPolicy {
+  constructor(
+    private readonly patterns: readonly string[],
+    /** Told of each refusal (the supervisor keeps the record). */
+    private readonly onRefused: () => void,
+  ) {}
+
+  allows(model: string): boolean {
+    return this.patterns.some((pattern) => globMatch(pattern, model));
+  }
+
+  /** An HTTP request body: null to forward it, else the answer. */
+  checkBody(body: Buffer): Refusal | null {
+    return this.verdict(this.checkObject(parseObject(body, 'request body'), 'request body'));
+  }
+
+  /** A client WebSocket message: null to forward it, else the `error` event's refusal. */
+  checkMessage(data: Buffer, isBinary: boolean): Refusal | null {
+    if (isBinary) return this.verdict(unreadableBody('a binary message cannot be checked'));
+    const parsed = parseObject(data, 'message');
+    if ('object' in parsed && parsed.object.type !== 'response.create') return null;
+    return this.verdict(this.checkObject(parsed, 'response.create message'));
+  }
+
+  private checkObject(parsed: Parsed, what: string): Refusal | null {
+    if ('refusal' in parsed) return parsed.refusal;
+    const { model } = parsed.object;
+    if (typeof model !== 'string') return unreadableBody(`the ${what} has no string "model"`);
+    return this.allows(model) ? null : modelNotAllowed(model);
+  }
+
+  private verdict(refusal: Refusal | null): Refusal | null {
+    if (refusal !== null) this.onRefused();
+    return refusal;
+  }
+}
+
+/**
+ * Check a request's model before anything of it is forwarded: its whole body
+ * is read first (up to --max-body-bytes), then handed to `forward`, or the
+ * client answered here.
+ */
+export function screenRequest(
+  req: IncomingMessage,
+  res: ServerResponse,
+  policy: ModelPolicy,
+  maxBodyBytes: number,
+  log: Logger,
+  forward: (body: Buffer) => void,
+): void {
+  const startedAt = process.hrtime.bigint();
+  void readWholeBody(req, maxBodyBytes).then((body) => {
+    if (body === null) return;
+    let refusal: Refusal | null = null;
+    if (body === 'too-large') {
+      const { status, body: answer } = bodyTooLarge(maxBodyBytes);
+      res.writeHead(status, { 'content-type': 'application/json', 'content-length': answer.length });
+      res.end(answer);
+      drainThenClose(req);
+    } else {
+      refusal = policy.checkBody(body);
+      if (refusal === null) return forward(body);
+      res.writeHead(refusal.status, [...refusalHeaders(refusal), 'content-length', String(refusal.body.length)]);
+      res.end(refusal.body);
+    }
+    const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
+    const refused = refusal === null ? {} : { refused: refusal.reason };
+    log.info({ method: req.method, path: req.url, status: res.statusCode, ...refused, durationMs }, 'request');
+  });
+}
+
+/**
+ * Read a whole request body, up to `maxBytes`: the model is checked before
+ * anything is forwarded. Resolves with the body, 'too-large', or null if the
+ * client went away.
+ */
+export function readWholeBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | 'too-large' | null> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const onData = (chunk: Buffer): void => {
+      bytes += chunk.length;
+      if (bytes > maxBytes) {
+        req.removeListener('data', onData);
+        resolve('too-large');
+        return;
+      }
+      chunks.push(chunk);
+    };
+    req.on('data', onData);
+    req.once('end', () => resolve(bytes > maxBytes ? 'too-large' : Buffer.concat(chunks, bytes)));
+    req.once('close', () => resolve(null));
+  });
+}

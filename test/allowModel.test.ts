@@ -1,0 +1,132 @@
+// --allow-model through the real proxy: the worker forwards a request only if
+// its body is a JSON object with a string "model" matching a pattern (exact,
+// or * globs; case-sensitive) and no top-level key named twice; otherwise 403
+// model_not_allowed naming the model, or 400, and nothing goes upstream. Over
+// WebSocket each response.create is checked the same way; a refused one gets
+// an error event and the socket stays usable.
+
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { send } from './helpers/httpClient.js';
+import { MockUpstream } from './helpers/mockUpstream.js';
+import { errorOf, sseAnswer, startProxy, tempDir } from './helpers/policyProxy.js';
+import { sleep, type ProxyProcess } from './helpers/proxyProcess.js';
+import { WsClient } from './helpers/wsClient.js';
+import { WsUpstream } from './helpers/wsUpstream.js';
+
+const ARGS = ['--allow-model', 'gpt-5*', '--allow-model', 'o3'];
+
+describe('--allow-model over HTTP', () => {
+  let upstream: MockUpstream;
+  let proxy: ProxyProcess;
+  const usageFile = join(tempDir(), 'usage.json');
+  before(async () => {
+    upstream = await MockUpstream.start(sseAnswer);
+    proxy = await startProxy(upstream.url(), [...ARGS, '--usage-file', usageFile]);
+  });
+  after(async () => {
+    await proxy.stop();
+    await upstream.close();
+  });
+  const post = (body: string | Buffer) => send(proxy.port, { headers: { 'content-type': 'application/json' }, body });
+
+  test('matching models are forwarded, byte for byte', { timeout: 20_000 }, async () => {
+    for (const model of ['gpt-5', 'gpt-5-codex', 'gpt-5.1-mini', 'o3']) {
+      const body = `{"model":${JSON.stringify(model)},"input":"hi","stream":true}`;
+      const reply = await post(body);
+      assert.equal(reply.status, 200, model);
+      assert.equal(upstream.requests.at(-1)?.body.toString(), body);
+    }
+  });
+
+  test('other models: 403 model_not_allowed naming the model; patterns are case-sensitive and only * is special', { timeout: 20_000 }, async () => {
+    const before = upstream.requests.length;
+    for (const model of ['gpt-4o', 'GPT-5', 'o3-mini', 'o', 'xgpt-5', 'gpt-', '']) {
+      const reply = await post(JSON.stringify({ model, input: 'hi' }));
+      assert.equal(reply.status, 403, model);
+      const error = errorOf(reply.body);
+      assert.equal(error.code, 'model_not_allowed');
+      assert.ok(error.message.includes(JSON.stringify(model)), error.message);
+    }
+    const questionMark = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"o?"}' });
+    assert.equal(questionMark.status, 403);
+    await sleep(200);
+    assert.equal(upstream.requests.length, before);
+  });
+
+  test('a body the check cannot read as the upstream would: 400, nothing upstream', { timeout: 20_000 }, async () => {
+    const before = upstream.requests.length;
+    const bodies: Array<string | Buffer> = [
+      '{"model":"gpt-5","model":"gpt-4o"}',
+      '{"model":"gpt-4o","input":"x","model":"gpt-5"}',
+      '{"mod\\u0065l":"gpt-4o","model":"gpt-5"}',
+      '{"input":"x","input":"y","model":"gpt-5"}',
+      '{"input":"no model"}',
+      '{"model":5}',
+      '{"model":null}',
+      '["gpt-5"]',
+      '"gpt-5"',
+      'not json',
+      '',
+      Buffer.from([0x7b, 0x22, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x22, 0x3a, 0x22, 0x67, 0x70, 0x74, 0x2d, 0x35, 0xff, 0x22, 0x7d]),
+      Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"model":"gpt-5"}')]),
+    ];
+    for (const body of bodies) {
+      const reply = await post(body);
+      assert.equal(reply.status, 400, String(body));
+      assert.equal(errorOf(reply.body).code, 'invalid_request_body');
+    }
+    await sleep(200);
+    assert.equal(upstream.requests.length, before);
+  });
+
+  test('nested duplicate keys are the upstream parser\'s business, not a refusal', { timeout: 20_000 }, async () => {
+    const reply = await post('{"model":"gpt-5","text":{"a":1,"a":2},"input":[{"x":1},{"x":2}]}');
+    assert.equal(reply.status, 200);
+  });
+
+  test('refusals are counted in the usage file', async () => {
+    await sleep(300);
+    const record = JSON.parse(readFileSync(usageFile, 'utf8')) as { refusals: { model: number }; requests: { http: number } };
+    assert.equal(record.refusals.model, 8 + 13);
+    assert.equal(record.requests.http, 5);
+  });
+});
+
+describe('--allow-model over WebSocket', () => {
+  let upstream: WsUpstream;
+  let proxy: ProxyProcess;
+  before(async () => {
+    upstream = await WsUpstream.start();
+    proxy = await startProxy(upstream.url(), ['--websocket', ...ARGS]);
+  });
+  after(async () => {
+    await proxy.stop();
+    await upstream.close();
+  });
+
+  test('a refused response.create gets an error event and is not forwarded; the socket stays usable', { timeout: 30_000 }, async () => {
+    const client = await WsClient.open(proxy.port);
+    const refused = await client.turn({ model: 'gpt-4o', input: 'hi' });
+    assert.deepEqual(refused, [
+      {
+        type: 'error',
+        status: 403,
+        error: { message: 'The model "gpt-4o" is not allowed by this proxy (--allow-model).', type: 'invalid_request_error', code: 'model_not_allowed', param: null },
+      },
+    ]);
+    const doubled = client.messages.length;
+    client.send('{"type":"response.create","model":"gpt-5","model":"gpt-4o"}');
+    const [event] = await client.next(doubled, 1, 5_000);
+    assert.equal((JSON.parse(event?.data.toString() ?? '{}') as { error?: { code?: string } }).error?.code, 'invalid_request_body');
+    const allowed = await client.turn({ model: 'gpt-5-codex', input: 'hi' });
+    assert.ok(allowed.some((e) => e.type === 'response.completed'));
+    await sleep(200);
+    const creates = upstream.sessions[0]?.creates ?? [];
+    assert.deepEqual(creates.map((c) => c.model), ['gpt-5-codex']);
+    assert.ok(client.isOpen);
+    client.close();
+  });
+});
