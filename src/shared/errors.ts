@@ -1,10 +1,32 @@
 // Typed errors with stable codes. Expected failures carry a message meant for
 // people and the exit code the CLI uses; nothing here ever prints a stack.
 
+/** Every code an expected failure carries, and what it means: the one list. */
+export const ERROR_CODES = {
+  ERR_USAGE: 'bad command line (exit 2)',
+  ERR_KEY_INTAKE: 'the key on stdin is missing or malformed',
+  ERR_WORKLOAD_IDENTITY: '--github-oidc settings, request token, GitHub request or token exchange failed',
+  ERR_CREDENTIAL_UNAVAILABLE: 'no valid workload identity token is held (a request gets 503)',
+  ERR_IPC_PROTOCOL: 'the worker (or supervisor) broke the IPC contract',
+  ERR_LIBC: 'a system call failed',
+  ERR_HARDENING: "a layer of the supervisor's own hardening is not in force",
+  ERR_SANDBOX: "a layer of the worker's sandbox is not in force",
+  ERR_WORKER_IDENTITY: "--uid/--gid cannot be used for the worker",
+  ERR_WORKER_ID_LEASE: 'no free uid of its own for the worker',
+  ERR_WORKER_FILES: "the worker's uid cannot read its program",
+  ERR_LISTEN: 'cannot listen on the port',
+  ERR_SERVER_INFO: 'the --server-info file cannot be claimed or written',
+  ERR_DUMP_DIR: 'the --dump-dir cannot be created or used',
+  ERR_CLIENT_TOKEN: 'the --client-token-file cannot be made',
+  ERR_USAGE_FILE: 'the --usage-file cannot be written',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
 export class ProxyError extends Error {
-  readonly code: string;
+  readonly code: ErrorCode;
   readonly exitCode: number;
-  constructor(code: string, message: string, exitCode = 1) {
+  constructor(code: ErrorCode, message: string, exitCode = 1) {
     super(message);
     this.name = 'ProxyError';
     this.code = code;
@@ -53,6 +75,11 @@ export class ProtocolError extends ProxyError {
   }
 }
 
+/** What went wrong, from anything thrown: its message, or the thing itself as text. */
+export function messageOf(err: unknown): string {
+  return messageOf(err);
+}
+
 export function errnoCode(err: unknown): string | undefined {
   if (err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string') return err.code;
   return undefined;
@@ -61,7 +88,7 @@ export function errnoCode(err: unknown): string | undefined {
 /** A protection layer (supervisor hardening, worker sandbox) is not in force: startup fails closed. */
 export class LayerMissingError<Layer extends string> extends ProxyError {
   readonly layer: Layer;
-  constructor(code: string, what: string, layer: Layer, reason: string) {
+  constructor(code: ErrorCode, what: string, layer: Layer, reason: string) {
     super(code, `${what}: ${layer} is not in force: ${reason} (pass --allow-weaker-sandbox to run without it)`);
     this.layer = layer;
   }

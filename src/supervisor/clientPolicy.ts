@@ -4,7 +4,7 @@
 // the worker's (it parses client bodies; the supervisor parses no client
 // JSON); the worker only reports its refusals here, for the record.
 
-import { ProtocolError } from '../shared/errors.js';
+import { messageOf, ProtocolError } from '../shared/errors.js';
 import type { HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { invalidClientToken, type Refusal } from '../shared/refusals.js';
@@ -109,7 +109,7 @@ export class ClientPolicy {
     try {
       this.file?.writeNow();
     } catch (err) {
-      this.log.warn({ err: err instanceof Error ? err.message : String(err) }, 'cannot write --usage-file at exit');
+      this.log.warn({ err: messageOf(err) }, 'cannot write --usage-file at exit');
     }
     const { requests, refusals, tokens } = this.record.toJSON();
     this.log.info({ requests, refusals, tokens, remaining: this.budget.remaining() }, 'usage summary');

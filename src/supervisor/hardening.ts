@@ -9,7 +9,7 @@
 // Both are read back (PR_GET_DUMPABLE, getrlimit) so the report states what is
 // in force, not what was asked for.
 
-import { LayerMissingError } from '../shared/errors.js';
+import { LayerMissingError, messageOf } from '../shared/errors.js';
 import { RLIMIT_CORE, formatRlimitValue, getDumpable, getrlimit, setDumpable, setrlimit } from '../shared/libc.js';
 
 export type HardeningLayer = 'not_dumpable' | 'no_core';
@@ -36,9 +36,6 @@ export class HardeningError extends LayerMissingError<HardeningLayer> {
   }
 }
 
-function message(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
 
 /** Make this process non-dumpable with a zero core limit; call before reading the key. */
 export function hardenSupervisor(options: HardeningOptions = {}): HardeningReport {
@@ -60,7 +57,7 @@ export function hardenSupervisor(options: HardeningOptions = {}): HardeningRepor
     if (dumpable !== 0) fail('not_dumpable', `PR_GET_DUMPABLE still reads ${dumpable}`);
   } catch (err) {
     if (err instanceof HardeningError) throw err;
-    fail('not_dumpable', message(err));
+    fail('not_dumpable', messageOf(err));
   }
 
   let coreLimitSoft = 'unknown';
@@ -73,7 +70,7 @@ export function hardenSupervisor(options: HardeningOptions = {}): HardeningRepor
     if (limit.soft !== 0n || limit.hard !== 0n) fail('no_core', `RLIMIT_CORE reads ${coreLimitSoft}/${coreLimitHard}`);
   } catch (err) {
     if (err instanceof HardeningError) throw err;
-    fail('no_core', message(err));
+    fail('no_core', messageOf(err));
   }
 
   return { dumpable, coreLimitSoft, coreLimitHard, missing };

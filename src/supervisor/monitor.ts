@@ -6,7 +6,7 @@
 // treated as compromised and `onViolation` ends it.
 
 import { MAX_OPEN_STREAMS } from '../shared/constants.js';
-import { ProtocolError } from '../shared/errors.js';
+import { messageOf, ProtocolError } from '../shared/errors.js';
 import { IpcDispatcher, type MessageHandlers } from '../shared/ipcDispatch.js';
 import { Msg, decodeHead, decodeWindowIncrement, encodeHead, type FrameWriter } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -117,7 +117,7 @@ export class Monitor {
     this.broken = true;
     this.channel.fail();
     this.abandonAll('proxy worker replaced');
-    const reason = err instanceof ProtocolError ? err.message : `handler failed: ${err instanceof Error ? err.message : String(err)}`;
+    const reason = err instanceof ProtocolError ? err.message : `handler failed: ${messageOf(err)}`;
     this.log.error({ reason }, 'IPC protocol violation by the worker');
     this.events.onViolation(reason);
   }

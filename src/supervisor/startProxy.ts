@@ -6,7 +6,7 @@
 import { chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { PROGRAM_NAME } from '../shared/constants.js';
-import { ProxyError, errnoCode } from '../shared/errors.js';
+import { errnoCode, messageOf, ProxyError } from '../shared/errors.js';
 import { workerConfigFor } from '../shared/workerConfig.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { readAuthHeader, type AuthHeader } from './authHeader.js';
@@ -200,7 +200,7 @@ function fail(err: unknown): never {
     writeStderr(err.exitCode === 2 ? `error: ${err.message}\n` : `Error: ${err.message}\n`);
     process.exit(err.exitCode);
   }
-  writeStderr(`Error: internal error: ${err instanceof Error ? err.message : String(err)}\n`);
+  writeStderr(`Error: internal error: ${messageOf(err)}\n`);
   process.exit(1);
 }
 

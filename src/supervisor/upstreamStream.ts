@@ -8,7 +8,7 @@
 // (RESPONSE_END, WS_CLOSE, RESET) or a whole answer has been sent. The stream
 // is forgotten only when both are closed, so late frames stay accounted.
 
-import { CredentialUnavailableError, ProtocolError, errnoCode } from '../shared/errors.js';
+import { CredentialUnavailableError, errnoCode, messageOf, ProtocolError } from '../shared/errors.js';
 import { CreditSender, type PausableSource } from '../shared/flowControl.js';
 import { Msg, encodeHead, encodeKeyScan, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
@@ -39,7 +39,7 @@ const JSON_FIELDS = ['content-type', 'application/json'];
  */
 function upstreamFailure(err: unknown): ProxyErrorResponse & { code: string } {
   const code = errnoCode(err) ?? 'UNKNOWN';
-  const cause = err instanceof Error ? err.message : String(err);
+  const cause = messageOf(err);
   if (code === CredentialUnavailableError.CODE) {
     return { code, ...openAiError(503, cause, 'server_error', 'workload_identity_unavailable') };
   }

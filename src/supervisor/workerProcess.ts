@@ -13,6 +13,7 @@ import { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
 import { seccompSetModeFilter, setNoNewPrivs } from '../shared/libc.js';
 import { buildIoUringDenial } from '../shared/seccompFilter.js';
 import { permissionModelFlags, type PermissionModelFlags } from './workerIdentity.js';
+import { messageOf } from '../shared/errors.js';
 
 export const DEFAULT_WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));
 /** The package's own directory (dist/ and, installed standalone, node_modules/). */
@@ -68,7 +69,7 @@ export function denyIoUringToWorker(): string | null {
     seccompSetModeFilter(buildIoUringDenial(process.arch), 0);
     return null;
   } catch (err) {
-    return err instanceof Error ? err.message : String(err);
+    return messageOf(err);
   }
 }
 

@@ -5,7 +5,7 @@
 import { Socket } from 'node:net';
 import type { WebSocketServer } from 'ws';
 import { WORKER_IPC_FD } from '../shared/constants.js';
-import { ProtocolError } from '../shared/errors.js';
+import { messageOf, ProtocolError } from '../shared/errors.js';
 import { IpcDispatcher } from '../shared/ipcDispatch.js';
 import { FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement } from '../shared/ipcProtocol.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
@@ -95,7 +95,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   try {
     beginWorkerSandbox(sandbox);
   } catch (err) {
-    return startupFailed(err instanceof Error ? err.message : String(err));
+    return startupFailed(messageOf(err));
   }
   // ws only with --websocket: loading it costs several MiB of RSS. Imported
   // here, under Landlock (its directory is among the read paths).
@@ -104,7 +104,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
     try {
       webSocketServer = (await import('ws')).WebSocketServer;
     } catch (err) {
-      return startupFailed(`cannot load ws for --websocket: ${err instanceof Error ? err.message : String(err)}`);
+      return startupFailed(`cannot load ws for --websocket: ${messageOf(err)}`);
     }
   }
   let dumps: DumpWriter | null = null;
@@ -129,7 +129,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
     for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
   } catch (err) {
     server.close();
-    return startupFailed(err instanceof Error ? err.message : String(err));
+    return startupFailed(messageOf(err));
   }
   frontend = server;
 }

@@ -19,7 +19,7 @@
 // A kernel without Landlock is recorded, not an error.
 
 import { readdirSync, readlinkSync } from 'node:fs';
-import { LayerMissingError } from '../shared/errors.js';
+import { LayerMissingError, messageOf } from '../shared/errors.js';
 import {
   LibcError,
   SECCOMP_FILTER_FLAG_TSYNC,
@@ -103,7 +103,7 @@ function explain(err: unknown): string {
   if (err !== null && typeof err === 'object' && 'code' in err && typeof err.code === 'string' && 'message' in err) {
     return `${err.code}: ${String(err.message)}`;
   }
-  return err instanceof Error ? err.message : String(err);
+  return messageOf(err);
 }
 
 /** The descriptors of io_uring instances this process holds (libuv opens one per loop where it can). */

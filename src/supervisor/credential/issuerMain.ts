@@ -8,7 +8,7 @@
 import { writeSync } from 'node:fs';
 import sodium from 'sodium-native';
 import { AUTH_SCHEME_PREFIX } from '../../shared/constants.js';
-import { WorkloadIdentityError, errnoCode } from '../../shared/errors.js';
+import { errnoCode, messageOf, WorkloadIdentityError } from '../../shared/errors.js';
 import { readStdin } from '../authHeader.js';
 import { hardenSupervisor } from '../hardening.js';
 import { SecureBytes } from '../secureBytes.js';
@@ -70,7 +70,7 @@ async function main(): Promise<void> {
     const token = await client.issue();
     line = `ok ${token.requestedAt} ${token.expiresAt} ${seal(token, key)}`;
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
+    const message = messageOf(err);
     const known = err instanceof WorkloadIdentityError;
     line = `error ${known ? message : `could not start workload identity HTTP runtime: ${message}`}`;
   }

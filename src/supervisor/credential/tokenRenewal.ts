@@ -6,6 +6,7 @@
 
 import type { Logger } from '../../shared/logger.js';
 import type { IssuedToken } from './workloadIdentity.js';
+import { messageOf } from '../../shared/errors.js';
 
 /** Renew once this fraction of a token's lifetime has passed. */
 const RENEW_AT = 3 / 4;
@@ -91,7 +92,7 @@ export class TokenRenewal {
       if (this.stopped) return;
       this.failures++;
       const retryMs = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (this.failures - 1));
-      const reason = err instanceof Error ? err.message : String(err);
+      const reason = messageOf(err);
       this.log.warn({ reason, retryInS: seconds(retryMs) }, 'workload identity token renewal failed');
       return this.schedule(retryMs);
     }

@@ -6,7 +6,7 @@
 // fixed: no option or environment variable sends a credential anywhere else.
 
 import { AUTH_SCHEME_PREFIX } from '../../shared/constants.js';
-import { WorkloadIdentityError } from '../../shared/errors.js';
+import { messageOf, WorkloadIdentityError } from '../../shared/errors.js';
 import { maskKey } from '../keyScrubber.js';
 import type { SecureBytes } from '../secureBytes.js';
 import { BEARER_TOKEN_BYTES, onlyBytesOf } from './credential.js';
@@ -119,7 +119,7 @@ export class WorkloadIdentityClient {
     try {
       return await secureRequest(request);
     } catch (err) {
-      throw new WorkloadIdentityError(`${endpoint.failed}: ${err instanceof Error ? err.message : String(err)}`);
+      throw new WorkloadIdentityError(`${endpoint.failed}: ${messageOf(err)}`);
     }
   }
 }
