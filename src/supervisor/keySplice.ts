@@ -14,7 +14,11 @@
 // single buffer straight from where it lies, but first copies several (a corked
 // head and body) into one ordinary heap buffer, which would keep the key after
 // it is freed. So the head is written uncorked there; on plain TCP, head and
-// body still leave in one writev (the kernel is the only copy).
+// body still leave in one writev (the kernel is the only copy). Nor may it be
+// written while OpenSSL is on the stack: 'secureConnect' is emitted from inside
+// the OpenSSL call that finished the handshake, and newer Node releases copy a
+// write made there into an ordinary heap buffer to write it after that call.
+// So undici gets a TLS socket only once the call has returned.
 
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -23,6 +27,7 @@ import sodium from 'sodium-native';
 import type { buildConnector as BuildConnector } from 'undici';
 // Not undici's index, for the reason given in upstream.ts.
 import buildConnector from 'undici/lib/core/connect.js';
+import { ProxyError } from '../shared/errors.js';
 import type { AuthHeader } from './authHeader.js';
 
 /** Pooled secure buffers hold a head of up to this size (Codex's are under 3 KiB); a larger one gets its own. */
@@ -51,7 +56,11 @@ export class KeySplicer {
     return (opts, callback) =>
       connect(opts, (err, socket) => {
         if (err !== null) return callback(err, null);
-        callback(null, this.wrap(socket as Socket));
+        if ((socket as TLSSocket).encrypted !== true) return callback(null, this.wrap(socket as Socket));
+        setImmediate(() => {
+          if (!socket.destroyed) return callback(null, this.wrap(socket as Socket));
+          callback(socket.errored ?? new ProxyError('ECONNRESET', 'the upstream closed the TLS connection at once'), null);
+        });
       });
   }
 
