@@ -14,9 +14,13 @@
 // single buffer straight from where it lies, but first copies several (a corked
 // head and body) into one ordinary heap buffer, which would keep the key after
 // it is freed. So the head is written uncorked there; on plain TCP, head and
-// body still leave in one writev (the kernel is the only copy). Node also
-// copies what is written before the TLS handshake is done (ws writes its
-// handshake request at once): that head is spliced and written once it is.
+// body still leave in one writev (the kernel is the only copy). Nor may it be
+// written while OpenSSL is on the stack: 'secureConnect' is emitted from inside
+// the OpenSSL call that finished the handshake, and newer Node releases copy a
+// write made there into an ordinary heap buffer to write it after that call.
+// So undici gets a TLS socket only once the call has returned, and a head
+// written before the handshake is done (ws writes its handshake request at
+// once) is spliced and written one turn after 'secureConnect'.
 
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -54,7 +58,13 @@ export class KeySplicer {
     return (opts, callback) =>
       connect(opts, (err, socket) => {
         if (err !== null) return callback(err, null);
-        callback(null, this.wrap(socket as Socket, true)); // undici connects TLS sockets fully first
+        // undici connects TLS sockets fully first.
+        if ((socket as TLSSocket).encrypted !== true) return callback(null, this.wrap(socket as Socket, true));
+        setImmediate(() => {
+          if (!socket.destroyed) return callback(null, this.wrap(socket as Socket, true));
+          const closed = Object.assign(new Error('the upstream closed the TLS connection at once'), { code: 'ECONNRESET' });
+          callback(socket.errored ?? closed, null);
+        });
       });
   }
 
@@ -74,7 +84,7 @@ export class KeySplicer {
           const done = typeof encoding === 'function' ? (encoding as WriteCallback) : (cb as WriteCallback | undefined);
           // ws writes its handshake at once; before the TLS handshake is done Node would keep a heap copy of it.
           if (secure) return this.spliceWrite(socket, write, chunk, at, done);
-          socket.once('secureConnect', () => this.spliceWrite(socket, write, chunk, at, done));
+          socket.once('secureConnect', () => setImmediate(() => this.spliceWrite(socket, write, chunk, at, done)));
           return true;
         }
       }
