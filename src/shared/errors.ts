@@ -77,7 +77,7 @@ export class ProtocolError extends ProxyError {
 
 /** What went wrong, from anything thrown: its message, or the thing itself as text. */
 export function messageOf(err: unknown): string {
-  return messageOf(err);
+  return err instanceof Error ? err.message : String(err);
 }
 
 export function errnoCode(err: unknown): string | undefined {

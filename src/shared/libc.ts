@@ -75,10 +75,6 @@ interface Bindings {
   getpwuid_r: CFunction;
   getgrnam_r: CFunction;
   getgrgid_r: CFunction;
-  getuid: CFunction;
-  geteuid: CFunction;
-  getgid: CFunction;
-  getegid: CFunction;
   socket: CFunction;
   setsockopt: CFunction;
   bind: CFunction;
@@ -139,10 +135,6 @@ function bind(): Bindings {
     ),
     // Real and effective ids, straight from the kernel (reports and the
     // "only root may switch users" rule).
-    getuid: libc.func('uint32_t getuid(void)'),
-    geteuid: libc.func('uint32_t geteuid(void)'),
-    getgid: libc.func('uint32_t getgid(void)'),
-    getegid: libc.func('uint32_t getegid(void)'),
     // A TCP socket bound and listening without libuv ever polling it: Node
     // cannot bind without accepting, and the supervisor must never accept.
     socket: libc.func('int socket(int domain, int type, int protocol)'),
@@ -343,22 +335,6 @@ export function getgrgid(gid: number): GroupEntry | null {
 }
 
 // ---------------------------------------------------------------- ids
-
-export function getuid(): number {
-  return bind().getuid() as number;
-}
-
-export function geteuid(): number {
-  return bind().geteuid() as number;
-}
-
-export function getgid(): number {
-  return bind().getgid() as number;
-}
-
-export function getegid(): number {
-  return bind().getegid() as number;
-}
 
 // ---------------------------------------------------------------- sockets
 

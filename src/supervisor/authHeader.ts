@@ -11,7 +11,7 @@ import { readSync } from 'node:fs';
 import sodium from 'sodium-native';
 import { AUTH_BUFFER_SIZE, AUTH_SCHEME_PREFIX } from '../shared/constants.js';
 import { KeyIntakeError, errnoCode } from '../shared/errors.js';
-import { API_KEY_BYTES, type Credential } from './credential/credential.js';
+import { API_KEY_BYTES, onlyBytesOf, type Credential } from './credential/credential.js';
 import { SecureBytes } from './secureBytes.js';
 
 const MISSING = 'API key must be provided via stdin (e.g. printenv OPENAI_API_KEY | codex responses-api-proxy)';
@@ -89,24 +89,57 @@ export function readFirstLine(read: ReadFn, buffer: Buffer, offset: number, capa
   return { newline: -1, received, eof: false };
 }
 
-export function readAuthHeader(read: ReadFn = readStdin): AuthHeader {
-  const buffer = sodium.sodium_malloc(AUTH_BUFFER_SIZE);
+/** What the first line of stdin must be, and the errors for one that is not. */
+export interface BearerLineRules {
+  /** Bytes the line may take after "Bearer " (its line ending included). */
+  readonly capacity: number;
+  /** Trim one "\r" before the end also when no "\n" came (EOF). */
+  readonly crAtEof: boolean;
+  readonly tooLarge: () => Error;
+  /** For a read that fails; undefined: the read's own error. */
+  readonly unreadable?: () => Error;
+  /** Throws when the value (the line without its ending) is not acceptable. */
+  check(value: Buffer): void;
+}
+
+/**
+ * stdin's first line read straight into secure memory as "Bearer <value>",
+ * one trailing "\n" and then "\r" trimmed and what followed zeroed; returns the
+ * buffer and where the value ends. On any error the buffer is zeroed and freed.
+ */
+export function readBearerLine(read: ReadFn, rules: BearerLineRules): { buffer: Buffer; end: number } {
+  const buffer = sodium.sodium_malloc(AUTH_SCHEME_PREFIX.length + rules.capacity);
   const prefixLength = buffer.write(AUTH_SCHEME_PREFIX, 0, 'latin1');
   try {
-    const line = readFirstLine(read, buffer, prefixLength, AUTH_BUFFER_SIZE - prefixLength);
-    if (line.newline === -1 && !line.eof) throw new KeyIntakeError(TOO_LARGE);
-    let end = line.newline === -1 ? prefixLength + line.received : line.newline;
-    if (line.newline !== -1 && end > prefixLength && buffer[end - 1] === CR) end -= 1;
-    if (end === prefixLength) throw new KeyIntakeError(MISSING);
-    for (let i = prefixLength; i < end; i++) {
-      if (API_KEY_BYTES[buffer[i] as number] !== 1) throw new KeyIntakeError(BAD_CHARS);
+    let line: FirstLine;
+    try {
+      line = readFirstLine(read, buffer, prefixLength, rules.capacity);
+    } catch (err) {
+      throw rules.unreadable?.() ?? err;
     }
-    // Whatever followed the key (line ending, further input) is scratch: zero it.
+    if (line.newline === -1 && !line.eof) throw rules.tooLarge();
+    let end = line.newline === -1 ? prefixLength + line.received : line.newline;
+    if ((line.newline !== -1 || rules.crAtEof) && end > prefixLength && buffer[end - 1] === CR) end -= 1;
+    rules.check(buffer.subarray(prefixLength, end));
+    // Whatever followed the value (line ending, further input) is scratch: zero it.
     sodium.sodium_memzero(buffer.subarray(end));
-    return new AuthHeader(buffer, end);
+    return { buffer, end };
   } catch (err) {
     sodium.sodium_memzero(buffer);
     sodium.sodium_free(buffer);
     throw err;
   }
+}
+
+export function readAuthHeader(read: ReadFn = readStdin): AuthHeader {
+  const { buffer, end } = readBearerLine(read, {
+    capacity: AUTH_BUFFER_SIZE - AUTH_SCHEME_PREFIX.length,
+    crAtEof: false,
+    tooLarge: () => new KeyIntakeError(TOO_LARGE),
+    check(key) {
+      if (key.length === 0) throw new KeyIntakeError(MISSING);
+      if (!onlyBytesOf(API_KEY_BYTES, key)) throw new KeyIntakeError(BAD_CHARS);
+    },
+  });
+  return new AuthHeader(buffer, end);
 }
