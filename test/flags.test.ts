@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { UsageError, WorkloadIdentityError } from '../src/shared/errors.js';
 import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../src/shared/flags.js';
-import { parseCommandLine, USAGE, type ProxyOptions } from '../src/supervisor/cli.js';
+import { parseCommandLine, USAGE, type ProxyOptions } from '../src/supervisor/startup/cli.js';
 
 function options(args: readonly string[]): ProxyOptions {
   const command = parseCommandLine(args);

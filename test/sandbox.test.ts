@@ -23,8 +23,8 @@ import {
   resolveUser,
   resolveWorkerIdentity,
   unreadableMessage,
-} from '../src/supervisor/workerIdentity.js';
-import type { IdLease } from '../src/supervisor/workerIdLease.js';
+} from '../src/supervisor/startup/workerIdentity.js';
+import type { IdLease } from '../src/supervisor/startup/workerIdLease.js';
 import { landlockSupport } from '../src/shared/landlock.js';
 import { allowedSyscalls } from '../src/shared/seccompFilter.js';
 import { WORKER_SANDBOX_READ_PATHS, type SandboxLayers } from '../src/worker/sandbox.js';

@@ -1,4 +1,4 @@
-// The worker's uid lease (src/supervisor/workerIdLease.ts) in real processes:
+// The worker's uid lease (src/supervisor/startup/workerIdLease.ts) in real processes:
 // holders are throwaway node processes that lease from a lock directory of the
 // test's own and then wait, so the test can start two at once, kill one with
 // SIGKILL, and run a process under a number to see it skipped. Root only: the
@@ -10,11 +10,11 @@ import { chmodSync, chownSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { IdLeaseError, leaseWorkerId } from '../src/supervisor/workerIdLease.js';
+import { IdLeaseError, leaseWorkerId } from '../src/supervisor/startup/workerIdLease.js';
 import { waitFor } from './helpers/proxyProcess.js';
 
 const IS_ROOT = process.getuid?.() === 0;
-const LEASE_MODULE = new URL('../src/supervisor/workerIdLease.js', import.meta.url).href;
+const LEASE_MODULE = new URL('../src/supervisor/startup/workerIdLease.js', import.meta.url).href;
 
 function named(id: number): boolean {
   return ['passwd', 'group'].some((db) => spawnSync('getent', [db, String(id)], { timeout: 5_000 }).status === 0);

@@ -39,7 +39,7 @@ import { PROXY_MAIN, ProxyProcess, TEST_KEY, childPids, isAlive, killQuietly, wa
 import { AUDIT_ARCH, RET_ALLOW, RET_ENOSYS, RET_EPERM, runFilter } from './helpers/bpf.js';
 import { intrudeAs, readSeccompFilters } from './helpers/ptrace.js';
 import { allowedSyscalls, buildIoUringDenial, buildSeccompFilter } from '../src/shared/seccompFilter.js';
-import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST } from '../src/supervisor/workerIdLease.js';
+import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST } from '../src/supervisor/startup/workerIdLease.js';
 import { landlockSupport } from '../src/shared/landlock.js';
 
 const IS_ROOT = process.getuid?.() === 0;

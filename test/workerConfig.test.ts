@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { ProtocolError } from '../src/shared/errors.js';
 import { WORKER_FLAG_ENTRIES } from '../src/shared/flags.js';
 import { MESSAGE_SPECS, Msg } from '../src/shared/ipcProtocol.js';
-import { parseCommandLine, type ProxyOptions } from '../src/supervisor/cli.js';
+import { parseCommandLine, type ProxyOptions } from '../src/supervisor/startup/cli.js';
 import { decodeWorkerConfig, encodeWorkerConfig, workerConfigFor } from '../src/shared/workerConfig.js';
 import { WIDEST_CONFIG_BYTES, type WorkerConfig } from '../src/shared/workerConfig.js';
 

@@ -10,7 +10,7 @@ import type { Logger } from '../shared/logger.js';
 import { invalidClientToken, type Refusal } from '../shared/refusals.js';
 import { Budget } from './budget.js';
 import { ClientToken, resolveTokenOwner } from './clientToken.js';
-import { policyInForce, type PolicyOptions } from './policyOptions.js';
+import { policyInForce, type PolicyOptions } from './startup/policyOptions.js';
 import { UsageFile, UsageRecord } from './usageRecord.js';
 import { ResponseUsageScanner, finalEventUsage, type ResponseUsage } from './usageScan.js';
 

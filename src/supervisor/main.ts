@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Entry point of both bins (responses-api-proxy, codex-responses-api-proxy).
 
-import './heapSettings.js'; // first: before anything else allocates
-import { runCommandLine } from './startProxy.js';
+import './startup/heapSettings.js'; // first: before anything else allocates
+import { runCommandLine } from './startup/startProxy.js';
 
 runCommandLine(process.argv.slice(2));

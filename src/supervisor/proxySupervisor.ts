@@ -13,10 +13,10 @@ import { FrameWriter, Msg } from '../shared/ipcProtocol.js';
 import { writeStderr, type Logger } from '../shared/logger.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import type { Credential } from './credential/credential.js';
-import { closeDescriptor, type ListenSocket } from './listenSocket.js';
+import { closeDescriptor, type ListenSocket } from './startup/listenSocket.js';
 import type { ClientPolicy } from './clientPolicy.js';
 import { Monitor } from './monitor.js';
-import type { ServerInfoFile } from './serverInfo.js';
+import type { ServerInfoFile } from './startup/serverInfo.js';
 import { Upstream } from './upstream.js';
 import { spawnWorker, type WorkerLaunch } from './workerProcess.js';
 

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
 import { seccompSetModeFilter, setNoNewPrivs } from '../shared/libc.js';
 import { buildIoUringDenial } from '../shared/seccompFilter.js';
-import { permissionModelFlags, type PermissionModelFlags } from './workerIdentity.js';
+import { permissionModelFlags, type PermissionModelFlags } from './startup/workerIdentity.js';
 import { messageOf } from '../shared/errors.js';
 
 export const DEFAULT_WORKER_ENTRY = fileURLToPath(new URL('../worker/main.js', import.meta.url));

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameWriter, Msg, type MsgType } from '../../src/shared/ipcProtocol.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../../src/shared/workerConfig.js';
 import { closeFd } from '../../src/shared/libc.js';
-import { bindLoopback } from '../../src/supervisor/listenSocket.js';
+import { bindLoopback } from '../../src/supervisor/startup/listenSocket.js';
 import { DEFAULT_WORKER_ENTRY, workerReadPaths } from '../../src/supervisor/workerProcess.js';
 import { TEST_KEY, killQuietly, waitFor, type ExitStatus } from './proxyProcess.js';
 

@@ -10,7 +10,7 @@ import sodium from 'sodium-native';
 import { AUTH_SCHEME_PREFIX } from '../../shared/constants.js';
 import { errnoCode, messageOf, WorkloadIdentityError } from '../../shared/errors.js';
 import { readStdin } from '../authHeader.js';
-import { hardenSupervisor } from '../hardening.js';
+import { hardenSupervisor } from '../startup/hardening.js';
 import { SecureBytes } from '../secureBytes.js';
 import { readRequestToken } from './requestToken.js';
 import { WorkloadIdentityClient, type IssuedToken, type WorkloadIdentitySettings } from './workloadIdentity.js';

@@ -10,7 +10,7 @@
 
 import { mkdirSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { ProxyError, errnoCode } from '../shared/errors.js';
+import { ProxyError, errnoCode } from '../../shared/errors.js';
 
 type Lockfile = typeof import('proper-lockfile');
 

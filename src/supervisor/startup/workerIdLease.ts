@@ -16,8 +16,8 @@
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, type Stats } from 'node:fs';
 import { constants as fsConstants } from 'node:fs';
 import { join } from 'node:path';
-import { ProxyError, errnoCode } from '../shared/errors.js';
-import { getgrgid, getpwuid, tryLockExclusive } from '../shared/libc.js';
+import { ProxyError, errnoCode } from '../../shared/errors.js';
+import { getgrgid, getpwuid, tryLockExclusive } from '../../shared/libc.js';
 
 export const DYNAMIC_ID_FIRST = 61184;
 export const DYNAMIC_ID_LAST = 65519;

@@ -3,12 +3,12 @@
 // with one line saying what is wrong.
 
 import mri from 'mri';
-import { PROGRAM_NAME } from '../shared/constants.js';
-import { UsageError } from '../shared/errors.js';
-import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../shared/flags.js';
-import type { FlagValues, Option, Section, Switch } from '../shared/flags.js';
-import type { WorkloadIdentitySettings } from './credential/workloadIdentity.js';
-import { workloadIdentitySettings } from './credential/workloadIdentityOptions.js';
+import { PROGRAM_NAME } from '../../shared/constants.js';
+import { UsageError } from '../../shared/errors.js';
+import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../../shared/flags.js';
+import type { FlagValues, Option, Section, Switch } from '../../shared/flags.js';
+import type { WorkloadIdentitySettings } from '../credential/workloadIdentity.js';
+import { workloadIdentitySettings } from '../credential/workloadIdentityOptions.js';
 
 export type ProxyOptions = Omit<FlagValues, 'workloadIdentity'> & {
   /** --github-oidc and its settings, or null (an API key on stdin). */

@@ -4,8 +4,8 @@
 // reads them. Each is off by default; without any of them the proxy behaves
 // as the original.
 
-import type { FlagValues } from '../shared/flags.js';
-import type { BudgetLimits } from './budget.js';
+import type { FlagValues } from '../../shared/flags.js';
+import type { BudgetLimits } from '../budget.js';
 
 export interface PolicyOptions {
   readonly clientTokenFile: string | null;

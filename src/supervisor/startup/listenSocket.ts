@@ -7,8 +7,8 @@
 // worker as fd 3; connections wait in the kernel backlog while none runs.
 // Binding here, before any worker exists, also lets root use ports below 1024.
 
-import { ProxyError } from '../shared/errors.js';
-import { LibcError, closeFd, listenTcp4 } from '../shared/libc.js';
+import { ProxyError } from '../../shared/errors.js';
+import { LibcError, closeFd, listenTcp4 } from '../../shared/libc.js';
 
 const BACKLOG = 511;
 

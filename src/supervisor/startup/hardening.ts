@@ -9,8 +9,8 @@
 // Both are read back (PR_GET_DUMPABLE, getrlimit) so the report states what is
 // in force, not what was asked for.
 
-import { LayerMissingError, messageOf } from '../shared/errors.js';
-import { RLIMIT_CORE, formatRlimitValue, getDumpable, getrlimit, setDumpable, setrlimit } from '../shared/libc.js';
+import { LayerMissingError, messageOf } from '../../shared/errors.js';
+import { RLIMIT_CORE, formatRlimitValue, getDumpable, getrlimit, setDumpable, setrlimit } from '../../shared/libc.js';
 
 export type HardeningLayer = 'not_dumpable' | 'no_core';
 

@@ -16,8 +16,8 @@
 
 import { realpathSync, statSync, type Stats } from 'node:fs';
 import { isAbsolute, resolve, sep } from 'node:path';
-import { ProxyError } from '../shared/errors.js';
-import { getgrgid, getgrnam, getpwnam, getpwuid } from '../shared/libc.js';
+import { ProxyError } from '../../shared/errors.js';
+import { getgrgid, getgrnam, getpwnam, getpwuid } from '../../shared/libc.js';
 import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST, leaseWorkerId, type IdLease } from './workerIdLease.js';
 
 /** uid/gid of nobody/nogroup (shared by many daemons: never the default). */

@@ -7,8 +7,8 @@
 // table by --check-sandbox.
 
 import { statSync } from 'node:fs';
-import { readProcStatus } from '../shared/procStatus.js';
-import { allowedSyscalls } from '../shared/seccompFilter.js';
+import { readProcStatus } from '../../shared/procStatus.js';
+import { allowedSyscalls } from '../../shared/seccompFilter.js';
 import type { HardeningReport } from './hardening.js';
 import { processIds } from './workerIdLease.js';
 

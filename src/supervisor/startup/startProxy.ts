@@ -5,23 +5,23 @@
 
 import { chownSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { PROGRAM_NAME } from '../shared/constants.js';
-import { errnoCode, messageOf, ProxyError } from '../shared/errors.js';
-import { workerConfigFor } from '../shared/workerConfig.js';
-import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
-import { readAuthHeader, type AuthHeader } from './authHeader.js';
+import { PROGRAM_NAME } from '../../shared/constants.js';
+import { errnoCode, messageOf, ProxyError } from '../../shared/errors.js';
+import { workerConfigFor } from '../../shared/workerConfig.js';
+import { createLogger, writeStderr, type Logger } from '../../shared/logger.js';
+import { readAuthHeader, type AuthHeader } from '../authHeader.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from './cli.js';
-import type { Credential } from './credential/credential.js';
-import { MAX_CREDENTIAL_REQUEST_MS } from './credential/workloadIdentity.js';
-import { startWorkloadIdentity } from './credential/workloadCredential.js';
-import { ClientPolicy } from './clientPolicy.js';
+import type { Credential } from '../credential/credential.js';
+import { MAX_CREDENTIAL_REQUEST_MS } from '../credential/workloadIdentity.js';
+import { startWorkloadIdentity } from '../credential/workloadCredential.js';
+import { ClientPolicy } from '../clientPolicy.js';
 import { hardenSupervisor } from './hardening.js';
 import { policyOptionsOf } from './policyOptions.js';
 import { bindLoopback } from './listenSocket.js';
-import { ProxySupervisor } from './proxySupervisor.js';
+import { ProxySupervisor } from '../proxySupervisor.js';
 import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
-import { loadWebSocketClient } from './upstreamSocket.js';
+import { loadWebSocketClient } from '../upstreamSocket.js';
 import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
 import {
   DEFAULT_WORKER_ENTRY,
@@ -29,11 +29,11 @@ import {
   workerPermissionFlags,
   workerProgramPaths,
   workerReadPaths,
-} from './workerProcess.js';
-import { landlockSupport } from '../shared/landlock.js';
+} from '../workerProcess.js';
+import { landlockSupport } from '../../shared/landlock.js';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
   return pkg.version;
 }
 
