@@ -86,6 +86,7 @@ interface Bindings {
   getsockname: CFunction;
   close: CFunction;
   flock: CFunction;
+  openat: CFunction;
 }
 
 let bindings: Bindings | null = null;
@@ -153,6 +154,8 @@ function bind(): Bindings {
     close: libc.func('int close(int fd)'),
     // The worker uid lease: held until the process ends, however it ends.
     flock: libc.func('int flock(int fd, int operation)'),
+    // Dump files, created relative to the directory the supervisor holds open (Node has no openat).
+    openat: libc.func('int openat(int dirfd, const char *path, int flags, ...)'),
   };
   return bindings;
 }
@@ -261,6 +264,27 @@ export function tryLockExclusive(fd: number): boolean {
   const errno = koffi.errno();
   if (errno === osConstants.errno.EWOULDBLOCK) return false;
   throw new LibcError('flock', errno);
+}
+
+// ---------------------------------------------------------------- openat
+
+// open(2) flags (same values on x86_64 and aarch64).
+const O_WRONLY = 0o1;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+const O_NOFOLLOW = 0o400000;
+const O_CLOEXEC = 0o2000000;
+
+/**
+ * A new regular file `name` in the directory open as `dirFd`, for writing:
+ * O_CREAT|O_EXCL|O_NOFOLLOW, so an existing name (a file, a symlink, anything)
+ * is never opened, followed or truncated (EEXIST). Returns the descriptor.
+ */
+export function createFileAt(dirFd: number, name: string, mode: number): number {
+  const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  const fd = bind().openat(dirFd, name, flags, 'uint32_t', mode) as number;
+  if (fd === -1) throw new LibcError('openat', koffi.errno(), name);
+  return fd;
 }
 
 // ---------------------------------------------------------------- rlimits

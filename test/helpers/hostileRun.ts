@@ -165,7 +165,6 @@ const WORKER_CONFIG: WorkerConfig = {
   maxBodyBytes: 1024 * 1024,
   dumpDir: null,
   dumpMaxBytes: 0,
-  dumpSequenceStart: 1,
   allowWeakerSandbox: true,
   allowCapabilities: process.getuid?.() === 0,
   webSocket: null,
