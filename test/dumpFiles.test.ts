@@ -3,12 +3,13 @@
 // never replaced or followed, and the worker held to its dump credit.
 
 import assert from 'node:assert/strict';
-import { lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, lstatSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ProtocolError } from '../src/shared/errors.js';
 import { DUMP_WINDOW_BYTES, FrameDecoder, FrameWriter, MAX_DATA_PAYLOAD, Msg, encodeDumpFile } from '../src/shared/ipcProtocol.js';
+import { LibcError, createFileAt } from '../src/shared/libc.js';
 import type { Logger } from '../src/shared/logger.js';
 import { DumpDirectory, DumpReceiver } from '../src/supervisor/dumpFiles.js';
 import { waitFor } from './helpers/proxyProcess.js';
@@ -79,7 +80,7 @@ describe('dump files written by the supervisor', () => {
       receiver.onData(1, Buffer.from('dump bytes'));
       receiver.onEnd(1);
     }
-    assert.ok(await waitFor(() => credit() === 20, 5_000), 'the skipped bytes are credited back');
+    assert.ok(await waitFor(() => credit() === 20 && log.lines.length === before + 2, 5_000), 'credit back, logged');
     assert.equal(readFileSync(target, 'utf8'), 'target', 'the symlink was not followed');
     assert.ok(lstatSync(join(dir, linked)).isSymbolicLink(), 'the symlink is still there');
     assert.equal(readFileSync(join(dir, planted), 'utf8'), 'planted', 'the file was not replaced or written');
@@ -89,6 +90,25 @@ describe('dump files written by the supervisor', () => {
       [['warn', linked], ['warn', planted]],
       'one log line per skipped dump',
     );
+  });
+
+  test('where the filesystem has no O_TMPFILE: created under its name, O_EXCL|O_NOFOLLOW', () => {
+    const target = join(dir, 'elsewhere-2.txt');
+    writeFileSync(target, 'target');
+    symlinkSync(target, join(dir, 'linked.json'));
+    writeFileSync(join(dir, 'planted.json'), 'planted');
+    const dirFd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      for (const name of ['linked.json', 'planted.json']) {
+        assert.throws(() => createFileAt(dirFd, name, 0o600), (err) => err instanceof LibcError && err.errnoName === 'EEXIST');
+      }
+      closeSync(createFileAt(dirFd, 'new.json', 0o600));
+    } finally {
+      closeSync(dirFd);
+    }
+    assert.equal(readFileSync(target, 'utf8'), 'target');
+    assert.equal(readFileSync(join(dir, 'planted.json'), 'utf8'), 'planted');
+    assert.equal(statSync(join(dir, 'new.json')).mode & 0o777, 0o600);
   });
 
   test('the worker is held to its dump credit', () => {

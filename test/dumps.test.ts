@@ -291,12 +291,15 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
 });
 
 /** One request through a proxy dumping to `dir`; resolves with the names of the dump files it left. */
-async function dumpedExchange(dir: string, extraArgs: string[] = []): Promise<string[]> {
+async function dumpedExchange(dir: string): Promise<string[]> {
   const upstream = await MockUpstream.start();
-  const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir, ...extraArgs] });
+  const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
   try {
     assert.equal((await send(proxy.port, { body: '{"input":"hi"}' })).status, 200);
     assert.ok(await waitFor(() => dumpFiles(dir).length === 2, 5_000), `two dump files; stderr:\n${proxy.stderr}`);
+    // The worker has no write access anywhere, dumps or not.
+    const landlock = /"worker_landlock":"([^"]*)"/.exec(proxy.stderr)?.[1] ?? '';
+    if (!landlock.includes('not available')) assert.match(landlock, /^ok: ABI \d+: reads its code, writes nothing/);
     return dumpFiles(dir);
   } finally {
     await proxy.stop();

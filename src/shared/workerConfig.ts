@@ -4,7 +4,7 @@
 // environment, and takes a CONFIG only if the flag table allows every field.
 
 import { ProtocolError } from './errors.js';
-import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, count, isOption, isSection } from './flags.js';
+import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, isOption, isSection } from './flags.js';
 import type { ConfigRule, WorkerFlagValues } from './flags.js';
 import { MESSAGE_SPECS, Msg } from './ipcProtocol.js';
 

@@ -3,10 +3,12 @@
 // and upstream byte; here they are opaque). The supervisor names each file
 // itself, NNNNNN-<unix ms>-request.json / -response.json as the original does,
 // from integers only: the sequence from the stream id, the time the worker
-// gives. Each file is created relative to the directory's descriptor with
-// O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600: an existing name (file, symlink,
-// anything) is never replaced or followed; that dump is skipped with one log
-// line. The worker has at most DUMP_WINDOW_BYTES in flight: credit returns as
+// gives. Each file is created relative to the directory's descriptor, mode
+// 0600, without a name (O_TMPFILE) and named once complete (linkat), so no
+// reader sees half a dump; where the filesystem has no O_TMPFILE it is created
+// under its name with O_CREAT|O_EXCL|O_NOFOLLOW. Either way an existing name
+// (file, symlink, anything) is never replaced or followed; that dump is skipped
+// with one log line. The worker has at most DUMP_WINDOW_BYTES in flight: credit returns as
 // bytes reach the disk, so a slow disk holds the worker back, never the
 // supervisor's memory.
 
@@ -15,10 +17,18 @@ import { promisify } from 'node:util';
 import { dirname, resolve } from 'node:path';
 import { ProxyError, ProtocolError, errnoCode } from '../shared/errors.js';
 import { DUMP_WINDOW_BYTES, Msg, decodeDumpFile, type FrameWriter } from '../shared/ipcProtocol.js';
-import { LibcError, createFileAt } from '../shared/libc.js';
+import { LibcError, createFileAt, createUnnamedFileAt, linkFileAt } from '../shared/libc.js';
 import type { Logger } from '../shared/logger.js';
 
 const FILE_MODE = 0o600;
+/** What openat(O_TMPFILE) says where the filesystem (or kernel) cannot make a file without a name. */
+const NO_UNNAMED_FILES = new Set(['EOPNOTSUPP', 'EISDIR', 'EINVAL']);
+
+/** A dump file being written; `unnamed` until it is complete (O_TMPFILE). */
+export interface NewFile {
+  readonly fd: number;
+  readonly unnamed: boolean;
+}
 
 /** The dump directory, open for the proxy's life. */
 export class DumpDirectory {
@@ -56,18 +66,36 @@ export class DumpDirectory {
     return new DumpDirectory(absolute, fd, log);
   }
 
-  /** A new file for writing, or null when it cannot be had (logged). */
-  create(name: string): number | null {
+  /** A new file for writing, to be called `name`, or null when it cannot be had (logged). */
+  create(name: string): NewFile | null {
     try {
-      return createFileAt(this.fd, name, FILE_MODE);
+      return { fd: createUnnamedFileAt(this.fd, FILE_MODE), unnamed: true };
     } catch (err) {
-      if (err instanceof LibcError && err.errnoName === 'EEXIST') {
-        this.log.warn({ file: name }, 'a dump file of that name exists; not replaced, this dump is skipped');
-      } else {
-        this.writeFailed(name, err);
-      }
-      return null;
+      if (!(err instanceof LibcError && NO_UNNAMED_FILES.has(err.errnoName))) return this.refused(name, err);
     }
+    try {
+      return { fd: createFileAt(this.fd, name, FILE_MODE), unnamed: false };
+    } catch (err) {
+      return this.refused(name, err);
+    }
+  }
+
+  /** Name a complete unnamed file (nothing when the name exists: logged). */
+  name(file: NewFile, name: string): void {
+    try {
+      linkFileAt(file.fd, this.fd, name);
+    } catch (err) {
+      this.refused(name, err);
+    }
+  }
+
+  private refused(name: string, err: unknown): null {
+    if (err instanceof LibcError && err.errnoName === 'EEXIST') {
+      this.log.warn({ file: name }, 'a dump file of that name exists; not replaced, this dump is skipped');
+    } else {
+      this.writeFailed(name, err);
+    }
+    return null;
   }
 
   /** Disk full, directory removed...: said once, proxying continues. */
@@ -84,7 +112,9 @@ interface OpenFile {
   readonly streamId: number;
   readonly name: string;
   /** Null when the file could not be created: its bytes are dropped, their credit returned. */
-  readonly fd: number | null;
+  readonly file: NewFile | null;
+  /** A write failed: the file is not named. */
+  failed: boolean;
 }
 
 /**
@@ -111,7 +141,7 @@ export class DumpReceiver {
     if (streamId > opened) throw new ProtocolError(`DUMP_FILE for stream ${streamId}, which was never opened`);
     const { kind, startedAtMs } = decodeDumpFile(payload);
     const name = `${String(this.sequenceBase + streamId).padStart(6, '0')}-${startedAtMs}-${kind}.json`;
-    this.open = { streamId, name, fd: this.directory.create(name) };
+    this.open = { streamId, name, file: this.directory.create(name), failed: false };
   }
 
   onData(streamId: number, payload: Buffer): void {
@@ -120,8 +150,8 @@ export class DumpReceiver {
       throw new ProtocolError(`dump data beyond its ${DUMP_WINDOW_BYTES}-byte window`);
     }
     this.inFlight += payload.length;
-    if (file.fd === null) return this.written(payload.length);
-    const fd = file.fd;
+    if (file.file === null) return this.written(payload.length);
+    const { fd } = file.file;
     this.queue = this.queue.then(async () => {
       if (!this.abandoned) await this.write(file, fd, payload);
       this.written(payload.length);
@@ -129,16 +159,21 @@ export class DumpReceiver {
   }
 
   onEnd(streamId: number): void {
-    const file = this.current(streamId, 'DUMP_END');
+    const open = this.current(streamId, 'DUMP_END');
     this.open = null;
-    if (file.fd !== null) this.closeLater(file.fd);
+    const { file } = open;
+    if (file === null) return;
+    this.queue = this.queue.then(async () => {
+      if (file.unnamed && !open.failed && !this.abandoned) this.directory.name(file, open.name);
+      await closeFd(file.fd).catch(() => {});
+    });
   }
 
-  /** The worker is gone: close what is open (a partial file stays as it is). */
+  /** The worker is gone: an unfinished file is dropped (one without a name), or left as it is. */
   abandon(): void {
     this.abandoned = true;
-    const fd = this.open?.fd ?? null;
-    if (fd !== null) this.closeLater(fd);
+    const fd = this.open?.file?.fd;
+    if (fd !== undefined) this.queue = this.queue.then(() => closeFd(fd).catch(() => {}));
     this.open = null;
   }
 
@@ -152,6 +187,7 @@ export class DumpReceiver {
     try {
       for (let at = 0; at < bytes.length; ) at += (await writeAt(fd, bytes, at, bytes.length - at, null)).bytesWritten;
     } catch (err) {
+      file.failed = true;
       this.directory.writeFailed(file.name, err);
     }
   }
@@ -161,9 +197,6 @@ export class DumpReceiver {
     if (!this.abandoned) this.writer.send(Msg.DUMP_WINDOW, 0, windowPayload(bytes));
   }
 
-  private closeLater(fd: number): void {
-    this.queue = this.queue.then(() => closeFd(fd).catch(() => {}));
-  }
 }
 
 const writeAt = promisify(write);
