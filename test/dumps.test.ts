@@ -345,15 +345,17 @@ describe('--dump-dir where only root may write (the supervisor writes the dumps)
     const upstream = await MockUpstream.start();
     const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
     try {
-      // The first exchange's files are 000001-<its start in ms>-*.json: plant both names for the next seconds.
+      // The first exchange's files are 000001-<its start in ms>-*.json: plant both names from now until
+      // 5 s after the request is sent (planting takes a while on a loaded machine; bounded by the deadline).
       const from = Date.now();
-      const windowMs = 6_000;
-      for (let ms = from; ms < from + windowMs; ms++) {
-        symlinkSync(target, join(dir, `000001-${ms}-request.json`));
-        writeFileSync(join(dir, `000001-${ms}-response.json`), 'planted');
+      let horizon = from;
+      while (horizon < Date.now() + 5_000 && horizon < from + 60_000) {
+        symlinkSync(target, join(dir, `000001-${horizon}-request.json`));
+        writeFileSync(join(dir, `000001-${horizon}-response.json`), 'planted');
+        horizon++;
       }
       assert.equal((await send(proxy.port, { body: '{"input":"first"}' })).status, 200);
-      assert.ok(Date.now() < from + windowMs, 'the exchange started while its names were planted');
+      assert.ok(Date.now() < horizon, 'the exchange started while its names were planted');
       assert.equal((await send(proxy.port, { body: '{"input":"second"}' })).status, 200);
       const seconds = (): string[] => dumpFiles(dir).filter((f) => f.startsWith('000002-'));
       assert.ok(await waitFor(() => seconds().length === 2, 5_000), 'the next exchange is dumped as usual');
@@ -361,7 +363,7 @@ describe('--dump-dir where only root may write (the supervisor writes the dumps)
       assert.equal(skipped.length, 2, `one line per skipped file:\n${proxy.stderr}`);
       assert.equal(readFileSync(target, 'utf8'), 'target', 'the symlink was not followed');
       const names = dumpFiles(dir).filter((f) => f.startsWith('000001-'));
-      assert.equal(names.length, 2 * windowMs, 'no other name was taken for the first exchange');
+      assert.equal(names.length, 2 * (horizon - from), 'no other name was taken for the first exchange');
       for (const f of names.filter((n) => n.endsWith('-response.json'))) {
         assert.equal(readFileSync(join(dir, f), 'utf8'), 'planted', `${f} untouched`);
       }
