@@ -2,7 +2,7 @@
 // modes, failures.
 
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,7 +36,9 @@ async function waitForDumps(dir: string, count: number): Promise<string[]> {
   return dumpFiles(dir);
 }
 
-/** A temporary root the worker (nobody, when tests run as root) can pass through. */
+const asRoot = process.getuid?.() === 0;
+
+/** A temporary root anyone can pass through. */
 function traversableTempDir(): string {
   const root = mkdtempSync(join(tmpdir(), 'rap-dumps-'));
   chmodSync(root, 0o755);
@@ -251,8 +253,7 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
     }
   });
 
-  test('an existing directory the worker cannot write stops startup with one line, exit 1', async () => {
-    // Read-only for everyone but root; the worker is never root (a uid of its own when tests run as root).
+  test('an existing directory the proxy cannot write stops startup with one line, exit 1', { skip: asRoot && 'root writes any directory' }, async () => {
     const root = traversableTempDir();
     const readOnly = join(root, 'ro');
     mkdirSync(readOnly, { mode: 0o555 });
@@ -261,22 +262,6 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
       assert.equal(result.code, 1);
       const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
       assert.deepEqual(lines, [`Error: cannot write to --dump-dir ${readOnly}: EACCES`]);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
-  });
-
-  test('a directory the worker cannot reach is refused before start, saying why', { skip: process.getuid?.() !== 0 && 'needs root: the worker only runs as another user when started as root' }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: the worker's uid cannot pass
-    try {
-      const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
-      assert.equal(result.code, 1);
-      const refusal = new RegExp(
-        '^Error: uid 6[1-5]\\d{3} cannot read .*/d \\(.*directory mode 0700.*\\): ' +
-          'choose a --dump-dir that user can reach, or pass --uid$',
-        'm',
-      );
-      assert.match(result.stderr, refusal);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -301,6 +286,93 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
       await proxy.stop();
       await upstream.close();
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+/** One request through a proxy dumping to `dir`; resolves with the names of the dump files it left. */
+async function dumpedExchange(dir: string): Promise<string[]> {
+  const upstream = await MockUpstream.start();
+  const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
+  try {
+    assert.equal((await send(proxy.port, { body: '{"input":"hi"}' })).status, 200);
+    assert.ok(await waitFor(() => dumpFiles(dir).length === 2, 5_000), `two dump files; stderr:\n${proxy.stderr}`);
+    // The worker has no write access anywhere, dumps or not.
+    const landlock = /"worker_landlock":"([^"]*)"/.exec(proxy.stderr)?.[1] ?? '';
+    if (!landlock.includes('not available')) assert.match(landlock, /^ok: ABI \d+: reads its code, writes nothing/);
+    return dumpFiles(dir);
+  } finally {
+    await proxy.stop();
+    await upstream.close();
+  }
+}
+
+describe('--dump-dir where only root may write (the supervisor writes the dumps)', { skip: !asRoot && 'needs root', timeout: 60_000 }, () => {
+  test('a new directory under a parent only root can enter: files 0600, owned by root', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root, like /root
+    try {
+      const dir = join(parent, 'dumps');
+      const files = await dumpedExchange(dir);
+      assert.equal(statSync(dir).mode & 0o777, 0o700);
+      assert.equal(statSync(dir).uid, 0, 'the directory is root\'s');
+      for (const f of files) {
+        const stat = statSync(join(dir, f));
+        assert.deepEqual([stat.mode & 0o777, stat.uid, stat.gid], [0o600, 0, process.getgid?.()], `${f}: 0600, root's`);
+      }
+      assert.deepEqual(readDump(dir, files[0]!).body, { input: 'hi' });
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  test('an existing root-owned 0755 directory', async () => {
+    const dir = traversableTempDir();
+    try {
+      const files = await dumpedExchange(dir);
+      assert.equal(files.length, 2);
+      assert.equal(statSync(dir).mode & 0o777, 0o755, 'an existing directory is left as it is');
+      for (const f of files) assert.equal(statSync(join(dir, f)).uid, 0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('names planted where the next dump goes are neither replaced nor followed; that dump is skipped, one line each', async () => {
+    const dir = traversableTempDir();
+    const outside = mkdtempSync(join(tmpdir(), 'rap-dumps-target-'));
+    const target = join(outside, 'target');
+    writeFileSync(target, 'target');
+    const upstream = await MockUpstream.start();
+    const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
+    try {
+      // The first exchange's files are 000001-<its start in ms>-*.json: plant both names from now until
+      // 5 s after the request is sent (planting takes a while on a loaded machine; bounded by the deadline).
+      const from = Date.now();
+      let horizon = from;
+      while (horizon < Date.now() + 5_000 && horizon < from + 60_000) {
+        symlinkSync(target, join(dir, `000001-${horizon}-request.json`));
+        writeFileSync(join(dir, `000001-${horizon}-response.json`), 'planted');
+        horizon++;
+      }
+      assert.equal((await send(proxy.port, { body: '{"input":"first"}' })).status, 200);
+      assert.ok(Date.now() < horizon, 'the exchange started while its names were planted');
+      assert.equal((await send(proxy.port, { body: '{"input":"second"}' })).status, 200);
+      const seconds = (): string[] => dumpFiles(dir).filter((f) => f.startsWith('000002-'));
+      assert.ok(await waitFor(() => seconds().length === 2, 5_000), 'the next exchange is dumped as usual');
+      const skipped = proxy.stderr.split('\n').filter((l) => l.includes('not replaced, this dump is skipped'));
+      assert.equal(skipped.length, 2, `one line per skipped file:\n${proxy.stderr}`);
+      assert.equal(readFileSync(target, 'utf8'), 'target', 'the symlink was not followed');
+      const names = dumpFiles(dir).filter((f) => f.startsWith('000001-'));
+      assert.equal(names.length, 2 * (horizon - from), 'no other name was taken for the first exchange');
+      for (const f of names.filter((n) => n.endsWith('-response.json'))) {
+        assert.equal(readFileSync(join(dir, f), 'utf8'), 'planted', `${f} untouched`);
+      }
+      assert.ok(!proxy.stderr.includes('cannot write dump files'), 'nothing else failed');
+    } finally {
+      await proxy.stop();
+      await upstream.close();
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(outside, { recursive: true, force: true });
     }
   });
 });

@@ -179,7 +179,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     },
   };
   if (options.webSocket === true) await loadWebSocketClient(); // as startProxy does with --websocket
-  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null, allowModel: false, policy: null }, silentLog, events);
+  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, dumps: null, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null, allowModel: false, policy: null }, silentLog, events);
   if (options.draining === true) monitor.drain();
   const { channel } = monitor as unknown as MonitorInternals;
   const realDispatch = channel.dispatch.bind(channel);

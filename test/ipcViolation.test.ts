@@ -3,7 +3,7 @@
 // why in one line, and never go on trusting it.
 
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -43,6 +43,7 @@ const AFTER_READY: Mode[] = [
   ['ws-message-without-flag', 'WS_TEXT_END without --websocket'],
   ['ws-message-on-http-stream', 'frame of the wrong kind for stream 1', ['--websocket']],
   ['ws-message-before-handshake', 'message before the handshake on stream 1', ['--websocket']],
+  ['dump-without-flag', 'DUMP_DATA without --dump-dir'],
 ];
 
 describe('a worker that sends a frame the supervisor does not accept', { concurrency: 4 }, () => {
@@ -132,17 +133,20 @@ describe('a worker that breaks the protocol after it has served', () => {
     if (workRoot) rmSync(workRoot, { recursive: true, force: true });
   });
 
-  const REPLACED: Array<[mode: string, reason: string]> = [
+  const REPLACED: Array<[mode: string, reason: string, dumps?: 'dumps']> = [
     ['reuse-stream', 'OPEN reuses stream id 1'],
     // "Cannot start" from a worker that has served ends that worker, not the proxy.
     ['startup-failed-after-ready', 'STARTUP_FAILED after READY'],
+    // With --dump-dir: the replacement's dumps number on after the hostile worker's stream.
+    ['dump-data-without-file', 'DUMP_DATA on stream 1 without DUMP_FILE', 'dumps'],
   ];
 
-  for (const [mode, reason] of REPLACED) {
+  for (const [mode, reason, dumps] of REPLACED) {
     const name = `${mode}: it is killed at once and a fresh (real) worker serves on the same port`;
     test(name, { timeout: 20_000 }, async () => {
       const workDir = mkdtempSync(join(workRoot, `replaced-${mode}-`));
-      const proxyArgs = ['--upstream-url', upstream.url()];
+      const dumpDir = join(workDir, 'dumps');
+      const proxyArgs = ['--upstream-url', upstream.url(), ...(dumps === undefined ? [] : ['--dump-dir', dumpDir])];
       const run = HostileRun.start({ workDir, mode, readyFirst: true, hostileInstances: 1, proxyArgs });
       const requestsBefore = upstream.requests.length; // the upstream is shared with the other modes
       try {
@@ -172,6 +176,11 @@ describe('a worker that breaks the protocol after it has served', () => {
         assert.equal(reply.status, 200);
         assert.equal(upstream.requests.length, requestsBefore + 1);
         assert.equal(upstream.requests[requestsBefore]?.headers.authorization, `Bearer ${TEST_KEY}`);
+        if (dumps !== undefined) {
+          const dumped = (): string[] => readdirSync(dumpDir).sort();
+          assert.ok(await waitFor(() => dumped().length === 2, 5_000), `the real worker's exchange is dumped: ${dumped()}`);
+          assert.match(dumped().join(' '), /^000002-\d+-request\.json 000002-\d+-response\.json$/);
+        }
         assert.equal(run.exitStatus, null, 'supervisor still running');
       } finally {
         await run.kill();

@@ -386,7 +386,7 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     const code = `
       const { beginWorkerSandbox } = await import(${JSON.stringify(sandboxUrl)});
       const read = ${JSON.stringify([DIST_SRC, KOFFI_DIR, ...WORKER_SANDBOX_READ_PATHS])};
-      beginWorkerSandbox({ allowCapabilities: true, files: { read, write: [] } });
+      beginWorkerSandbox({ allowCapabilities: true, files: { read } });
       console.log('begun');`;
     assert.equal(runNodeAs(undefined, undefined, code, [...model.flags, '--input-type=module']), 'begun');
   });

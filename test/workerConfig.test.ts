@@ -21,7 +21,7 @@ function flags(args: readonly string[]): ProxyOptions {
 const READ_PATHS = ['/opt/proxy', '/proc/self/status'];
 
 function configFor(args: readonly string[], dumpDir: string | null = null): WorkerConfig {
-  return workerConfigFor(flags(args), { dumpDir, dumpSequenceStart: 1, allowCapabilities: false, readPaths: READ_PATHS });
+  return workerConfigFor(flags(args), { dumpDir, allowCapabilities: false, readPaths: READ_PATHS });
 }
 
 const roundTrip = (config: unknown): WorkerConfig => decodeWorkerConfig(Buffer.from(JSON.stringify(config)));
@@ -44,7 +44,7 @@ describe('workerConfig: what the supervisor sends', () => {
   test('holds the flags the worker reads and what the supervisor adds, nothing else', () => {
     const config = configFor([]);
     const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
-    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'dumpSequenceStart', 'allowCapabilities', 'readPaths'].sort());
+    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'allowCapabilities', 'readPaths'].sort());
     for (const key of workerKeys) assert.deepEqual(config[key], flags([])[key], key);
     for (const supervisorOnly of ['port', 'serverInfo', 'upstreamUrl', 'upstreamTimeoutMs', 'uid', 'gid', 'checkSandbox']) {
       assert.ok(!(supervisorOnly in config), supervisorOnly);
@@ -103,7 +103,6 @@ describe('workerConfig: decodeWorkerConfig refuses', () => {
     ['dumpDir', 5],
     ['dumpDir', 'x'.repeat(4097)],
     ['dumpDir', 'é'.repeat(2049)], // 4098 bytes
-    ['dumpSequenceStart', 0],
     ['allowWeakerSandbox', null],
     ['allowCapabilities', 'false'],
     ['webSocket', {}],

@@ -63,7 +63,7 @@ const PROTOCOL = {
   READY: message(0x01, 'worker', 'connection', [0, 0], 'once', 'beforeReady'),
   /** A client asked for GET /shutdown (repeats are harmless). */
   SHUTDOWN: message(0x02, 'worker', 'connection', [0, 0], 'httpShutdown', 'afterReady'),
-  /** The worker cannot serve (e.g. --dump-dir not writable): UTF-8 reason. */
+  /** The worker cannot serve (e.g. its sandbox cannot be installed): UTF-8 reason. */
   STARTUP_FAILED: message(0x08, 'worker', 'connection', [1, 1024], 'once', 'beforeReady'),
   /** After DRAIN: the last open stream has finished (it exits once its connections close). */
   DRAINED: message(0x09, 'worker', 'connection', [0, 0], 'afterDrain'),
@@ -77,6 +77,14 @@ const PROTOCOL = {
   WS_OPEN: message(0x0a, 'worker', 'stream', [2, MAX_HEAD_PAYLOAD], 'webSocket', 'afterReady'),
   /** The worker refused a request or WebSocket message by its model (for the usage record). */
   MODEL_REFUSED: message(0x10, 'worker', 'connection', [0, 0], 'allowModel', 'afterReady'),
+  // --dump-dir: the worker formats each dump file and the supervisor writes it, one file at a time,
+  // into the directory it holds open; DUMP_DATA bytes count against the dump credit (DUMP_WINDOW).
+  /** A dump file of this stream begins: u8 kind (0 request, 1 response), u64 the exchange's start in unix ms. */
+  DUMP_FILE: message(0x11, 'worker', 'stream', [9, 9], 'dumps', 'afterReady'),
+  /** Bytes of the open dump file. */
+  DUMP_DATA: message(0x12, 'worker', 'stream', [1, MAX_DATA_PAYLOAD], 'dumps', 'afterReady'),
+  /** The open dump file is complete. */
+  DUMP_END: message(0x13, 'worker', 'stream', [0, 0], 'dumps', 'afterReady'),
 
   // either direction
   /** Abandon the stream (client gone, upstream failed mid-stream). */
@@ -110,6 +118,8 @@ const PROTOCOL = {
   RESPONSE_END: message(0x84, 'supervisor', 'stream', [0, 0], 'afterReady'),
   /** The request half closed: u8 body has key, u16 n, n x u16 index of a header field holding the key. */
   REQUEST_SCANNED: message(0x85, 'supervisor', 'stream', [3, MAX_HEAD_PAYLOAD], 'dumps', 'afterReady'),
+  /** u32 more bytes of dump credit for the worker (DUMP_DATA written to disk). */
+  DUMP_WINDOW: message(0x87, 'supervisor', 'connection', [4, 4], 'dumps', 'afterReady'),
 };
 
 /** What the receiving side knows when a frame arrives: the conditions read it. */
@@ -350,6 +360,27 @@ export class FrameWriter {
     payload.writeUInt32BE(increment, 0);
     this.send(Msg.WINDOW, streamId, payload);
   }
+}
+
+/** Dump bytes the worker may have in flight before the supervisor has written them. */
+export const DUMP_WINDOW_BYTES = INITIAL_STREAM_WINDOW;
+
+export type DumpKind = 'request' | 'response';
+const DUMP_KINDS: readonly DumpKind[] = ['request', 'response'];
+
+export function encodeDumpFile(kind: DumpKind, startedAtMs: number): Buffer {
+  const buf = Buffer.allocUnsafe(9);
+  buf[0] = DUMP_KINDS.indexOf(kind);
+  buf.writeBigUInt64BE(BigInt(startedAtMs), 1);
+  return buf;
+}
+
+export function decodeDumpFile(payload: Buffer): { kind: DumpKind; startedAtMs: number } {
+  const kind = DUMP_KINDS[payload[0] as number];
+  const startedAtMs = payload.readBigUInt64BE(1);
+  if (kind === undefined) throw new ProtocolError(`DUMP_FILE of unknown kind ${payload[0]}`);
+  if (startedAtMs > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError('DUMP_FILE time out of range');
+  return { kind, startedAtMs: Number(startedAtMs) };
 }
 
 export function decodeWindowIncrement(payload: Buffer): number {

@@ -1,6 +1,6 @@
 // Landlock: the kernel confines the worker's files to reading its own code and
-// dependencies (the paths the permission model gets) and writing nothing but
-// --dump-dir; an addon cannot step around it as it can around the permission
+// dependencies (the paths the permission model gets) and writing nothing (the
+// supervisor writes the dumps); an addon cannot step around it as it can around the permission
 // model. Where the ABI allows, TCP bind/connect (ABI 4), abstract UNIX sockets
 // and signals outside the worker (ABI 6) are refused too, under the seccomp
 // filter that already refuses new sockets.
@@ -23,8 +23,6 @@ const EXECUTE = 1n << 0n;
 const WRITE_FILE = 1n << 1n;
 const READ_FILE = 1n << 2n;
 const READ_DIR = 1n << 3n;
-const REMOVE_FILE = 1n << 5n;
-const MAKE_REG = 1n << 8n;
 /** Rights a rule on a file (not a directory) may carry. */
 const FILE_RIGHTS = EXECUTE | WRITE_FILE | READ_FILE | (1n << 14n) | (1n << 15n);
 
@@ -57,10 +55,8 @@ export function landlockSupport(): LandlockSupport {
 }
 
 export interface FileRules {
-  /** Files and directories (with everything beneath) the worker may read. */
+  /** Files and directories (with everything beneath) the worker may read; it may write none. */
   readonly read: readonly string[];
-  /** Directories the worker may create, write and remove regular files in. */
-  readonly write: readonly string[];
 }
 
 /** Whether the ruleset binds every thread of the process, or the calling one and its future threads. */
@@ -78,8 +74,6 @@ export function restrictFiles(abi: number, rules: FileRules): void {
   const ruleset = landlockCreateRuleset(attr);
   try {
     for (const path of rules.read) allow(ruleset, path, READ_FILE | READ_DIR);
-    const writeRights = (READ_FILE | READ_DIR | WRITE_FILE | MAKE_REG | REMOVE_FILE) & handled;
-    for (const path of rules.write) allow(ruleset, path, writeRights);
     landlockRestrictSelf(ruleset, bindsEveryThread(abi) ? RESTRICT_SELF_TSYNC : 0);
   } finally {
     closeSync(ruleset);

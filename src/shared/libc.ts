@@ -7,6 +7,7 @@
 // failed and why. The library is loaded on first use, so importing this module
 // on a platform without libc.so.6 costs nothing until a wrapper is called.
 
+import { constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import koffi, { type IKoffiLib } from 'koffi';
 import { ProxyError } from './errors.js';
@@ -82,6 +83,8 @@ interface Bindings {
   getsockname: CFunction;
   close: CFunction;
   flock: CFunction;
+  openat: CFunction;
+  linkat: CFunction;
 }
 
 let bindings: Bindings | null = null;
@@ -145,6 +148,9 @@ function bind(): Bindings {
     close: libc.func('int close(int fd)'),
     // The worker uid lease: held until the process ends, however it ends.
     flock: libc.func('int flock(int fd, int operation)'),
+    // Dump files, created relative to the directory the supervisor holds open (Node has no openat).
+    openat: libc.func('int openat(int dirfd, const char *path, int flags, ...)'),
+    linkat: libc.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)'),
   };
   return bindings;
 }
@@ -253,6 +259,45 @@ export function tryLockExclusive(fd: number): boolean {
   const errno = koffi.errno();
   if (errno === osConstants.errno.EWOULDBLOCK) return false;
   throw new LibcError('flock', errno);
+}
+
+// ---------------------------------------------------------------- openat, linkat
+
+// O_NOFOLLOW and O_DIRECTORY differ between x86_64 and aarch64: Node knows this platform's values.
+const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_DIRECTORY } = fsConstants;
+/** Not in Node's constants; the same on x86_64 and aarch64. */
+const O_CLOEXEC = 0o2000000;
+const O_TMPFILE = 0o20000000 | O_DIRECTORY;
+const AT_FDCWD = -100;
+const AT_SYMLINK_FOLLOW = 0x400;
+
+/**
+ * A new regular file `name` in the directory open as `dirFd`, for writing:
+ * O_CREAT|O_EXCL|O_NOFOLLOW, so an existing name (a file, a symlink, anything)
+ * is never opened, followed or truncated (EEXIST). Returns the descriptor.
+ */
+export function createFileAt(dirFd: number, name: string, mode: number): number {
+  const flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  const fd = bind().openat(dirFd, name, flags, 'uint32_t', mode) as number;
+  if (fd === -1) throw new LibcError('openat', koffi.errno(), name);
+  return fd;
+}
+
+/**
+ * A file without a name yet in the directory open as `dirFd` (O_TMPFILE), for
+ * writing; nobody sees it until linkFileAt names it. Throws LibcError
+ * (EOPNOTSUPP, EISDIR: the filesystem cannot).
+ */
+export function createUnnamedFileAt(dirFd: number, mode: number): number {
+  const fd = bind().openat(dirFd, '.', O_WRONLY | O_TMPFILE | O_CLOEXEC, 'uint32_t', mode) as number;
+  if (fd === -1) throw new LibcError('openat(O_TMPFILE)', koffi.errno());
+  return fd;
+}
+
+/** Give the unnamed file open as `fd` the name `name` in `dirFd`; an existing name is never replaced (EEXIST). */
+export function linkFileAt(fd: number, dirFd: number, name: string): void {
+  const rc = bind().linkat(AT_FDCWD, `/proc/self/fd/${fd}`, dirFd, name, AT_SYMLINK_FOLLOW) as number;
+  if (rc === -1) throw new LibcError('linkat', koffi.errno(), name);
 }
 
 // ---------------------------------------------------------------- rlimits

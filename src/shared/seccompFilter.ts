@@ -22,7 +22,7 @@ export type SyscallTable = Readonly<Record<string, number>>;
 
 // Grouped by why the worker needs them. Beside what it was seen to call: the
 // equivalents other glibc and libuv versions use for the same thing (fstat as
-// newfstatat or statx, epoll_wait, poll, renameat), what starting a thread
+// newfstatat or statx, epoll_wait, poll), what starting a thread
 // takes, and signal return and the clock calls the vDSO may fall back to.
 
 // x86_64: arch/x86/entry/syscalls/syscall_64.tbl.
@@ -40,8 +40,8 @@ const X86_64: SyscallTable = {
   // descriptors it holds
   read: 0, write: 1, writev: 20, close: 3, fstat: 5, newfstatat: 262, statx: 332, fcntl: 72, ioctl: 16,
   fsync: 74,
-  // paths (dumps): what Landlock and the permission model let it reach
-  openat: 257, rename: 82, renameat: 264, renameat2: 316, unlink: 87, unlinkat: 263, getcwd: 79,
+  // paths: reading its code, what Landlock and the permission model let it reach (it writes no file)
+  openat: 257, getcwd: 79,
   // the event loop
   epoll_create1: 291, epoll_ctl: 233, epoll_wait: 232, epoll_pwait: 281, epoll_pwait2: 441,
   eventfd2: 290, pipe2: 293, poll: 7, ppoll: 271,
@@ -51,8 +51,8 @@ const X86_64: SyscallTable = {
   prctl: 157, getrandom: 318,
 };
 
-// aarch64: include/uapi/asm-generic/unistd.h (no stat, poll, epoll_wait,
-// rename or unlink there: only their *at and p- forms).
+// aarch64: include/uapi/asm-generic/unistd.h (no stat, poll or epoll_wait
+// there: only their p- forms).
 const AARCH64: SyscallTable = {
   brk: 214, mmap: 222, munmap: 215, mprotect: 226, mremap: 216, madvise: 233,
   pkey_alloc: 289, pkey_free: 290, pkey_mprotect: 288,
@@ -62,7 +62,7 @@ const AARCH64: SyscallTable = {
   clock_gettime: 113, clock_getres: 114, clock_nanosleep: 115, nanosleep: 101, gettimeofday: 169,
   read: 63, write: 64, writev: 66, close: 57, fstat: 80, newfstatat: 79, statx: 291, fcntl: 25, ioctl: 29,
   fsync: 82,
-  openat: 56, renameat: 38, renameat2: 276, unlinkat: 35, getcwd: 17,
+  openat: 56, getcwd: 17,
   epoll_create1: 20, epoll_ctl: 21, epoll_pwait: 22, epoll_pwait2: 441,
   eventfd2: 19, pipe2: 59, ppoll: 73,
   accept4: 242, shutdown: 210, getsockname: 204, getsockopt: 209, setsockopt: 208,

@@ -4,21 +4,19 @@
 // environment, and takes a CONFIG only if the flag table allows every field.
 
 import { ProtocolError } from './errors.js';
-import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, count, isOption, isSection } from './flags.js';
+import { BOOLEAN_RULE, WORKER_FLAG_ENTRIES, isOption, isSection } from './flags.js';
 import type { ConfigRule, WorkerFlagValues } from './flags.js';
 import { MESSAGE_SPECS, Msg } from './ipcProtocol.js';
 
 /** What the supervisor adds to the flags' values. */
 interface StartupFields {
-  /** Sequence number of the next dump pair (continues across worker restarts). */
-  readonly dumpSequenceStart: number;
   /** Capabilities are expected (--uid 0 was asked for explicitly). */
   readonly allowCapabilities: boolean;
   /** What the worker may read (its code and dependencies): Landlock's rules, as the permission model's flags. */
   readonly readPaths: readonly string[];
 }
 
-/** dumpDir is the absolute directory the supervisor created, or null. */
+/** dumpDir is the absolute directory the supervisor opened, or null (the worker only learns that dumps are on). */
 export type WorkerConfig = WorkerFlagValues & StartupFields;
 
 type Rules = ReadonlyMap<string, ConfigRule<unknown>>;
@@ -78,7 +76,6 @@ const CONFIG_RULES: Rules = new Map<string, ConfigRule<unknown>>([
     if (isOption(entry)) return [key, entry.default === null ? nullable(entry.kind) : entry.kind];
     return [key, BOOLEAN_RULE];
   }),
-  ['dumpSequenceStart', count(1)],
   ['allowCapabilities', BOOLEAN_RULE],
   ['readPaths', READ_PATHS],
 ]);
@@ -90,7 +87,7 @@ if (WIDEST_CONFIG_BYTES > configLimit) {
   throw new Error(`the flags allow a CONFIG of ${WIDEST_CONFIG_BYTES} bytes, over its frame limit of ${configLimit}`);
 }
 
-/** The CONFIG for these flags; `startup` holds what the supervisor worked out, dumpDir the directory it created. */
+/** The CONFIG for these flags; `startup` holds what the supervisor worked out, dumpDir the directory it opened. */
 export function workerConfigFor(
   flags: WorkerFlagValues,
   startup: StartupFields & Pick<WorkerConfig, 'dumpDir'>,

@@ -15,6 +15,7 @@ import { UpstreamSocket } from './upstreamSocket.js';
 import { sendWholeAnswer, type StreamContext, type UpstreamStream } from './upstreamStream.js';
 import { refusalHeaders } from '../shared/refusals.js';
 import type { ClientPolicy } from './clientPolicy.js';
+import type { DumpReceiver } from './dumpFiles.js';
 
 export interface MonitorEvents {
   onReady(): void;
@@ -27,8 +28,8 @@ export interface MonitorEvents {
 export interface MonitorOptions {
   /** GET /shutdown is allowed (--http-shutdown). */
   readonly httpShutdown: boolean;
-  /** Look for the key in requests (for dump redaction, only with --dump-dir). */
-  readonly scanRequests: boolean;
+  /** --dump-dir: writes the dump files the worker hands over (and requests are scanned for the key); else null. */
+  readonly dumps: DumpReceiver | null;
   /** --websocket: the largest message; null when WebSocket mode is off. */
   readonly webSocketMaxMessageBytes: number | null;
   /** --allow-model: the worker may report refusals (MODEL_REFUSED). */
@@ -63,6 +64,10 @@ export class Monitor {
     WS_CLOSE: (id, payload) => this.stream(id, UpstreamSocket)?.onWorkerClose(payload),
     // The table permits it only with --allow-model, which makes a policy.
     MODEL_REFUSED: () => this.options.policy?.modelRefused(),
+    // The table permits these only with --dump-dir, which makes a receiver.
+    DUMP_FILE: (id, payload) => this.options.dumps?.onFile(id, payload, this.highestStreamId),
+    DUMP_DATA: (id, payload) => this.options.dumps?.onData(id, payload),
+    DUMP_END: (id) => this.options.dumps?.onEnd(id),
   };
 
   constructor(
@@ -74,11 +79,12 @@ export class Monitor {
   ) {
     const onDone = (id: number): boolean => this.streams.delete(id);
     const policy = options.policy;
-    this.streamContext = { writer, upstream, log, scanRequests: options.scanRequests, policy, onDone };
+    const scanRequests = options.dumps !== null;
+    this.streamContext = { writer, upstream, log, scanRequests, policy, onDone };
     this.channel = new IpcDispatcher('worker', this.handlers, {
       httpShutdown: options.httpShutdown,
       webSocket: options.webSocketMaxMessageBytes !== null,
-      dumps: options.scanRequests,
+      dumps: scanRequests,
       allowModel: options.allowModel,
     });
   }
@@ -105,6 +111,7 @@ export class Monitor {
   /** End every stream (the worker is gone or the proxy stops), telling the upstream `why` where it can be told. */
   abandonAll(why: string): void {
     for (const stream of [...this.streams.values()]) stream.abandon(why);
+    this.options.dumps?.abandon();
   }
 
   /** Tell the worker to finish its open streams and exit (DRAINED may follow). */

@@ -15,6 +15,7 @@ import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js
 import type { Credential } from './credential/credential.js';
 import { closeDescriptor, type ListenSocket } from './startup/listenSocket.js';
 import type { ClientPolicy } from './clientPolicy.js';
+import { DumpReceiver, type DumpDirectory } from './dumpFiles.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './startup/serverInfo.js';
 import { Upstream } from './upstream.js';
@@ -30,6 +31,8 @@ export interface SupervisorSetup {
   /** Client token, budgets, usage record; null when no such flag is given. */
   readonly policy: ClientPolicy | null;
   readonly workerConfig: WorkerConfig;
+  /** --dump-dir, open; null without it. */
+  readonly dumpDirectory: DumpDirectory | null;
   readonly worker: Omit<WorkerLaunch, 'listenFd'>;
   readonly log: Logger;
   /** Called once, when the first worker serves (the sandbox report, --check-sandbox). */
@@ -64,12 +67,12 @@ export class ProxySupervisor {
 
   start(): void {
     const { setup } = this;
-    const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
+    const config = setup.workerConfig;
     const { child, channel } = spawnWorker({ ...setup.worker, listenFd: setup.listen.fd });
     const writer = new FrameWriter(channel);
     const monitorOptions = {
       httpShutdown: config.httpShutdown,
-      scanRequests: config.dumpDir !== null,
+      dumps: setup.dumpDirectory === null ? null : new DumpReceiver(setup.dumpDirectory, writer, this.streamsOpenedBefore),
       webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null,
       allowModel: config.allowModels !== null,
       policy: setup.policy,

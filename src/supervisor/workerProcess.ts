@@ -101,13 +101,8 @@ export function workerReadPaths(entry: string): string[] {
   return [...workerProgramPaths(entry), ...WORKER_SANDBOX_READ_PATHS];
 }
 
-/**
- * Permission-model flags for this Node: reads limited as above, writes only to
- * the dump directory (which must be readable too: the model checks rename for
- * read and write on both names).
- */
-export function workerPermissionFlags(entry: string, dumpDir: string | null): PermissionModelFlags {
-  const dumps = dumpDir === null ? [] : [dumpDir];
-  return permissionModelFlags(process.versions.node, outermost([...workerReadPaths(entry), ...dumps]), dumps);
+/** Permission-model flags for this Node: reads limited as above, no writes (the supervisor writes the dumps). */
+export function workerPermissionFlags(entry: string): PermissionModelFlags {
+  return permissionModelFlags(process.versions.node, outermost(workerReadPaths(entry)), []);
 }
 

@@ -1,24 +1,29 @@
 // --dump-dir: one request and one response JSON file per forwarded request, in
-// the original's format (NNNNNN-<unix ms>-request.json / -response.json, pretty
-// JSON). Written by the worker, so the privileged side stays small.
+// the original's format (pretty JSON). Formatted here, where every client and
+// upstream byte is parsed; the supervisor writes the bytes into files it names
+// and creates itself (supervisor/dumpFiles.ts), so the worker writes no file.
 //
-// Safe by construction: each file is written to a fresh temporary name created
-// O_CREAT|O_EXCL|O_NOFOLLOW with mode 0600 (a planted file or symlink is refused,
-// never followed) and renamed into place, so no reader sees half a dump; Authorization and
-// every header whose name contains "cookie" are redacted; header values and
-// bodies that the supervisor found to contain the key (REQUEST_SCANNED) are
-// redacted; response bytes arrive already scrubbed by the supervisor. Bodies are
-// kept up to maxBodyBytes; beyond that the dump says so and gives the length.
+// Authorization and every header whose name contains "cookie" are redacted;
+// header values and bodies that the supervisor found to contain the key
+// (REQUEST_SCANNED) are redacted; response bytes arrive already scrubbed by the
+// supervisor. Bodies are kept up to maxBodyBytes; beyond that the dump says so
+// and gives the length.
 
-import { constants, promises as fs } from 'node:fs';
-import { join } from 'node:path';
-import { errnoCode } from '../shared/errors.js';
-import type { HeaderList, KeyScanResult } from '../shared/ipcProtocol.js';
-import type { Logger } from '../shared/logger.js';
+import {
+  DUMP_WINDOW_BYTES,
+  MAX_DATA_PAYLOAD,
+  Msg,
+  encodeDumpFile,
+  type DumpKind,
+  type FrameWriter,
+  type HeaderList,
+  type KeyScanResult,
+} from '../shared/ipcProtocol.js';
+import { MAX_WINDOW } from '../shared/flowControl.js';
+import { ProtocolError } from '../shared/errors.js';
 
 const REDACTED = '[REDACTED]';
 const KEY_REDACTED = '[REDACTED: contained the proxy API key]';
-const CREATE_FLAGS = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 const NONE: ReadonlySet<number> = new Set();
 
 interface DumpedHeader {
@@ -100,59 +105,61 @@ export function dumpHeaders(headers: HeaderList, keyBearing: ReadonlySet<number>
   return out;
 }
 
+interface QueuedFile {
+  readonly streamId: number;
+  readonly head: Buffer;
+  readonly bytes: Buffer;
+  /** Bytes already sent; -1 before DUMP_FILE went. */
+  sent: number;
+}
+
+/**
+ * Hands dump files to the supervisor, one at a time and within its dump
+ * credit (DUMP_WINDOW): what the credit does not cover waits here, in order.
+ */
 export class DumpWriter {
-  private nextSequence: number;
-  private failed = false;
+  private credit = DUMP_WINDOW_BYTES;
+  private readonly queue: QueuedFile[] = [];
 
   constructor(
-    private readonly dir: string,
+    private readonly writer: FrameWriter,
     readonly maxBodyBytes: number,
-    firstSequence: number,
-    private readonly log: Logger,
-  ) {
-    this.nextSequence = firstSequence;
+  ) {}
+
+  /** The file of `kind` for the exchange on `streamId`, which started at `startedAtMs`. */
+  write(streamId: number, kind: DumpKind, startedAtMs: number, dump: Record<string, unknown>): void {
+    const bytes = Buffer.from(`${JSON.stringify(dump, null, 2)}\n`);
+    this.queue.push({ streamId, head: encodeDumpFile(kind, startedAtMs), bytes, sent: -1 });
+    if (this.queue.length === 1) this.pump();
   }
 
-  /** Prove at startup that files can be created here; throws with the reason. */
-  async probe(): Promise<void> {
-    const path = join(this.dir, `.probe-${process.pid}`);
-    const handle = await fs.open(path, CREATE_FLAGS, 0o600);
-    await handle.close();
-    await fs.unlink(path);
-  }
-
-  /** The shared file-name prefix for one exchange. */
-  nextPrefix(): string {
-    return `${String(this.nextSequence++).padStart(6, '0')}-${Date.now()}`;
-  }
-
-  request(prefix: string, dump: Record<string, unknown>): void {
-    void this.write(`${prefix}-request.json`, dump);
-  }
-
-  response(prefix: string, dump: Record<string, unknown>): void {
-    void this.write(`${prefix}-response.json`, dump);
+  /** DUMP_WINDOW: credit returned as the supervisor wrote bytes. */
+  grant(increment: number): void {
+    if (increment === 0 || this.credit + increment > MAX_WINDOW) throw new ProtocolError('DUMP_WINDOW out of range');
+    this.credit += increment;
+    this.pump();
   }
 
   redactedBody(): Record<string, unknown> {
     return { body: KEY_REDACTED };
   }
 
-  private async write(name: string, dump: Record<string, unknown>): Promise<void> {
-    const temporary = join(this.dir, `.${name}.${process.pid}.tmp`);
-    try {
-      const handle = await fs.open(temporary, CREATE_FLAGS, 0o600);
-      try {
-        await handle.writeFile(`${JSON.stringify(dump, null, 2)}\n`);
-      } finally {
-        await handle.close();
+  private pump(): void {
+    while (this.queue.length > 0) {
+      const file = this.queue[0] as QueuedFile;
+      if (file.sent < 0) {
+        this.writer.send(Msg.DUMP_FILE, file.streamId, file.head);
+        file.sent = 0;
       }
-      await fs.rename(temporary, join(this.dir, name));
-    } catch (err) {
-      // Disk full, directory removed...: say so once, keep proxying.
-      if (this.failed) return;
-      this.failed = true;
-      this.log.error({ file: name, code: errnoCode(err) }, 'cannot write dump files; proxying continues without them');
+      while (file.sent < file.bytes.length) {
+        const n = Math.min(file.bytes.length - file.sent, MAX_DATA_PAYLOAD, this.credit);
+        if (n === 0) return;
+        this.writer.send(Msg.DUMP_DATA, file.streamId, file.bytes.subarray(file.sent, file.sent + n));
+        file.sent += n;
+        this.credit -= n;
+      }
+      this.writer.send(Msg.DUMP_END, file.streamId);
+      this.queue.shift();
     }
   }
 }
@@ -161,18 +168,18 @@ export class DumpWriter {
 export class HttpExchangeDump implements ExchangeDump {
   readonly requestBody: BodyCapture;
   readonly responseBody: BodyCapture;
-  private readonly prefix: string;
+  private readonly startedAt = Date.now();
   private status: number | null = null;
   private responseHeaders: HeaderList = [];
   private responseWritten = false;
 
   constructor(
     private readonly writer: DumpWriter,
+    private readonly streamId: number,
     private readonly method: string,
     private readonly url: string,
     private readonly requestHeaders: HeaderList,
   ) {
-    this.prefix = writer.nextPrefix();
     this.requestBody = new BodyCapture(writer.maxBodyBytes);
     this.responseBody = new BodyCapture(writer.maxBodyBytes);
   }
@@ -185,7 +192,8 @@ export class HttpExchangeDump implements ExchangeDump {
   writeRequest(scan: KeyScanResult): void {
     const body = scan.bodyHasKey ? this.writer.redactedBody() : this.requestBody.fields();
     const headers = dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes));
-    this.writer.request(this.prefix, { method: this.method, url: this.url, headers, ...body });
+    const dump = { method: this.method, url: this.url, headers, ...body };
+    this.writer.write(this.streamId, 'request', this.startedAt, dump);
   }
 
   end(error?: string): void {
@@ -193,7 +201,8 @@ export class HttpExchangeDump implements ExchangeDump {
     this.responseWritten = true;
     const headers = dumpHeaders(this.responseHeaders);
     const outcome = error === undefined ? {} : { error };
-    this.writer.response(this.prefix, { status: this.status, headers, ...this.responseBody.fields(), ...outcome });
+    const dump = { status: this.status, headers, ...this.responseBody.fields(), ...outcome };
+    this.writer.write(this.streamId, 'response', this.startedAt, dump);
   }
 }
 
@@ -217,7 +226,7 @@ interface DumpedMessage {
 export class WebSocketDump implements ExchangeDump {
   /** A refused upgrade: the upstream's answer body instead of messages. */
   readonly refusalBody: BodyCapture;
-  private readonly prefix: string;
+  private readonly startedAt = Date.now();
   private status: number | null = null;
   private responseHeaders: HeaderList = [];
   private readonly messages: DumpedMessage[] = [];
@@ -230,10 +239,10 @@ export class WebSocketDump implements ExchangeDump {
 
   constructor(
     private readonly writer: DumpWriter,
+    private readonly streamId: number,
     private readonly url: string,
     private readonly requestHeaders: HeaderList,
   ) {
-    this.prefix = writer.nextPrefix();
     this.refusalBody = new BodyCapture(writer.maxBodyBytes);
   }
 
@@ -264,7 +273,7 @@ export class WebSocketDump implements ExchangeDump {
   writeRequest(scan: KeyScanResult): void {
     this.scan = scan;
     const headers = dumpHeaders(this.requestHeaders, new Set(scan.headerIndexes));
-    this.writer.request(this.prefix, { method: 'GET', url: this.url, headers, body: '' });
+    this.writer.write(this.streamId, 'request', this.startedAt, { method: 'GET', url: this.url, headers, body: '' });
     if (this.outcome !== null) this.writeResponse();
   }
 
@@ -302,6 +311,6 @@ export class WebSocketDump implements ExchangeDump {
             ...(this.kept < this.total ? { body_truncated: true, body_length: this.total } : {}),
           };
     const headers = dumpHeaders(this.responseHeaders);
-    this.writer.response(this.prefix, { status: this.status, headers, ...body, ...this.outcome });
+    this.writer.write(this.streamId, 'response', this.startedAt, { status: this.status, headers, ...body, ...this.outcome });
   }
 }

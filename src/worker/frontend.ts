@@ -112,7 +112,7 @@ export class Frontend {
     const id = this.nextStreamId++;
     let dump: WebSocketDump | null = null;
     if (this.dumps !== null) {
-      dump = new WebSocketDump(this.dumps, req.url ?? '', req.rawHeaders);
+      dump = new WebSocketDump(this.dumps, id, req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
     const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
@@ -159,7 +159,7 @@ export class Frontend {
     const id = this.nextStreamId++;
     let dump: HttpExchangeDump | null = null;
     if (this.dumps !== null) {
-      dump = new HttpExchangeDump(this.dumps, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
+      dump = new HttpExchangeDump(this.dumps, id, req.method ?? 'POST', req.url ?? '', req.rawHeaders);
       this.awaitingScan.set(id, dump);
     }
     const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);

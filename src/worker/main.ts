@@ -20,6 +20,8 @@ const channel = new Socket({ fd: WORKER_IPC_FD, readable: true, writable: true }
 const writer = new FrameWriter(channel);
 let log: Logger | null = null;
 let frontend: Frontend | null = null;
+/** --dump-dir: dump files go to the supervisor through this. */
+let dumps: DumpWriter | null = null;
 
 // The supervisor is our reason to live: when the channel closes (it exited or
 // was killed), stop at once so nothing keeps holding the port.
@@ -51,6 +53,7 @@ const supervisor = new IpcDispatcher(
     WS_BINARY_PART: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_BINARY_PART, payload),
     WS_BINARY_END: (id, payload) => webSocket(id)?.onMessageFrame(Msg.WS_BINARY_END, payload),
     WS_CLOSE: (id, payload) => webSocket(id)?.onCloseFrame(payload),
+    DUMP_WINDOW: (_id, payload) => dumps?.grant(payload.readUInt32BE(0)),
   },
   null,
   // Response bodies are handed on in pieces as they arrive (never copied to reassemble a frame).
@@ -89,7 +92,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   const sandbox: SandboxOptions = {
     allowWeaker: config.allowWeakerSandbox,
     allowCapabilities: config.allowCapabilities,
-    files: { read: config.readPaths, write: config.dumpDir === null ? [] : [config.dumpDir] },
+    files: { read: config.readPaths },
   };
   // Landlock binds only threads started after it: before anything below starts libuv's pool.
   try {
@@ -107,15 +110,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
       return startupFailed(`cannot load ws for --websocket: ${messageOf(err)}`);
     }
   }
-  let dumps: DumpWriter | null = null;
-  if (config.dumpDir !== null) {
-    dumps = new DumpWriter(config.dumpDir, config.dumpMaxBytes, config.dumpSequenceStart, logger);
-    try {
-      await dumps.probe();
-    } catch (err) {
-      return startupFailed(`cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
-  }
+  if (config.dumpDir !== null) dumps = new DumpWriter(writer, config.dumpMaxBytes);
   const server = new Frontend(config, writer, logger, dumps, webSocketServer);
   // listen(2) on the inherited socket now, while the filter still allows it;
   // nothing is accepted before this function returns to the event loop, by

@@ -7,7 +7,7 @@
 //   2. not dumpable: a process of the same uid can neither ptrace it nor read
 //      its memory (/proc/<pid>/mem and friends become root's);
 //   3. Landlock, where the kernel has it: reads limited to the worker's code
-//      and dependencies, writes to --dump-dir only.
+//      and dependencies, writes nothing.
 // installWorkerSandbox, once the listening socket is set up and before the
 // first connection is accepted:
 //   4. a default-deny seccomp filter on every thread (SECCOMP_FILTER_FLAG_TSYNC:
@@ -197,7 +197,7 @@ export function beginWorkerSandbox(options: SandboxOptions = {}): void {
     if ('reason' in support) landlock = { abi: 0, inForce: false, everyThread: false, reason: support.reason };
     else {
       try {
-        restrictFiles(support.abi, options.files ?? { read: [], write: [] });
+        restrictFiles(support.abi, options.files ?? { read: [] });
         landlock = { abi: support.abi, inForce: true, everyThread: bindsEveryThread(support.abi), reason: null };
       } catch (err) {
         fail('landlock', explain(err));

@@ -4,7 +4,7 @@
 // other way round: the real worker with the test as a hostile supervisor.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameWriter, Msg, type MsgType } from '../../src/shared/ipcProtocol.js';
@@ -15,6 +15,8 @@ import { DEFAULT_WORKER_ENTRY, workerReadPaths } from '../../src/supervisor/work
 import { TEST_KEY, killQuietly, waitFor, type ExitStatus } from './proxyProcess.js';
 
 export const SUPERVISOR_WITH_WORKER = fileURLToPath(new URL('../fixtures/supervisorWithWorker.js', import.meta.url));
+/** What each worker instance of the fixture says first on stderr: "<INSTANCE_MARK> <pid> <hostile|real>". */
+export const INSTANCE_MARK = 'supervisorWithWorker instance';
 
 export interface WorkerInstance {
   readonly pid: number;
@@ -36,13 +38,24 @@ export class HostileRun {
   stderr = '';
   exitStatus: ExitStatus | null = null;
   private readonly exited: Promise<ExitStatus>;
+  private readonly started: WorkerInstance[] = [];
 
   private constructor(
     readonly child: ChildProcess,
-    private readonly workDir: string,
+    workDir: string,
   ) {
     child.stdout?.resume();
-    child.stderr?.setEncoding('utf8').on('data', (s: string) => (this.stderr += s));
+    child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+      const complete = this.stderr.lastIndexOf('\n') + 1;
+      this.stderr += s;
+      // A worker may write no file: the instances log that the next instance counts is kept here.
+      for (const line of this.stderr.slice(complete).split('\n').slice(0, -1)) {
+        if (!line.startsWith(`${INSTANCE_MARK} `)) continue;
+        const [pid, role] = line.slice(INSTANCE_MARK.length + 1).split(' ');
+        this.started.push({ pid: Number(pid), role: role === 'real' ? 'real' : 'hostile' });
+        appendFileSync(`${workDir}/instances.log`, `${pid} ${role}\n`);
+      }
+    });
     this.exited = new Promise((resolve) =>
       child.on('exit', (code, signal) => {
         this.exitStatus = { code, signal };
@@ -65,15 +78,7 @@ export class HostileRun {
 
   /** Worker instances started so far, in order. */
   instances(): WorkerInstance[] {
-    const file = `${this.workDir}/dumps/instances.log`;
-    if (!existsSync(file)) return [];
-    return readFileSync(file, 'utf8')
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const [pid, role] = line.split(' ');
-        return { pid: Number(pid), role: role === 'real' ? 'real' : 'hostile' };
-      });
+    return [...this.started];
   }
 
   /** stderr lines meant for people (not JSON log records) that contain every one of `parts`. */
@@ -165,7 +170,6 @@ const WORKER_CONFIG: WorkerConfig = {
   maxBodyBytes: 1024 * 1024,
   dumpDir: null,
   dumpMaxBytes: 0,
-  dumpSequenceStart: 1,
   allowWeakerSandbox: true,
   allowCapabilities: process.getuid?.() === 0,
   webSocket: null,

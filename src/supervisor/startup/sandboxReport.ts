@@ -26,9 +26,8 @@ export interface ReportInputs {
   readonly switchedUser: boolean;
   /** The permission-model flag passed to the worker, or why there is none. */
   readonly permissionModel: { readonly inForce: boolean; readonly detail: string };
-  /** The kernel's Landlock ABI (0: none, with the reason) and what the worker may write. */
+  /** The kernel's Landlock ABI (0: none, with the reason). */
   readonly landlock: { readonly abi: number; readonly reason?: string };
-  readonly dumpDir: string | null;
   /** --allow-weaker-sandbox: the worker may run without a layer it could not install (it logs which). */
   readonly allowWeaker: boolean;
   readonly hardening: HardeningReport;
@@ -68,9 +67,8 @@ function allowlistSize(): string {
 function landlockRow(inputs: ReportInputs): { value: string; ok: boolean } {
   const { abi, reason } = inputs.landlock;
   if (abi === 0) return { value: `not available: ${reason ?? 'unknown'}`, ok: false };
-  const writes = inputs.dumpDir === null ? 'writes nothing' : `writes only ${inputs.dumpDir}`;
   const weaker = inputs.allowWeaker ? ' (--allow-weaker-sandbox: the worker logs it if it could not)' : '';
-  return { value: `ABI ${abi}: reads its code, ${writes}${weaker}`, ok: true };
+  return { value: `ABI ${abi}: reads its code, writes nothing${weaker}`, ok: true };
 }
 
 export function sandboxReport(inputs: ReportInputs): SandboxReport {

@@ -3,10 +3,9 @@
 // key is read; key errors before any port is opened; nothing listens until the
 // key is valid and the worker's sandbox is in place.
 
-import { chownSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { readFileSync } from 'node:fs';
 import { PROGRAM_NAME } from '../../shared/constants.js';
-import { errnoCode, messageOf, ProxyError } from '../../shared/errors.js';
+import { messageOf, ProxyError } from '../../shared/errors.js';
 import { workerConfigFor } from '../../shared/workerConfig.js';
 import { createLogger, writeStderr, type Logger } from '../../shared/logger.js';
 import { readAuthHeader, type AuthHeader } from '../authHeader.js';
@@ -15,6 +14,7 @@ import type { Credential } from '../credential/credential.js';
 import { MAX_CREDENTIAL_REQUEST_MS } from '../credential/workloadIdentity.js';
 import { startWorkloadIdentity } from '../credential/workloadCredential.js';
 import { ClientPolicy } from '../clientPolicy.js';
+import { DumpDirectory } from '../dumpFiles.js';
 import { hardenSupervisor } from './hardening.js';
 import { policyOptionsOf } from './policyOptions.js';
 import { bindLoopback } from './listenSocket.js';
@@ -22,7 +22,7 @@ import { ProxySupervisor } from '../proxySupervisor.js';
 import { formatReport, reportFields, sandboxReport } from './sandboxReport.js';
 import { ServerInfoFile } from './serverInfo.js';
 import { loadWebSocketClient } from '../upstreamSocket.js';
-import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage, type WorkerIdentity } from './workerIdentity.js';
+import { findUnreadablePath, resolveWorkerIdentity, unreadableMessage } from './workerIdentity.js';
 import {
   DEFAULT_WORKER_ENTRY,
   denyIoUringToWorker,
@@ -74,7 +74,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       : readAuthHeader();
   // The token file (and the first usage record) exist before the server-info file; removed at exit.
   const policy = options.checkSandbox ? null : ClientPolicy.create(policyOptionsOf(options), log);
-  const dumpDir = options.dumpDir === null || options.checkSandbox ? null : createDumpDir(options.dumpDir, identity);
+  const dumpDirectory = options.dumpDir === null || options.checkSandbox ? null : DumpDirectory.open(options.dumpDir, log);
   const serverInfo =
     options.serverInfo === null || options.checkSandbox
       ? null
@@ -86,7 +86,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     serverInfo?.remove();
     throw err;
   }
-  const permission = workerPermissionFlags(workerEntry, dumpDir);
+  const permission = workerPermissionFlags(workerEntry);
   if (options.webSocket !== null) await loadWebSocketClient();
   // Said only now, so that a startup failure stays a single line.
   for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
@@ -107,9 +107,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
     policy,
+    dumpDirectory,
     workerConfig: workerConfigFor(options, {
-      dumpDir,
-      dumpSequenceStart: 1,
+      dumpDir: dumpDirectory?.path ?? null,
       allowCapabilities: identity.uid === 0,
       readPaths: workerReadPaths(workerEntry),
     }),
@@ -127,7 +127,6 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
         switchedUser: identity.switchUser,
         permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
         landlock,
-        dumpDir,
         allowWeaker: options.allowWeakerSandbox,
         hardening,
       });
@@ -167,31 +166,6 @@ function placeholderAuth(): AuthHeader {
     given = true;
     return placeholder.copy(buffer, offset);
   });
-}
-
-/**
- * Create --dump-dir: missing parents 0755 (the worker must pass through them),
- * the directory itself 0700 and owned by the worker's user. An existing
- * directory is left as it is; the worker proves it can write there.
- */
-function createDumpDir(dir: string, identity: WorkerIdentity): string {
-  const absolute = resolve(dir);
-  try {
-    mkdirSync(dirname(absolute), { recursive: true, mode: 0o755 });
-    const created = mkdirSync(absolute, { recursive: true, mode: 0o700 }) !== undefined;
-    if (created && identity.switchUser) chownSync(absolute, identity.uid, identity.gid);
-  } catch (err) {
-    const code = errnoCode(err) ?? String(err);
-    const hint = code === 'EEXIST' || code === 'ENOTDIR' ? ' (a part of the path is a file, not a directory)' : '';
-    throw new ProxyError('ERR_DUMP_DIR', `cannot create --dump-dir ${absolute}: ${code}${hint}`);
-  }
-  if (identity.switchUser) {
-    const blocked = findUnreadablePath([absolute], identity.uid, identity.gid);
-    if (blocked !== null) {
-      throw new ProxyError('ERR_DUMP_DIR', `${unreadableMessage(identity, blocked).replace(/: install the proxy.*$/, '')}: choose a --dump-dir that user can reach, or pass --uid`);
-    }
-  }
-  return absolute;
 }
 
 /** Expected failures: one line, the right exit code, no stack. */

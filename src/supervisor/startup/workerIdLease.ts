@@ -11,7 +11,7 @@
 // no timer. The lock files stay behind, empty; the lock is what counts.
 //
 // Not seen: processes in other PID namespaces, and files a previous holder of
-// the number left on disk (a worker writes only under --dump-dir).
+// the number left on disk (a worker writes no file: the supervisor writes the dumps).
 
 import { closeSync, fstatSync, lstatSync, mkdirSync, openSync, readFileSync, readdirSync, type Stats } from 'node:fs';
 import { constants as fsConstants } from 'node:fs';
