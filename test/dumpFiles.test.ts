@@ -3,12 +3,31 @@
 // never replaced or followed, and the worker held to its dump credit.
 
 import assert from 'node:assert/strict';
-import { closeSync, constants, lstatSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  lstatSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ProtocolError } from '../src/shared/errors.js';
-import { DUMP_WINDOW_BYTES, FrameDecoder, FrameWriter, MAX_DATA_PAYLOAD, Msg, encodeDumpFile } from '../src/shared/ipcProtocol.js';
+import {
+  DUMP_WINDOW_BYTES,
+  FrameDecoder,
+  FrameWriter,
+  MAX_DATA_PAYLOAD,
+  Msg,
+  encodeDumpFile,
+} from '../src/shared/ipcProtocol.js';
 import { LibcError, createFileAt } from '../src/shared/libc.js';
 import type { Logger } from '../src/shared/logger.js';
 import { DumpDirectory, DumpReceiver } from '../src/supervisor/dumpFiles.js';
@@ -87,7 +106,10 @@ describe('dump files written by the supervisor', () => {
     const lines = log.lines.slice(before);
     assert.deepEqual(
       lines.map((l) => [l.level, l.fields.file]),
-      [['warn', linked], ['warn', planted]],
+      [
+        ['warn', linked],
+        ['warn', planted],
+      ],
       'one log line per skipped dump',
     );
   });
@@ -100,7 +122,10 @@ describe('dump files written by the supervisor', () => {
     const dirFd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
     try {
       for (const name of ['linked.json', 'planted.json']) {
-        assert.throws(() => createFileAt(dirFd, name, 0o600), (err) => err instanceof LibcError && err.errnoName === 'EEXIST');
+        assert.throws(
+          () => createFileAt(dirFd, name, 0o600),
+          (err) => err instanceof LibcError && err.errnoName === 'EEXIST',
+        );
       }
       closeSync(createFileAt(dirFd, 'new.json', 0o600));
     } finally {
@@ -116,12 +141,16 @@ describe('dump files written by the supervisor', () => {
     const receiver = new DumpReceiver(directory, writer, 100);
     receiver.onFile(1, encodeDumpFile('request', STARTED), 1);
     // The whole window arrives before any write can complete: this is all the worker may send.
-    for (let sent = 0; sent < DUMP_WINDOW_BYTES; sent += MAX_DATA_PAYLOAD) receiver.onData(1, Buffer.alloc(MAX_DATA_PAYLOAD));
-    assert.throws(() => receiver.onData(1, Buffer.from('x')), (err) => {
-      assert.ok(err instanceof ProtocolError);
-      assert.equal(err.message, `dump data beyond its ${DUMP_WINDOW_BYTES}-byte window`);
-      return true;
-    });
+    for (let sent = 0; sent < DUMP_WINDOW_BYTES; sent += MAX_DATA_PAYLOAD)
+      receiver.onData(1, Buffer.alloc(MAX_DATA_PAYLOAD));
+    assert.throws(
+      () => receiver.onData(1, Buffer.from('x')),
+      (err) => {
+        assert.ok(err instanceof ProtocolError);
+        assert.equal(err.message, `dump data beyond its ${DUMP_WINDOW_BYTES}-byte window`);
+        return true;
+      },
+    );
     receiver.abandon();
   });
 
@@ -133,12 +162,18 @@ describe('dump files written by the supervisor', () => {
     };
     violation(() => receiver.onData(1, Buffer.from('x')), 'DUMP_DATA on stream 1 without DUMP_FILE');
     violation(() => receiver.onEnd(1), 'DUMP_END on stream 1 without DUMP_FILE');
-    violation(() => receiver.onFile(3, encodeDumpFile('request', STARTED), 2), 'DUMP_FILE for stream 3, which was never opened');
+    violation(
+      () => receiver.onFile(3, encodeDumpFile('request', STARTED), 2),
+      'DUMP_FILE for stream 3, which was never opened',
+    );
     const unknownKind = encodeDumpFile('request', STARTED);
     unknownKind[0] = 2;
     violation(() => receiver.onFile(1, unknownKind, 2), 'DUMP_FILE of unknown kind 2');
     receiver.onFile(1, encodeDumpFile('request', STARTED), 2);
-    violation(() => receiver.onFile(2, encodeDumpFile('request', STARTED), 2), 'DUMP_FILE on stream 2 while another is open');
+    violation(
+      () => receiver.onFile(2, encodeDumpFile('request', STARTED), 2),
+      'DUMP_FILE on stream 2 while another is open',
+    );
     violation(() => receiver.onData(2, Buffer.from('x')), 'DUMP_DATA on stream 2 without DUMP_FILE');
     receiver.abandon();
   });

@@ -2,7 +2,17 @@
 // modes, failures.
 
 import assert from 'node:assert/strict';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +33,9 @@ interface Dump {
 }
 
 function dumpFiles(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
 }
 
 function readDump(dir: string, name: string): Dump {
@@ -46,7 +58,9 @@ function traversableTempDir(): string {
 }
 
 function allDumpText(dir: string): string {
-  return dumpFiles(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
+  return dumpFiles(dir)
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .join('\n');
 }
 
 describe('--dump-dir', { timeout: 60_000 }, () => {
@@ -61,7 +75,9 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     root = traversableTempDir();
     dir = join(root, 'nested', 'dumps');
     upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'] });
+    proxy = await ProxyProcess.start({
+      args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'],
+    });
   });
   after(async () => {
     await proxy?.stop();
@@ -71,19 +87,39 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
 
   test('one request/response pair per forwarded request, in the original format', async () => {
     upstream.handler = (_req, res) => {
-      res.writeHead(201, { 'content-type': 'application/json', 'x-request-id': 'req_1', 'Set-Cookie': ['a=1', 'b=2'], authorization: 'Bearer upstream-echo' });
+      res.writeHead(201, {
+        'content-type': 'application/json',
+        'x-request-id': 'req_1',
+        'Set-Cookie': ['a=1', 'b=2'],
+        authorization: 'Bearer upstream-echo',
+      });
       res.end('{"id":"resp_1","ok":true}');
     };
     const before = dumpFiles(dir).length;
     assert.equal(statSync(dir).mode & 0o777, 0o700, 'directory is created 0700');
     const reply = await send(proxy.port, {
-      headers: ['Content-Type', 'application/json', 'AUTHORIZATION', 'Bearer client-own', 'X-Cookie-Jar', 'c=3', 'cookie', 'd=4', 'Session-Id', 's1'],
+      headers: [
+        'Content-Type',
+        'application/json',
+        'AUTHORIZATION',
+        'Bearer client-own',
+        'X-Cookie-Jar',
+        'c=3',
+        'cookie',
+        'd=4',
+        'Session-Id',
+        's1',
+      ],
       body: '{"model":"m","input":"hi"}',
     });
     assert.equal(reply.status, 201);
     const files = (await waitForDumps(dir, before + 2)).slice(before);
     assert.match(files[0]!, /^000001-\d{13}-request\.json$/);
-    assert.equal(files[1], files[0]!.replace('-request.json', '-response.json'), 'request and response share the prefix');
+    assert.equal(
+      files[1],
+      files[0]!.replace('-request.json', '-response.json'),
+      'request and response share the prefix',
+    );
     for (const f of files) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
 
     const req = readDump(dir, files[0]!);
@@ -91,7 +127,11 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     assert.equal(req.url, '/v1/responses');
     assert.deepEqual(req.body, { model: 'm', input: 'hi' }, 'JSON body stored as JSON');
     const reqHeaders = new Map(req.headers.map((h) => [h.name, h.value]));
-    assert.equal(reqHeaders.get('AUTHORIZATION'), '[REDACTED]', 'names as the client sent them, Authorization redacted');
+    assert.equal(
+      reqHeaders.get('AUTHORIZATION'),
+      '[REDACTED]',
+      'names as the client sent them, Authorization redacted',
+    );
     assert.equal(reqHeaders.get('X-Cookie-Jar'), '[REDACTED]', 'any name containing cookie, any case');
     assert.equal(reqHeaders.get('cookie'), '[REDACTED]');
     assert.equal(reqHeaders.get('Session-Id'), 's1');
@@ -103,7 +143,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     assert.equal(res.error, undefined);
     const resHeaders = res.headers.map((h) => `${h.name}: ${h.value}`);
     assert.ok(resHeaders.includes('x-request-id: req_1'), 'upstream headers, lower-cased');
-    assert.deepEqual(resHeaders.filter((h) => h.startsWith('set-cookie')), ['set-cookie: [REDACTED]', 'set-cookie: [REDACTED]']);
+    assert.deepEqual(
+      resHeaders.filter((h) => h.startsWith('set-cookie')),
+      ['set-cookie: [REDACTED]', 'set-cookie: [REDACTED]'],
+    );
     assert.ok(resHeaders.includes('authorization: [REDACTED]'));
   });
 
@@ -135,19 +178,22 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     };
     const before = dumpFiles(dir).length;
     const firstEventBeforeEnd = await new Promise<boolean>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
-        let text = '';
-        let sawFirstEarly = false;
-        res.setEncoding('utf8');
-        res.on('data', (s: string) => {
-          text += s;
-          if (!sawFirstEarly && text.includes('"n":1') && !text.includes('"n":2')) {
-            sawFirstEarly = true;
-            release?.();
-          }
-        });
-        res.on('end', () => resolve(sawFirstEarly));
-      });
+      const req = request(
+        { host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false },
+        (res) => {
+          let text = '';
+          let sawFirstEarly = false;
+          res.setEncoding('utf8');
+          res.on('data', (s: string) => {
+            text += s;
+            if (!sawFirstEarly && text.includes('"n":1') && !text.includes('"n":2')) {
+              sawFirstEarly = true;
+              release?.();
+            }
+          });
+          res.on('end', () => resolve(sawFirstEarly));
+        },
+      );
       req.on('error', reject);
       req.end('{}');
     });
@@ -178,7 +224,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
       res.end(JSON.stringify({ echoed: req.headers.authorization }));
     };
     const before = dumpFiles(dir).length;
-    await send(proxy.port, { headers: { 'x-api-key': TEST_KEY, 'x-other': `pre${TEST_KEY}post` }, body: JSON.stringify({ input: `my key is ${TEST_KEY}` }) });
+    await send(proxy.port, {
+      headers: { 'x-api-key': TEST_KEY, 'x-other': `pre${TEST_KEY}post` },
+      body: JSON.stringify({ input: `my key is ${TEST_KEY}` }),
+    });
     const files = (await waitForDumps(dir, before + 2)).slice(before);
     const text = allDumpText(dir);
     assert.ok(!text.includes(TEST_KEY), 'no dump contains the key');
@@ -198,19 +247,25 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     };
     const before = dumpFiles(dir).length;
     await new Promise<void>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
-        res.once('data', () => {
-          req.destroy();
-          resolve();
-        });
-      });
+      const req = request(
+        { host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false },
+        (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        },
+      );
       req.on('error', () => {});
       req.on('timeout', () => reject(new Error('no data')));
       req.setTimeout(5_000);
       req.end('{}');
     });
     const files = (await waitForDumps(dir, before + 2)).slice(before);
-    const res = readDump(dir, files.find((f) => f.endsWith('-response.json'))!);
+    const res = readDump(
+      dir,
+      files.find((f) => f.endsWith('-response.json'))!,
+    );
     assert.equal(res.status, 200);
     assert.match(String(res.body), /^data: first\n\n/);
     assert.equal(res.error, 'client disconnected before the response ended');
@@ -233,7 +288,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
   test('sequence numbers keep increasing', () => {
     const sequences = dumpFiles(dir).map((f) => Number(f.slice(0, 6)));
     const unique = [...new Set(sequences)];
-    assert.deepEqual(unique, unique.map((_, i) => i + 1));
+    assert.deepEqual(
+      unique,
+      unique.map((_, i) => i + 1),
+    );
   });
 });
 
@@ -247,25 +305,32 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
       assert.equal(result.code, 1);
       const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
       assert.equal(lines.length, 1, result.stderr);
-      assert.match(lines[0]!, /^Error: cannot create --dump-dir .*a-file\/sub: (EEXIST|ENOTDIR) \(a part of the path is a file, not a directory\)$/);
+      assert.match(
+        lines[0]!,
+        /^Error: cannot create --dump-dir .*a-file\/sub: (EEXIST|ENOTDIR) \(a part of the path is a file, not a directory\)$/,
+      );
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
   });
 
-  test('an existing directory the proxy cannot write stops startup with one line, exit 1', { skip: asRoot && 'root writes any directory' }, async () => {
-    const root = traversableTempDir();
-    const readOnly = join(root, 'ro');
-    mkdirSync(readOnly, { mode: 0o555 });
-    try {
-      const result = await runProxyToExit({ args: ['--dump-dir', readOnly] });
-      assert.equal(result.code, 1);
-      const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
-      assert.deepEqual(lines, [`Error: cannot write to --dump-dir ${readOnly}: EACCES`]);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
-  });
+  test(
+    'an existing directory the proxy cannot write stops startup with one line, exit 1',
+    { skip: asRoot && 'root writes any directory' },
+    async () => {
+      const root = traversableTempDir();
+      const readOnly = join(root, 'ro');
+      mkdirSync(readOnly, { mode: 0o555 });
+      try {
+        const result = await runProxyToExit({ args: ['--dump-dir', readOnly] });
+        assert.equal(result.code, 1);
+        const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
+        assert.deepEqual(lines, [`Error: cannot write to --dump-dir ${readOnly}: EACCES`]);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
 
   test('a directory removed while running: logged once, proxying carries on', async () => {
     const root = traversableTempDir();
@@ -307,72 +372,80 @@ async function dumpedExchange(dir: string): Promise<string[]> {
   }
 }
 
-describe('--dump-dir where only root may write (the supervisor writes the dumps)', { skip: !asRoot && 'needs root', timeout: 60_000 }, () => {
-  test('a new directory under a parent only root can enter: files 0600, owned by root', async () => {
-    const parent = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root, like /root
-    try {
-      const dir = join(parent, 'dumps');
-      const files = await dumpedExchange(dir);
-      assert.equal(statSync(dir).mode & 0o777, 0o700);
-      assert.equal(statSync(dir).uid, 0, 'the directory is root\'s');
-      for (const f of files) {
-        const stat = statSync(join(dir, f));
-        assert.deepEqual([stat.mode & 0o777, stat.uid, stat.gid], [0o600, 0, process.getgid?.()], `${f}: 0600, root's`);
+describe(
+  '--dump-dir where only root may write (the supervisor writes the dumps)',
+  { skip: !asRoot && 'needs root', timeout: 60_000 },
+  () => {
+    test('a new directory under a parent only root can enter: files 0600, owned by root', async () => {
+      const parent = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root, like /root
+      try {
+        const dir = join(parent, 'dumps');
+        const files = await dumpedExchange(dir);
+        assert.equal(statSync(dir).mode & 0o777, 0o700);
+        assert.equal(statSync(dir).uid, 0, "the directory is root's");
+        for (const f of files) {
+          const stat = statSync(join(dir, f));
+          assert.deepEqual(
+            [stat.mode & 0o777, stat.uid, stat.gid],
+            [0o600, 0, process.getgid?.()],
+            `${f}: 0600, root's`,
+          );
+        }
+        assert.deepEqual(readDump(dir, files[0]!).body, { input: 'hi' });
+      } finally {
+        rmSync(parent, { recursive: true, force: true });
       }
-      assert.deepEqual(readDump(dir, files[0]!).body, { input: 'hi' });
-    } finally {
-      rmSync(parent, { recursive: true, force: true });
-    }
-  });
+    });
 
-  test('an existing root-owned 0755 directory', async () => {
-    const dir = traversableTempDir();
-    try {
-      const files = await dumpedExchange(dir);
-      assert.equal(files.length, 2);
-      assert.equal(statSync(dir).mode & 0o777, 0o755, 'an existing directory is left as it is');
-      for (const f of files) assert.equal(statSync(join(dir, f)).uid, 0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    test('an existing root-owned 0755 directory', async () => {
+      const dir = traversableTempDir();
+      try {
+        const files = await dumpedExchange(dir);
+        assert.equal(files.length, 2);
+        assert.equal(statSync(dir).mode & 0o777, 0o755, 'an existing directory is left as it is');
+        for (const f of files) assert.equal(statSync(join(dir, f)).uid, 0);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
 
-  test('names planted where the next dump goes are neither replaced nor followed; that dump is skipped, one line each', async () => {
-    const dir = traversableTempDir();
-    const outside = mkdtempSync(join(tmpdir(), 'rap-dumps-target-'));
-    const target = join(outside, 'target');
-    writeFileSync(target, 'target');
-    const upstream = await MockUpstream.start();
-    const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
-    try {
-      // The first exchange's files are 000001-<its start in ms>-*.json: plant both names from now until
-      // 5 s after the request is sent (planting takes a while on a loaded machine; bounded by the deadline).
-      const from = Date.now();
-      let horizon = from;
-      while (horizon < Date.now() + 5_000 && horizon < from + 60_000) {
-        symlinkSync(target, join(dir, `000001-${horizon}-request.json`));
-        writeFileSync(join(dir, `000001-${horizon}-response.json`), 'planted');
-        horizon++;
+    test('names planted where the next dump goes are neither replaced nor followed; that dump is skipped, one line each', async () => {
+      const dir = traversableTempDir();
+      const outside = mkdtempSync(join(tmpdir(), 'rap-dumps-target-'));
+      const target = join(outside, 'target');
+      writeFileSync(target, 'target');
+      const upstream = await MockUpstream.start();
+      const proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
+      try {
+        // The first exchange's files are 000001-<its start in ms>-*.json: plant both names from now until
+        // 5 s after the request is sent (planting takes a while on a loaded machine; bounded by the deadline).
+        const from = Date.now();
+        let horizon = from;
+        while (horizon < Date.now() + 5_000 && horizon < from + 60_000) {
+          symlinkSync(target, join(dir, `000001-${horizon}-request.json`));
+          writeFileSync(join(dir, `000001-${horizon}-response.json`), 'planted');
+          horizon++;
+        }
+        assert.equal((await send(proxy.port, { body: '{"input":"first"}' })).status, 200);
+        assert.ok(Date.now() < horizon, 'the exchange started while its names were planted');
+        assert.equal((await send(proxy.port, { body: '{"input":"second"}' })).status, 200);
+        const seconds = (): string[] => dumpFiles(dir).filter((f) => f.startsWith('000002-'));
+        assert.ok(await waitFor(() => seconds().length === 2, 5_000), 'the next exchange is dumped as usual');
+        const skipped = proxy.stderr.split('\n').filter((l) => l.includes('not replaced, this dump is skipped'));
+        assert.equal(skipped.length, 2, `one line per skipped file:\n${proxy.stderr}`);
+        assert.equal(readFileSync(target, 'utf8'), 'target', 'the symlink was not followed');
+        const names = dumpFiles(dir).filter((f) => f.startsWith('000001-'));
+        assert.equal(names.length, 2 * (horizon - from), 'no other name was taken for the first exchange');
+        for (const f of names.filter((n) => n.endsWith('-response.json'))) {
+          assert.equal(readFileSync(join(dir, f), 'utf8'), 'planted', `${f} untouched`);
+        }
+        assert.ok(!proxy.stderr.includes('cannot write dump files'), 'nothing else failed');
+      } finally {
+        await proxy.stop();
+        await upstream.close();
+        rmSync(dir, { recursive: true, force: true });
+        rmSync(outside, { recursive: true, force: true });
       }
-      assert.equal((await send(proxy.port, { body: '{"input":"first"}' })).status, 200);
-      assert.ok(Date.now() < horizon, 'the exchange started while its names were planted');
-      assert.equal((await send(proxy.port, { body: '{"input":"second"}' })).status, 200);
-      const seconds = (): string[] => dumpFiles(dir).filter((f) => f.startsWith('000002-'));
-      assert.ok(await waitFor(() => seconds().length === 2, 5_000), 'the next exchange is dumped as usual');
-      const skipped = proxy.stderr.split('\n').filter((l) => l.includes('not replaced, this dump is skipped'));
-      assert.equal(skipped.length, 2, `one line per skipped file:\n${proxy.stderr}`);
-      assert.equal(readFileSync(target, 'utf8'), 'target', 'the symlink was not followed');
-      const names = dumpFiles(dir).filter((f) => f.startsWith('000001-'));
-      assert.equal(names.length, 2 * (horizon - from), 'no other name was taken for the first exchange');
-      for (const f of names.filter((n) => n.endsWith('-response.json'))) {
-        assert.equal(readFileSync(join(dir, f), 'utf8'), 'planted', `${f} untouched`);
-      }
-      assert.ok(!proxy.stderr.includes('cannot write dump files'), 'nothing else failed');
-    } finally {
-      await proxy.stop();
-      await upstream.close();
-      rmSync(dir, { recursive: true, force: true });
-      rmSync(outside, { recursive: true, force: true });
-    }
-  });
-});
+    });
+  },
+);

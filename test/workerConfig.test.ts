@@ -46,7 +46,15 @@ describe('workerConfig: what the supervisor sends', () => {
     const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
     assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'allowCapabilities', 'readPaths'].sort());
     for (const key of workerKeys) assert.deepEqual(config[key], flags([])[key], key);
-    for (const supervisorOnly of ['port', 'serverInfo', 'upstreamUrl', 'upstreamTimeoutMs', 'uid', 'gid', 'checkSandbox']) {
+    for (const supervisorOnly of [
+      'port',
+      'serverInfo',
+      'upstreamUrl',
+      'upstreamTimeoutMs',
+      'uid',
+      'gid',
+      'checkSandbox',
+    ]) {
       assert.ok(!(supervisorOnly in config), supervisorOnly);
     }
     assert.equal(config.maxOpenStreams, 256, '--max-concurrent goes by the name the worker has for it');

@@ -105,7 +105,6 @@ export class DumpDirectory {
     const code = err instanceof LibcError ? err.errnoName : errnoCode(err);
     this.log.error({ file: name, code }, 'cannot write dump files; proxying continues without them');
   }
-
 }
 
 interface OpenFile {
@@ -179,13 +178,14 @@ export class DumpReceiver {
 
   private current(streamId: number, what: string): OpenFile {
     const file = this.open;
-    if (file === null || file.streamId !== streamId) throw new ProtocolError(`${what} on stream ${streamId} without DUMP_FILE`);
+    if (file === null || file.streamId !== streamId)
+      throw new ProtocolError(`${what} on stream ${streamId} without DUMP_FILE`);
     return file;
   }
 
   private async write(file: OpenFile, fd: number, bytes: Buffer): Promise<void> {
     try {
-      for (let at = 0; at < bytes.length; ) at += (await writeAt(fd, bytes, at, bytes.length - at, null)).bytesWritten;
+      for (let at = 0; at < bytes.length;) at += (await writeAt(fd, bytes, at, bytes.length - at, null)).bytesWritten;
     } catch (err) {
       file.failed = true;
       this.directory.writeFailed(file.name, err);
@@ -196,7 +196,6 @@ export class DumpReceiver {
     this.inFlight -= bytes;
     if (!this.abandoned) this.writer.send(Msg.DUMP_WINDOW, 0, windowPayload(bytes));
   }
-
 }
 
 const writeAt = promisify(write);

@@ -105,4 +105,3 @@ export function workerReadPaths(entry: string): string[] {
 export function workerPermissionFlags(entry: string): PermissionModelFlags {
   return permissionModelFlags(process.versions.node, outermost(workerReadPaths(entry)), []);
 }
-

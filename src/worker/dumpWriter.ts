@@ -311,6 +311,11 @@ export class WebSocketDump implements ExchangeDump {
             ...(this.kept < this.total ? { body_truncated: true, body_length: this.total } : {}),
           };
     const headers = dumpHeaders(this.responseHeaders);
-    this.writer.write(this.streamId, 'response', this.startedAt, { status: this.status, headers, ...body, ...this.outcome });
+    this.writer.write(this.streamId, 'response', this.startedAt, {
+      status: this.status,
+      headers,
+      ...body,
+      ...this.outcome,
+    });
   }
 }

@@ -36,7 +36,8 @@ const supervisor = new IpcDispatcher(
   {
     CONFIG: (_id, payload) => configure(decodeWorkerConfig(payload)),
     DRAIN: () => {
-      if (frontend === null) writer.send(Msg.DRAINED, 0); // still starting: nothing is open
+      if (frontend === null)
+        writer.send(Msg.DRAINED, 0); // still starting: nothing is open
       else frontend.drain();
     },
     RESPONSE_HEAD: (id, payload) => {
@@ -121,7 +122,8 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   });
   try {
     const layers = installWorkerSandbox(sandbox);
-    for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
+    for (const { layer, reason } of layers.missing)
+      logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
   } catch (err) {
     server.close();
     return startupFailed(messageOf(err));

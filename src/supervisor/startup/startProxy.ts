@@ -33,7 +33,9 @@ import {
 import { landlockSupport } from '../../shared/landlock.js';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -74,11 +76,14 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       : readAuthHeader();
   // The token file (and the first usage record) exist before the server-info file; removed at exit.
   const policy = options.checkSandbox ? null : ClientPolicy.create(policyOptionsOf(options), log);
-  const dumpDirectory = options.dumpDir === null || options.checkSandbox ? null : DumpDirectory.open(options.dumpDir, log);
+  const dumpDirectory =
+    options.dumpDir === null || options.checkSandbox ? null : DumpDirectory.open(options.dumpDir, log);
   const serverInfo =
     options.serverInfo === null || options.checkSandbox
       ? null
-      : await ServerInfoFile.claim(options.serverInfo, (err) => log.error({ err: err.message }, 'server-info lock compromised'));
+      : await ServerInfoFile.claim(options.serverInfo, (err) =>
+          log.error({ err: err.message }, 'server-info lock compromised'),
+        );
   let listen;
   try {
     listen = bindLoopback(options.checkSandbox ? 0 : options.port);
@@ -89,10 +94,12 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const permission = workerPermissionFlags(workerEntry);
   if (options.webSocket !== null) await loadWebSocketClient();
   // Said only now, so that a startup failure stays a single line.
-  for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
+  for (const { layer, reason } of hardening.missing)
+    log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
   for (const note of identity.notes) log.info(note);
   for (const warning of identity.warnings) log.warn(warning);
-  if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
+  if (!permission.supported)
+    log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
   const landlock = landlockSupport();
   const ioUring = denyIoUringToWorker();
   if (ioUring !== null) {
@@ -125,14 +132,21 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
         expectedUid: identity.uid,
         expectedGid: identity.gid,
         switchedUser: identity.switchUser,
-        permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
+        permissionModel: {
+          inForce: permission.supported,
+          detail: permission.supported ? permission.reason : `off: ${permission.reason}`,
+        },
         landlock,
         allowWeaker: options.allowWeakerSandbox,
         hardening,
       });
       if (options.checkSandbox) {
         process.stdout.write(formatReport(report));
-        return supervisor.stop(report.complete ? 0 : 1, report.complete ? 'sandbox check passed' : 'sandbox check: some layers are missing', true);
+        return supervisor.stop(
+          report.complete ? 0 : 1,
+          report.complete ? 'sandbox check passed' : 'sandbox check: some layers are missing',
+          true,
+        );
       }
       logReport(log, report.complete, reportFields(report));
     },
@@ -146,7 +160,11 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   });
   // From here on a bug in one request must not take the proxy down: log it, keep serving.
   process.removeListener('uncaughtException', fail);
-  const survive = (err: unknown): void => log.error({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'unexpected error');
+  const survive = (err: unknown): void =>
+    log.error(
+      { err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) },
+      'unexpected error',
+    );
   process.on('uncaughtException', survive);
   process.on('unhandledRejection', survive);
   supervisor.start();
@@ -177,4 +195,3 @@ function fail(err: unknown): never {
   writeStderr(`Error: internal error: ${messageOf(err)}\n`);
   process.exit(1);
 }
-
