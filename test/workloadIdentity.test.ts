@@ -145,8 +145,9 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
           `renewal ${i} began ${renewalStart} ms into a ${lifetime} ms token`,
         );
       }
+      // The renewed tokens carry the traffic (the first may be renewed before a loaded machine starts sending).
       assert.ok(
-        r.tokenUse.slice(0, 3).every((uses) => uses > 0),
+        r.tokenUse.slice(1, 3).every((uses) => uses > 0),
         `tokens used: ${r.tokenUse}`,
       );
       const renewed = r.log.filter((l) => l.msg === 'workload identity token renewed');
