@@ -16,6 +16,7 @@ import { MAX_CREDENTIAL_REQUEST_MS } from '../credential/workloadIdentity.js';
 import { startWorkloadIdentity } from '../credential/workloadCredential.js';
 import { ClientPolicy } from '../clientPolicy.js';
 import { hardenSupervisor } from './hardening.js';
+import { settleStreamLimit } from './openFileLimit.js';
 import { policyOptionsOf } from './policyOptions.js';
 import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from '../proxySupervisor.js';
@@ -57,6 +58,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const log = createLogger('supervisor', options.logLevel);
 
   const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
+  const streamLimit = settleStreamLimit(options.maxOpenStreams);
   const identity = resolveWorkerIdentity({ uid: options.uid ?? undefined, gid: options.gid ?? undefined });
   if (identity.switchUser) {
     const unreadable = findUnreadablePath(workerProgramPaths(workerEntry), identity.uid, identity.gid);
@@ -91,6 +93,8 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   // Said only now, so that a startup failure stays a single line.
   for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
   for (const note of identity.notes) log.info(note);
+  const derived = options.maxOpenStreams === null ? ' (derived from the open-file limit)' : '';
+  log.info({ ...streamLimit }, `at most ${streamLimit.maxOpenStreams} concurrent requests and WebSockets${derived}`);
   for (const warning of identity.warnings) log.warn(warning);
   if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
   const landlock = landlockSupport();
@@ -107,7 +111,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
     policy,
-    workerConfig: workerConfigFor(options, {
+    workerConfig: workerConfigFor({ ...options, maxOpenStreams: streamLimit.maxOpenStreams }, {
       dumpDir,
       dumpSequenceStart: 1,
       allowCapabilities: identity.uid === 0,
