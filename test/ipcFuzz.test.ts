@@ -762,11 +762,16 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     });
   });
 
-  test(`floods of OPENs: the ${MAX_OPEN_STREAMS + 1}th open stream is a violation, never more than ${MAX_OPEN_STREAMS} calls; opened-and-reset streams never accumulate`, { timeout: 120_000 }, async (t) => {
+  const floods =
+    `floods of OPENs: the ${MAX_OPEN_STREAMS + 1}th open stream is a violation, ` +
+    `never more than ${MAX_OPEN_STREAMS} calls; opened-and-reset streams never accumulate`;
+  test(floods, { timeout: 120_000 }, async (t) => {
     // Each flood near the limit starts thousands of upstream calls: few of those, more small ones.
     const few = fc.record({ n: fc.integer({ min: 1, max: 1100 }), chunking: chunkingArb });
-    const many = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS - 2, max: MAX_OPEN_STREAMS + 40 }), chunking: chunkingArb });
-    const floodOf = async ({ n, chunking }: { n: number; chunking: { cuts: number[]; stepwise: boolean } }): Promise<void> => {
+    const nearLimit = fc.integer({ min: MAX_OPEN_STREAMS - 2, max: MAX_OPEN_STREAMS + 40 });
+    const many = fc.record({ n: nearLimit, chunking: chunkingArb });
+    type Flood = { n: number; chunking: { cuts: number[]; stepwise: boolean } };
+    const floodOf = async ({ n, chunking }: Flood): Promise<void> => {
       const frames: Buffer[] = [frame(Msg.READY, 0)];
       for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
       frames.push(frame(Msg.DRAINED, 0)); // must be ignored after a violation
@@ -785,7 +790,8 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     };
     await check(t, 'flood of held OPENs', few, 16, floodOf);
     await check(t, 'flood of held OPENs up to the limit and beyond', many, 3, floodOf);
-    const churn = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS + 1, max: MAX_OPEN_STREAMS + 100 }), chunking: chunkingArb });
+    const beyondLimit = fc.integer({ min: MAX_OPEN_STREAMS + 1, max: MAX_OPEN_STREAMS + 100 });
+    const churn = fc.record({ n: beyondLimit, chunking: chunkingArb });
     await check(t, 'flood of OPEN+RESET', churn, 3, async ({ n, chunking }) => {
       const frames: Buffer[] = [frame(Msg.READY, 0)];
       for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));

@@ -5,7 +5,7 @@
 
 import { MAX_OPEN_STREAMS } from './constants.js';
 
-/** What a process holds besides its streams: Node's own, stdio, IPC, the listening socket, log, usage and dump files. */
+/** What a process holds besides its streams: Node's own, stdio, IPC, the listening socket, log and dump files. */
 export const RESERVED_FDS = 128;
 /**
  * Counted per stream: its connection, and a quarter more for connections that

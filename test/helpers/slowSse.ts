@@ -72,7 +72,8 @@ export class SseStream {
   constructor(port: number) {
     const body = '{"model":"gpt-test","stream":true,"input":"hi"}';
     const headers = { 'content-type': 'application/json', 'content-length': String(body.length) };
-    this.req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', headers, agent: false }, (res) => {
+    const target = { host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', headers, agent: false };
+    this.req = request(target, (res) => {
       this.status = res.statusCode ?? 0;
       res.on('data', (chunk: Buffer) => {
         if (this.status === 200) this.bytes += chunk.length;

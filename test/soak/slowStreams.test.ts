@@ -55,7 +55,9 @@ async function startUpstream(): Promise<{ child: ChildProcess; url: string; open
 const cannot = raiseOwnLimit();
 if (cannot !== null) console.log(`# skipping the ${STREAMS} slow streams: ${cannot}`);
 
-describe(`${STREAMS} concurrent slow SSE streams, no --max-concurrent`, { skip: cannot ?? false, timeout: 90_000 }, () => {
+const bounded = { skip: cannot ?? false, timeout: 90_000 };
+
+describe(`${STREAMS} concurrent slow SSE streams, no --max-concurrent`, bounded, () => {
   const strays = new StrayPids();
   let upstream: Awaited<ReturnType<typeof startUpstream>>;
   let proxy: ProxyProcess;
@@ -82,13 +84,16 @@ describe(`${STREAMS} concurrent slow SSE streams, no --max-concurrent`, { skip: 
     const openBy = startedAt + OPEN_DEADLINE_MS;
     while (streams.length < STREAMS && performance.now() < openBy) {
       const opening = streams.filter((s) => s.status === 0 && s.failure === null).length;
-      for (let i = opening; i < OPENING_AT_ONCE && streams.length < STREAMS; i++) streams.push(new SseStream(proxy.port));
+      for (let i = opening; i < OPENING_AT_ONCE && streams.length < STREAMS; i++) {
+        streams.push(new SseStream(proxy.port));
+      }
       await sleep(10);
     }
     while (streams.some((s) => s.events < 1 && s.failure === null) && performance.now() < openBy) await sleep(50);
     const opened = performance.now();
     const refused = streams.filter((s) => s.status !== 200 || s.failure !== null);
-    const example = refused[0] === undefined ? '' : `: ${refused[0].status} ${refused[0].failure} ${refused[0].errorBody}`;
+    const first = refused[0];
+    const example = first === undefined ? '' : `: ${first.status} ${first.failure} ${first.errorBody}`;
     assert.equal(refused.length, 0, `${refused.length} streams refused or failed${example}`);
     assert.equal(streams.length, STREAMS, `only ${streams.length} streams opened in ${OPEN_DEADLINE_MS} ms`);
     const waiting = streams.filter((s) => s.events < 1).length;

@@ -45,7 +45,9 @@ export function settleStreamLimit(given: number | null): StreamLimit {
 /** The soft limit, raised to the hard one; as a number (a larger one holds no more streams). */
 function raiseOpenFileLimit(): number {
   const limit = getrlimit(RLIMIT_NOFILE, 'getrlimit(RLIMIT_NOFILE)');
-  if (limit.soft < limit.hard) setrlimit(RLIMIT_NOFILE, { soft: limit.hard, hard: limit.hard }, 'setrlimit(RLIMIT_NOFILE)');
+  if (limit.soft < limit.hard) {
+    setrlimit(RLIMIT_NOFILE, { soft: limit.hard, hard: limit.hard }, 'setrlimit(RLIMIT_NOFILE)');
+  }
   const { soft } = getrlimit(RLIMIT_NOFILE, 'getrlimit(RLIMIT_NOFILE)');
   return Number(soft > BigInt(Number.MAX_SAFE_INTEGER) ? BigInt(Number.MAX_SAFE_INTEGER) : soft);
 }
