@@ -41,20 +41,27 @@ describe('--allow-model over HTTP', () => {
     }
   });
 
-  test('other models: 403 model_not_allowed naming the model; patterns are case-sensitive and only * is special', { timeout: 20_000 }, async () => {
-    const before = upstream.requests.length;
-    for (const model of ['gpt-4o', 'GPT-5', 'o3-mini', 'o', 'xgpt-5', 'gpt-', '']) {
-      const reply = await post(JSON.stringify({ model, input: 'hi' }));
-      assert.equal(reply.status, 403, model);
-      const error = errorOf(reply.body);
-      assert.equal(error.code, 'model_not_allowed');
-      assert.ok(error.message.includes(JSON.stringify(model)), error.message);
-    }
-    const questionMark = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"o?"}' });
-    assert.equal(questionMark.status, 403);
-    await sleep(200);
-    assert.equal(upstream.requests.length, before);
-  });
+  test(
+    'other models: 403 model_not_allowed naming the model; patterns are case-sensitive and only * is special',
+    { timeout: 20_000 },
+    async () => {
+      const before = upstream.requests.length;
+      for (const model of ['gpt-4o', 'GPT-5', 'o3-mini', 'o', 'xgpt-5', 'gpt-', '']) {
+        const reply = await post(JSON.stringify({ model, input: 'hi' }));
+        assert.equal(reply.status, 403, model);
+        const error = errorOf(reply.body);
+        assert.equal(error.code, 'model_not_allowed');
+        assert.ok(error.message.includes(JSON.stringify(model)), error.message);
+      }
+      const questionMark = await send(proxy.port, {
+        headers: { 'content-type': 'application/json' },
+        body: '{"model":"o?"}',
+      });
+      assert.equal(questionMark.status, 403);
+      await sleep(200);
+      assert.equal(upstream.requests.length, before);
+    },
+  );
 
   test('a body the check cannot read as the upstream would: 400, nothing upstream', { timeout: 20_000 }, async () => {
     const before = upstream.requests.length;
@@ -70,7 +77,9 @@ describe('--allow-model over HTTP', () => {
       '"gpt-5"',
       'not json',
       '',
-      Buffer.from([0x7b, 0x22, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x22, 0x3a, 0x22, 0x67, 0x70, 0x74, 0x2d, 0x35, 0xff, 0x22, 0x7d]),
+      Buffer.from([
+        0x7b, 0x22, 0x6d, 0x6f, 0x64, 0x65, 0x6c, 0x22, 0x3a, 0x22, 0x67, 0x70, 0x74, 0x2d, 0x35, 0xff, 0x22, 0x7d,
+      ]),
       Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"model":"gpt-5"}')]),
     ];
     for (const body of bodies) {
@@ -82,14 +91,17 @@ describe('--allow-model over HTTP', () => {
     assert.equal(upstream.requests.length, before);
   });
 
-  test('nested duplicate keys are the upstream parser\'s business, not a refusal', { timeout: 20_000 }, async () => {
+  test("nested duplicate keys are the upstream parser's business, not a refusal", { timeout: 20_000 }, async () => {
     const reply = await post('{"model":"gpt-5","text":{"a":1,"a":2},"input":[{"x":1},{"x":2}]}');
     assert.equal(reply.status, 200);
   });
 
   test('refusals are counted in the usage file', async () => {
     await sleep(300);
-    const record = JSON.parse(readFileSync(usageFile, 'utf8')) as { refusals: { model: number }; requests: { http: number } };
+    const record = JSON.parse(readFileSync(usageFile, 'utf8')) as {
+      refusals: { model: number };
+      requests: { http: number };
+    };
     assert.equal(record.refusals.model, 8 + 13);
     assert.equal(record.requests.http, 5);
   });
@@ -107,26 +119,41 @@ describe('--allow-model over WebSocket', () => {
     await upstream.close();
   });
 
-  test('a refused response.create gets an error event and is not forwarded; the socket stays usable', { timeout: 30_000 }, async () => {
-    const client = await WsClient.open(proxy.port);
-    const refused = await client.turn({ model: 'gpt-4o', input: 'hi' });
-    assert.deepEqual(refused, [
-      {
-        type: 'error',
-        status: 403,
-        error: { message: 'The model "gpt-4o" is not allowed by this proxy (--allow-model).', type: 'invalid_request_error', code: 'model_not_allowed', param: null },
-      },
-    ]);
-    const doubled = client.messages.length;
-    client.send('{"type":"response.create","model":"gpt-5","model":"gpt-4o"}');
-    const [event] = await client.next(doubled, 1, 5_000);
-    assert.equal((JSON.parse(event?.data.toString() ?? '{}') as { error?: { code?: string } }).error?.code, 'invalid_request_body');
-    const allowed = await client.turn({ model: 'gpt-5-codex', input: 'hi' });
-    assert.ok(allowed.some((e) => e.type === 'response.completed'));
-    await sleep(200);
-    const creates = upstream.sessions[0]?.creates ?? [];
-    assert.deepEqual(creates.map((c) => c.model), ['gpt-5-codex']);
-    assert.ok(client.isOpen);
-    client.close();
-  });
+  test(
+    'a refused response.create gets an error event and is not forwarded; the socket stays usable',
+    { timeout: 30_000 },
+    async () => {
+      const client = await WsClient.open(proxy.port);
+      const refused = await client.turn({ model: 'gpt-4o', input: 'hi' });
+      assert.deepEqual(refused, [
+        {
+          type: 'error',
+          status: 403,
+          error: {
+            message: 'The model "gpt-4o" is not allowed by this proxy (--allow-model).',
+            type: 'invalid_request_error',
+            code: 'model_not_allowed',
+            param: null,
+          },
+        },
+      ]);
+      const doubled = client.messages.length;
+      client.send('{"type":"response.create","model":"gpt-5","model":"gpt-4o"}');
+      const [event] = await client.next(doubled, 1, 5_000);
+      assert.equal(
+        (JSON.parse(event?.data.toString() ?? '{}') as { error?: { code?: string } }).error?.code,
+        'invalid_request_body',
+      );
+      const allowed = await client.turn({ model: 'gpt-5-codex', input: 'hi' });
+      assert.ok(allowed.some((e) => e.type === 'response.completed'));
+      await sleep(200);
+      const creates = upstream.sessions[0]?.creates ?? [];
+      assert.deepEqual(
+        creates.map((c) => c.model),
+        ['gpt-5-codex'],
+      );
+      assert.ok(client.isOpen);
+      client.close();
+    },
+  );
 });

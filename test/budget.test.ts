@@ -13,8 +13,10 @@ import { WsClient } from './helpers/wsClient.js';
 import { WsUpstream } from './helpers/wsUpstream.js';
 
 const BODY = '{"model":"gpt-test","input":"hi","stream":true}';
-const post = (proxy: ProxyProcess): Promise<Reply> => send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY, timeoutMs: 20_000 });
-const completed = (reply: Reply): boolean => reply.status === 200 && reply.body.toString().includes('event: response.completed');
+const post = (proxy: ProxyProcess): Promise<Reply> =>
+  send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY, timeoutMs: 20_000 });
+const completed = (reply: Reply): boolean =>
+  reply.status === 200 && reply.body.toString().includes('event: response.completed');
 
 describe('--max-requests crossed by concurrent requests', () => {
   let upstream: MockUpstream;
@@ -29,23 +31,27 @@ describe('--max-requests crossed by concurrent requests', () => {
     await upstream.close();
   });
 
-  test('12 at once: exactly 3 reach the upstream and finish, 9 get 429 insufficient_quota', { timeout: 30_000 }, async () => {
-    const replies = Array.from({ length: 12 }, () => post(proxy));
-    assert.ok(await waitFor(() => holding.held === 3, 10_000), `held ${holding.held}`);
-    await sleep(300); // none of the refused ones arrives late
-    assert.equal(upstream.requests.length, 3);
-    holding.release();
-    const all = await Promise.all(replies);
-    assert.equal(all.filter(completed).length, 3);
-    const refused = all.filter((r) => r.status === 429);
-    assert.equal(refused.length, 9);
-    for (const r of refused) {
-      assert.deepEqual([errorOf(r.body).code, errorOf(r.body).type], ['insufficient_quota', 'insufficient_quota']);
-      assert.equal(r.headers['retry-after'], undefined);
-    }
-    assert.equal((await post(proxy)).status, 429);
-    assert.equal(upstream.requests.length, 3);
-  });
+  test(
+    '12 at once: exactly 3 reach the upstream and finish, 9 get 429 insufficient_quota',
+    { timeout: 30_000 },
+    async () => {
+      const replies = Array.from({ length: 12 }, () => post(proxy));
+      assert.ok(await waitFor(() => holding.held === 3, 10_000), `held ${holding.held}`);
+      await sleep(300); // none of the refused ones arrives late
+      assert.equal(upstream.requests.length, 3);
+      holding.release();
+      const all = await Promise.all(replies);
+      assert.equal(all.filter(completed).length, 3);
+      const refused = all.filter((r) => r.status === 429);
+      assert.equal(refused.length, 9);
+      for (const r of refused) {
+        assert.deepEqual([errorOf(r.body).code, errorOf(r.body).type], ['insufficient_quota', 'insufficient_quota']);
+        assert.equal(r.headers['retry-after'], undefined);
+      }
+      assert.equal((await post(proxy)).status, 429);
+      assert.equal(upstream.requests.length, 3);
+    },
+  );
 });
 
 describe('--max-tokens', () => {
@@ -61,18 +67,22 @@ describe('--max-tokens', () => {
     await upstream.close();
   });
 
-  test('requests already running when the budget is crossed all finish; the next one gets 429', { timeout: 30_000 }, async () => {
-    const replies = Array.from({ length: 4 }, () => post(proxy));
-    assert.ok(await waitFor(() => holding.held === 4, 10_000), `held ${holding.held}`);
-    holding.release();
-    const all = await Promise.all(replies);
-    assert.equal(all.filter(completed).length, 4, 'a response already admitted was cut');
-    const after = await post(proxy);
-    assert.equal(after.status, 429);
-    assert.equal(errorOf(after.body).code, 'insufficient_quota');
-    assert.match(errorOf(after.body).message, /token budget/);
-    assert.equal(upstream.requests.length, 4);
-  });
+  test(
+    'requests already running when the budget is crossed all finish; the next one gets 429',
+    { timeout: 30_000 },
+    async () => {
+      const replies = Array.from({ length: 4 }, () => post(proxy));
+      assert.ok(await waitFor(() => holding.held === 4, 10_000), `held ${holding.held}`);
+      holding.release();
+      const all = await Promise.all(replies);
+      assert.equal(all.filter(completed).length, 4, 'a response already admitted was cut');
+      const after = await post(proxy);
+      assert.equal(after.status, 429);
+      assert.equal(errorOf(after.body).code, 'insufficient_quota');
+      assert.match(errorOf(after.body).message, /token budget/);
+      assert.equal(upstream.requests.length, 4);
+    },
+  );
 });
 
 describe('--max-tokens, one at a time', () => {
@@ -131,27 +141,39 @@ describe('budgets over WebSocket', () => {
     await upstream.close();
   });
 
-  test('each client message counts; past the budget a message gets an error event, is not forwarded, and the socket stays open', { timeout: 30_000 }, async () => {
-    const client = await WsClient.open(proxy.port);
-    for (let i = 0; i < 2; i++) assert.ok((await client.turn({ model: 'gpt-test', input: `turn ${i}` })).some((e) => e.type === 'response.completed'));
-    for (let i = 0; i < 2; i++) {
-      const events = await client.turn({ model: 'gpt-test', input: 'over budget' });
-      assert.equal(events.length, 1);
-      assert.deepEqual(events[0], {
-        type: 'error',
-        status: 429,
-        error: { message: "The proxy's request budget (--max-requests 2) is used up; no further requests are forwarded.", type: 'insufficient_quota', code: 'insufficient_quota', param: null },
-      });
-    }
-    assert.ok(client.isOpen);
-    await sleep(200);
-    assert.equal(upstream.sessions[0]?.messages.length, 2);
-    // A new handshake once the budget is used up is refused before anything goes upstream.
-    const refused = await WsClient.refused(proxy.port);
-    assert.equal(refused.status, 429);
-    assert.equal(upstream.handshakes.length, 1);
-    client.close();
-  });
+  test(
+    'each client message counts; past the budget a message gets an error event, is not forwarded, and the socket stays open',
+    { timeout: 30_000 },
+    async () => {
+      const client = await WsClient.open(proxy.port);
+      for (let i = 0; i < 2; i++)
+        assert.ok(
+          (await client.turn({ model: 'gpt-test', input: `turn ${i}` })).some((e) => e.type === 'response.completed'),
+        );
+      for (let i = 0; i < 2; i++) {
+        const events = await client.turn({ model: 'gpt-test', input: 'over budget' });
+        assert.equal(events.length, 1);
+        assert.deepEqual(events[0], {
+          type: 'error',
+          status: 429,
+          error: {
+            message: "The proxy's request budget (--max-requests 2) is used up; no further requests are forwarded.",
+            type: 'insufficient_quota',
+            code: 'insufficient_quota',
+            param: null,
+          },
+        });
+      }
+      assert.ok(client.isOpen);
+      await sleep(200);
+      assert.equal(upstream.sessions[0]?.messages.length, 2);
+      // A new handshake once the budget is used up is refused before anything goes upstream.
+      const refused = await WsClient.refused(proxy.port);
+      assert.equal(refused.status, 429);
+      assert.equal(upstream.handshakes.length, 1);
+      client.close();
+    },
+  );
 });
 
 describe('rate over WebSocket', () => {

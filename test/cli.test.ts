@@ -8,12 +8,17 @@ import { describe, test } from 'node:test';
 import { lines, stackLines, tryConnect, freePort } from './helpers/netProbe.js';
 import { ProxyProcess, type ExitStatus } from './helpers/proxyProcess.js';
 
-const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const PACKAGE_VERSION = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
 /** Spawn with stdin left open and nothing written: the proxy must exit on its own. */
 // stdin stays open, so a proxy that waits for it never exits: the limit only
 // bounds the test, and is generous because starting Node takes seconds on a loaded CI machine.
-async function runWithOpenStdin(args: readonly string[], timeoutMs = 15_000): Promise<{ status: ExitStatus | null; proxy: ProxyProcess }> {
+async function runWithOpenStdin(
+  args: readonly string[],
+  timeoutMs = 15_000,
+): Promise<{ status: ExitStatus | null; proxy: ProxyProcess }> {
   const proxy = ProxyProcess.spawn({ args, stdin: '', keepStdinOpen: true });
   try {
     const status = await proxy.waitForExit(timeoutMs);
@@ -30,7 +35,8 @@ describe('cli: --help and --version', { concurrency: 4, timeout: 90_000 }, () =>
       const { status, proxy } = await runWithOpenStdin([flag]);
       assert.deepEqual(status, { code: 0, signal: null }, `stderr: ${proxy.stderr}`);
       assert.match(proxy.stdout, /^Usage: responses-api-proxy /);
-      for (const option of ['--port', '--server-info', '--http-shutdown', '--upstream-url', '--dump-dir']) assert.ok(proxy.stdout.includes(option), `usage lacks ${option}`);
+      for (const option of ['--port', '--server-info', '--http-shutdown', '--upstream-url', '--dump-dir'])
+        assert.ok(proxy.stdout.includes(option), `usage lacks ${option}`);
       assert.equal(proxy.stderr, '');
     });
   }
@@ -61,40 +67,65 @@ const USAGE_CASES: readonly UsageCase[] = [
   { name: '--port given twice', args: ['--port', '0', '--port', '0'], mentions: ['--port'] },
   { name: '--check-sandbox given twice', args: ['--check-sandbox', '--check-sandbox'], mentions: ['--check-sandbox'] },
   { name: '--no-dump-dir', args: ['--no-dump-dir'], mentions: ['--no-dump-dir'] },
-  { name: '--ws-idle-timeout without --websocket', args: ['--ws-idle-timeout', '5'], mentions: ['--ws-idle-timeout', '--websocket'] },
-  { name: '--ws-max-message-bytes 0', args: ['--websocket', '--ws-max-message-bytes', '0'], mentions: ['--ws-max-message-bytes', '0'] },
-  { name: '--ws-idle-timeout -1', args: ['--websocket', '--ws-idle-timeout', '-1'], mentions: ['--ws-idle-timeout', '-1'] },
-  { name: '--upstream-url relative/path', args: ['--upstream-url', 'relative/path'], mentions: ['--upstream-url', 'relative/path'] },
+  {
+    name: '--ws-idle-timeout without --websocket',
+    args: ['--ws-idle-timeout', '5'],
+    mentions: ['--ws-idle-timeout', '--websocket'],
+  },
+  {
+    name: '--ws-max-message-bytes 0',
+    args: ['--websocket', '--ws-max-message-bytes', '0'],
+    mentions: ['--ws-max-message-bytes', '0'],
+  },
+  {
+    name: '--ws-idle-timeout -1',
+    args: ['--websocket', '--ws-idle-timeout', '-1'],
+    mentions: ['--ws-idle-timeout', '-1'],
+  },
+  {
+    name: '--upstream-url relative/path',
+    args: ['--upstream-url', 'relative/path'],
+    mentions: ['--upstream-url', 'relative/path'],
+  },
   { name: '--upstream-url ftp://x/y', args: ['--upstream-url', 'ftp://x/y'], mentions: ['--upstream-url', 'ftp'] },
   { name: '--log-level loud', args: ['--log-level', 'loud'], mentions: ['--log-level', 'loud'] },
   // Node's timers fire at once for longer delays: the grace period would be none.
-  { name: '--shutdown-timeout 2147484', args: ['--shutdown-timeout', '2147484'], mentions: ['--shutdown-timeout', '2147484'] },
+  {
+    name: '--shutdown-timeout 2147484',
+    args: ['--shutdown-timeout', '2147484'],
+    mentions: ['--shutdown-timeout', '2147484'],
+  },
 ];
 
-describe('cli: usage errors exit 2 with one line and do not wait for stdin', { concurrency: 4, timeout: 180_000 }, () => {
-  for (const c of USAGE_CASES) {
-    test(c.name, { timeout: 30_000 }, async () => {
-      const { status, proxy } = await runWithOpenStdin(c.args);
-      assert.notEqual(status, null, 'the proxy waited (for stdin?) instead of exiting on a usage error');
-      assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);
-      assert.equal(proxy.stdout, '', 'nothing on stdout');
-      const errLines = lines(proxy.stderr);
-      assert.equal(errLines.length, 1, `exactly one line on stderr, got: ${JSON.stringify(proxy.stderr)}`);
-      assert.deepEqual(stackLines(proxy.stderr), [], 'no stack trace');
-      assert.ok(proxy.stderr.endsWith('\n'), 'the line ends with a newline');
-      const line = errLines[0] as string;
-      for (const m of c.mentions) assert.ok(line.includes(m), `error line ${JSON.stringify(line)} should mention ${JSON.stringify(m)}`);
-      assert.doesNotMatch(proxy.stderr, /listening on/);
-    });
-  }
+describe(
+  'cli: usage errors exit 2 with one line and do not wait for stdin',
+  { concurrency: 4, timeout: 180_000 },
+  () => {
+    for (const c of USAGE_CASES) {
+      test(c.name, { timeout: 30_000 }, async () => {
+        const { status, proxy } = await runWithOpenStdin(c.args);
+        assert.notEqual(status, null, 'the proxy waited (for stdin?) instead of exiting on a usage error');
+        assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);
+        assert.equal(proxy.stdout, '', 'nothing on stdout');
+        const errLines = lines(proxy.stderr);
+        assert.equal(errLines.length, 1, `exactly one line on stderr, got: ${JSON.stringify(proxy.stderr)}`);
+        assert.deepEqual(stackLines(proxy.stderr), [], 'no stack trace');
+        assert.ok(proxy.stderr.endsWith('\n'), 'the line ends with a newline');
+        const line = errLines[0] as string;
+        for (const m of c.mentions)
+          assert.ok(line.includes(m), `error line ${JSON.stringify(line)} should mention ${JSON.stringify(m)}`);
+        assert.doesNotMatch(proxy.stderr, /listening on/);
+      });
+    }
 
-  test('a usage error after a valid --port opens nothing on that port', { timeout: 30_000 }, async () => {
-    const port = await freePort();
-    const { status, proxy } = await runWithOpenStdin(['--port', String(port), '--log-level', 'loud']);
-    assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);
-    assert.equal(await tryConnect(port), 'refused');
-  });
-});
+    test('a usage error after a valid --port opens nothing on that port', { timeout: 30_000 }, async () => {
+      const port = await freePort();
+      const { status, proxy } = await runWithOpenStdin(['--port', String(port), '--log-level', 'loud']);
+      assert.deepEqual(status, { code: 2, signal: null }, `stderr: ${proxy.stderr}`);
+      assert.equal(await tryConnect(port), 'refused');
+    });
+  },
+);
 
 describe('cli: port already in use', { timeout: 30_000 }, () => {
   test('exits 1 with one "already in use" line and leaves the port to its owner', { timeout: 15_000 }, async () => {

@@ -5,7 +5,16 @@
 // sent upstream; the token itself never forwarded, logged or dumped.
 
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, readFileSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
@@ -44,46 +53,61 @@ describe('--client-token-file', () => {
     assert.equal(st.gid, process.getgid?.());
   });
 
-  test('no Authorization, a wrong token, a second copy or another scheme: 401 invalid_api_key, nothing upstream', { timeout: 20_000 }, async () => {
-    const before = upstream.requests.length;
-    const wrong = token.replace(/^./, (c) => (c === '0' ? '1' : '0'));
-    const cases: Array<Record<string, string | string[]>> = [
-      {},
-      { authorization: `Bearer ${wrong}` },
-      { authorization: `Bearer ${token}x` },
-      { authorization: `Bearer ${TEST_KEY}` },
-      { authorization: [`Bearer ${token}`, `Bearer ${token}`] },
-      { authorization: `Basic ${token}` },
-    ];
-    for (const headers of cases) {
-      const reply = await send(proxy.port, { headers: { 'content-type': 'application/json', ...headers }, body: BODY });
-      assert.equal(reply.status, 401, JSON.stringify(headers));
-      const error = errorOf(reply.body);
-      assert.equal(error.code, 'invalid_api_key');
-      assert.equal(error.type, 'invalid_request_error');
-      assert.ok(!reply.body.toString().includes(token));
-    }
-    await sleep(200);
-    assert.equal(upstream.requests.length, before, 'no refused request reached the upstream');
-  });
+  test(
+    'no Authorization, a wrong token, a second copy or another scheme: 401 invalid_api_key, nothing upstream',
+    { timeout: 20_000 },
+    async () => {
+      const before = upstream.requests.length;
+      const wrong = token.replace(/^./, (c) => (c === '0' ? '1' : '0'));
+      const cases: Array<Record<string, string | string[]>> = [
+        {},
+        { authorization: `Bearer ${wrong}` },
+        { authorization: `Bearer ${token}x` },
+        { authorization: `Bearer ${TEST_KEY}` },
+        { authorization: [`Bearer ${token}`, `Bearer ${token}`] },
+        { authorization: `Basic ${token}` },
+      ];
+      for (const headers of cases) {
+        const reply = await send(proxy.port, {
+          headers: { 'content-type': 'application/json', ...headers },
+          body: BODY,
+        });
+        assert.equal(reply.status, 401, JSON.stringify(headers));
+        const error = errorOf(reply.body);
+        assert.equal(error.code, 'invalid_api_key');
+        assert.equal(error.type, 'invalid_request_error');
+        assert.ok(!reply.body.toString().includes(token));
+      }
+      await sleep(200);
+      assert.equal(upstream.requests.length, before, 'no refused request reached the upstream');
+    },
+  );
 
-  test('the right token is forwarded as the key, never as itself; any case of the scheme', { timeout: 20_000 }, async () => {
-    for (const scheme of ['Bearer', 'bearer']) {
-      const reply = await send(proxy.port, { headers: { 'content-type': 'application/json', authorization: `${scheme} ${token}` }, body: BODY });
-      assert.equal(reply.status, 200);
-      assert.match(reply.body.toString(), /response\.completed/);
-      const seen = upstream.requests.at(-1);
-      assert.ok(seen);
-      assert.equal(seen.headers.authorization, `Bearer ${TEST_KEY}`);
-      assert.ok(!seen.rawHeaders.join('\n').includes(token), 'the token reached the upstream');
-    }
-  });
+  test(
+    'the right token is forwarded as the key, never as itself; any case of the scheme',
+    { timeout: 20_000 },
+    async () => {
+      for (const scheme of ['Bearer', 'bearer']) {
+        const reply = await send(proxy.port, {
+          headers: { 'content-type': 'application/json', authorization: `${scheme} ${token}` },
+          body: BODY,
+        });
+        assert.equal(reply.status, 200);
+        assert.match(reply.body.toString(), /response\.completed/);
+        const seen = upstream.requests.at(-1);
+        assert.ok(seen);
+        assert.equal(seen.headers.authorization, `Bearer ${TEST_KEY}`);
+        assert.ok(!seen.rawHeaders.join('\n').includes(token), 'the token reached the upstream');
+      }
+    },
+  );
 
   test('the token is in no log line and no dump', async () => {
     assert.ok(await waitFor(() => readdirSync(dumpDir).length >= 2, 5_000));
     await sleep(300);
     assert.ok(!proxy.stderr.includes(token), 'the token is in the log');
-    for (const name of readdirSync(dumpDir)) assert.ok(!readFileSync(join(dumpDir, name), 'utf8').includes(token), `the token is in ${name}`);
+    for (const name of readdirSync(dumpDir))
+      assert.ok(!readFileSync(join(dumpDir, name), 'utf8').includes(token), `the token is in ${name}`);
   });
 
   test('the file is removed at exit', async () => {
@@ -109,14 +133,18 @@ describe('--client-token-file with --websocket', () => {
     await upstream.close();
   });
 
-  test('a handshake without the token is 401 invalid_api_key and never reaches the upstream', { timeout: 20_000 }, async () => {
-    for (const headers of [{}, { authorization: 'Bearer nope' }] as Array<Record<string, string>>) {
-      const refused = await WsClient.refused(proxy.port, { headers });
-      assert.equal(refused.status, 401);
-      assert.equal(errorOf(Buffer.from(refused.body)).code, 'invalid_api_key');
-    }
-    assert.equal(upstream.handshakes.length, 0);
-  });
+  test(
+    'a handshake without the token is 401 invalid_api_key and never reaches the upstream',
+    { timeout: 20_000 },
+    async () => {
+      for (const headers of [{}, { authorization: 'Bearer nope' }] as Array<Record<string, string>>) {
+        const refused = await WsClient.refused(proxy.port, { headers });
+        assert.equal(refused.status, 401);
+        assert.equal(errorOf(Buffer.from(refused.body)).code, 'invalid_api_key');
+      }
+      assert.equal(upstream.handshakes.length, 0);
+    },
+  );
 
   test('with the token the socket opens; the upstream sees the key, not the token', { timeout: 20_000 }, async () => {
     const client = await WsClient.open(proxy.port, { headers: { authorization: `Bearer ${token}` } });
@@ -136,57 +164,72 @@ describe('--client-token-file refuses what is already there', () => {
     writeFileSync(file, 'planted\n');
     const run = await runProxyToExit({ args: ['--client-token-file', file] });
     assert.equal(run.code, 1);
-    assert.match(run.stderr, /^Error: cannot create --client-token-file .*token: EEXIST \(a file or symlink is already there/m);
+    assert.match(
+      run.stderr,
+      /^Error: cannot create --client-token-file .*token: EEXIST \(a file or symlink is already there/m,
+    );
     assert.equal(readFileSync(file, 'utf8'), 'planted\n');
     assert.ok(!/listening on/.test(run.stderr));
   });
 
-  test('a symlink (even a dangling one): refused, its target never created or written', { timeout: 20_000 }, async () => {
-    const dir = tempDir();
-    const target = join(dir, 'target');
-    const link = join(dir, 'token');
-    symlinkSync(target, link);
-    const run = await runProxyToExit({ args: ['--client-token-file', link] });
-    assert.equal(run.code, 1);
-    assert.match(run.stderr, /cannot create --client-token-file .*: EEXIST/);
-    assert.equal(existsSync(target), false);
-    assert.equal(lstatSync(link).isSymbolicLink(), true);
-    assert.equal(readlinkSync(link), target);
-  });
+  test(
+    'a symlink (even a dangling one): refused, its target never created or written',
+    { timeout: 20_000 },
+    async () => {
+      const dir = tempDir();
+      const target = join(dir, 'target');
+      const link = join(dir, 'token');
+      symlinkSync(target, link);
+      const run = await runProxyToExit({ args: ['--client-token-file', link] });
+      assert.equal(run.code, 1);
+      assert.match(run.stderr, /cannot create --client-token-file .*: EEXIST/);
+      assert.equal(existsSync(target), false);
+      assert.equal(lstatSync(link).isSymbolicLink(), true);
+      assert.equal(readlinkSync(link), target);
+    },
+  );
 
-  test('the token file exists before the server-info file appears, and both go at exit', { timeout: 20_000 }, async () => {
-    const dir = tempDir();
-    const file = join(dir, 'token');
-    const info = join(dir, 'info.json');
-    const proxy = ProxyProcess.spawn({ args: ['--client-token-file', file, '--server-info', info] });
-    try {
-      let tokenFirst = true;
-      assert.ok(
-        await waitFor(() => {
-          if (!existsSync(info)) return false;
-          tokenFirst = existsSync(file);
-          return true;
-        }, 15_000),
-      );
-      assert.ok(tokenFirst, 'the server-info file appeared before the token file');
-    } finally {
-      await proxy.stop('SIGTERM');
-    }
-    assert.equal(existsSync(file), false);
-    assert.equal(existsSync(info), false);
-  });
+  test(
+    'the token file exists before the server-info file appears, and both go at exit',
+    { timeout: 20_000 },
+    async () => {
+      const dir = tempDir();
+      const file = join(dir, 'token');
+      const info = join(dir, 'info.json');
+      const proxy = ProxyProcess.spawn({ args: ['--client-token-file', file, '--server-info', info] });
+      try {
+        let tokenFirst = true;
+        assert.ok(
+          await waitFor(() => {
+            if (!existsSync(info)) return false;
+            tokenFirst = existsSync(file);
+            return true;
+          }, 15_000),
+        );
+        assert.ok(tokenFirst, 'the server-info file appeared before the token file');
+      } finally {
+        await proxy.stop('SIGTERM');
+      }
+      assert.equal(existsSync(file), false);
+      assert.equal(existsSync(info), false);
+    },
+  );
 
-  test('--client-token-owner nobody: the file is owned by nobody and its primary group', { skip: IS_ROOT ? false : 'needs root: giving a file to another user' }, async () => {
-    const file = join(tempDir(), 'token');
-    const proxy = ProxyProcess.spawn({ args: ['--client-token-file', file, '--client-token-owner', 'nobody'] });
-    try {
-      await proxy.waitForListening(15_000);
-      const st = statSync(file);
-      assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [65534, 65534, 0o400]);
-    } finally {
-      await proxy.stop('SIGTERM');
-    }
-  });
+  test(
+    '--client-token-owner nobody: the file is owned by nobody and its primary group',
+    { skip: IS_ROOT ? false : 'needs root: giving a file to another user' },
+    async () => {
+      const file = join(tempDir(), 'token');
+      const proxy = ProxyProcess.spawn({ args: ['--client-token-file', file, '--client-token-owner', 'nobody'] });
+      try {
+        await proxy.waitForListening(15_000);
+        const st = statSync(file);
+        assert.deepEqual([st.uid, st.gid, st.mode & 0o7777], [65534, 65534, 0o400]);
+      } finally {
+        await proxy.stop('SIGTERM');
+      }
+    },
+  );
 
   test('--client-token-owner without --client-token-file is a usage error', async () => {
     const run = await runProxyToExit({ args: ['--client-token-owner', 'nobody'] });

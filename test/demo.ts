@@ -10,7 +10,9 @@ const DEMO_KEY = 'sk-demo-not-a-real-key';
 const upstream = await MockUpstream.start((req, res) => {
   const authorized = req.headers.authorization === `Bearer ${DEMO_KEY}`;
   res.writeHead(authorized ? 200 : 401, { 'content-type': 'text/event-stream' });
-  const events = responseEvents('Hello from the mock upstream, streamed through responses-api-proxy, one event at a time.');
+  const events = responseEvents(
+    'Hello from the mock upstream, streamed through responses-api-proxy, one event at a time.',
+  );
   let i = 0;
   const timer = setInterval(() => {
     res.write(encodeSse(events[i++] as never));
@@ -21,8 +23,13 @@ const upstream = await MockUpstream.start((req, res) => {
   }, 150);
 });
 
-const proxy = await ProxyProcess.start({ stdin: `${DEMO_KEY}\n`, args: ['--upstream-url', upstream.url(), '--log-level', 'warn'] });
-process.stdout.write(`proxy (pid ${proxy.pid}) listening on 127.0.0.1:${proxy.port}, upstream mock on 127.0.0.1:${upstream.port}\n`);
+const proxy = await ProxyProcess.start({
+  stdin: `${DEMO_KEY}\n`,
+  args: ['--upstream-url', upstream.url(), '--log-level', 'warn'],
+});
+process.stdout.write(
+  `proxy (pid ${proxy.pid}) listening on 127.0.0.1:${proxy.port}, upstream mock on 127.0.0.1:${upstream.port}\n`,
+);
 process.stdout.write(`POST ${proxy.url()} (no Authorization header: the proxy adds it)\n\n`);
 
 try {
@@ -37,7 +44,11 @@ try {
     for (const line of decoder.decode(chunk, { stream: true }).split('\n')) {
       if (!line.startsWith('data: ')) continue;
       const event = JSON.parse(line.slice(6)) as { type: string; delta?: string };
-      process.stdout.write(event.type === 'response.output_text.delta' ? `  ${event.type}: ${JSON.stringify(event.delta)}\n` : `  ${event.type}\n`);
+      process.stdout.write(
+        event.type === 'response.output_text.delta'
+          ? `  ${event.type}: ${JSON.stringify(event.delta)}\n`
+          : `  ${event.type}\n`,
+      );
     }
   }
 } finally {

@@ -23,7 +23,9 @@ interface Dump {
 }
 
 function dumpFiles(dir: string): string[] {
-  return readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort();
 }
 
 function readDump(dir: string, name: string): Dump {
@@ -44,7 +46,9 @@ function traversableTempDir(): string {
 }
 
 function allDumpText(dir: string): string {
-  return dumpFiles(dir).map((f) => readFileSync(join(dir, f), 'utf8')).join('\n');
+  return dumpFiles(dir)
+    .map((f) => readFileSync(join(dir, f), 'utf8'))
+    .join('\n');
 }
 
 describe('--dump-dir', { timeout: 60_000 }, () => {
@@ -59,7 +63,9 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     root = traversableTempDir();
     dir = join(root, 'nested', 'dumps');
     upstream = await MockUpstream.start();
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'] });
+    proxy = await ProxyProcess.start({
+      args: ['--upstream-url', upstream.url(), '--dump-dir', dir, '--dump-max-bytes', '1000'],
+    });
   });
   after(async () => {
     await proxy?.stop();
@@ -69,19 +75,39 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
 
   test('one request/response pair per forwarded request, in the original format', async () => {
     upstream.handler = (_req, res) => {
-      res.writeHead(201, { 'content-type': 'application/json', 'x-request-id': 'req_1', 'Set-Cookie': ['a=1', 'b=2'], authorization: 'Bearer upstream-echo' });
+      res.writeHead(201, {
+        'content-type': 'application/json',
+        'x-request-id': 'req_1',
+        'Set-Cookie': ['a=1', 'b=2'],
+        authorization: 'Bearer upstream-echo',
+      });
       res.end('{"id":"resp_1","ok":true}');
     };
     const before = dumpFiles(dir).length;
     assert.equal(statSync(dir).mode & 0o777, 0o700, 'directory is created 0700');
     const reply = await send(proxy.port, {
-      headers: ['Content-Type', 'application/json', 'AUTHORIZATION', 'Bearer client-own', 'X-Cookie-Jar', 'c=3', 'cookie', 'd=4', 'Session-Id', 's1'],
+      headers: [
+        'Content-Type',
+        'application/json',
+        'AUTHORIZATION',
+        'Bearer client-own',
+        'X-Cookie-Jar',
+        'c=3',
+        'cookie',
+        'd=4',
+        'Session-Id',
+        's1',
+      ],
       body: '{"model":"m","input":"hi"}',
     });
     assert.equal(reply.status, 201);
     const files = (await waitForDumps(dir, before + 2)).slice(before);
     assert.match(files[0]!, /^000001-\d{13}-request\.json$/);
-    assert.equal(files[1], files[0]!.replace('-request.json', '-response.json'), 'request and response share the prefix');
+    assert.equal(
+      files[1],
+      files[0]!.replace('-request.json', '-response.json'),
+      'request and response share the prefix',
+    );
     for (const f of files) assert.equal(statSync(join(dir, f)).mode & 0o777, 0o600, `${f} is 0600`);
 
     const req = readDump(dir, files[0]!);
@@ -89,7 +115,11 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     assert.equal(req.url, '/v1/responses');
     assert.deepEqual(req.body, { model: 'm', input: 'hi' }, 'JSON body stored as JSON');
     const reqHeaders = new Map(req.headers.map((h) => [h.name, h.value]));
-    assert.equal(reqHeaders.get('AUTHORIZATION'), '[REDACTED]', 'names as the client sent them, Authorization redacted');
+    assert.equal(
+      reqHeaders.get('AUTHORIZATION'),
+      '[REDACTED]',
+      'names as the client sent them, Authorization redacted',
+    );
     assert.equal(reqHeaders.get('X-Cookie-Jar'), '[REDACTED]', 'any name containing cookie, any case');
     assert.equal(reqHeaders.get('cookie'), '[REDACTED]');
     assert.equal(reqHeaders.get('Session-Id'), 's1');
@@ -101,7 +131,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     assert.equal(res.error, undefined);
     const resHeaders = res.headers.map((h) => `${h.name}: ${h.value}`);
     assert.ok(resHeaders.includes('x-request-id: req_1'), 'upstream headers, lower-cased');
-    assert.deepEqual(resHeaders.filter((h) => h.startsWith('set-cookie')), ['set-cookie: [REDACTED]', 'set-cookie: [REDACTED]']);
+    assert.deepEqual(
+      resHeaders.filter((h) => h.startsWith('set-cookie')),
+      ['set-cookie: [REDACTED]', 'set-cookie: [REDACTED]'],
+    );
     assert.ok(resHeaders.includes('authorization: [REDACTED]'));
   });
 
@@ -133,19 +166,22 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     };
     const before = dumpFiles(dir).length;
     const firstEventBeforeEnd = await new Promise<boolean>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
-        let text = '';
-        let sawFirstEarly = false;
-        res.setEncoding('utf8');
-        res.on('data', (s: string) => {
-          text += s;
-          if (!sawFirstEarly && text.includes('"n":1') && !text.includes('"n":2')) {
-            sawFirstEarly = true;
-            release?.();
-          }
-        });
-        res.on('end', () => resolve(sawFirstEarly));
-      });
+      const req = request(
+        { host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false },
+        (res) => {
+          let text = '';
+          let sawFirstEarly = false;
+          res.setEncoding('utf8');
+          res.on('data', (s: string) => {
+            text += s;
+            if (!sawFirstEarly && text.includes('"n":1') && !text.includes('"n":2')) {
+              sawFirstEarly = true;
+              release?.();
+            }
+          });
+          res.on('end', () => resolve(sawFirstEarly));
+        },
+      );
       req.on('error', reject);
       req.end('{}');
     });
@@ -176,7 +212,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
       res.end(JSON.stringify({ echoed: req.headers.authorization }));
     };
     const before = dumpFiles(dir).length;
-    await send(proxy.port, { headers: { 'x-api-key': TEST_KEY, 'x-other': `pre${TEST_KEY}post` }, body: JSON.stringify({ input: `my key is ${TEST_KEY}` }) });
+    await send(proxy.port, {
+      headers: { 'x-api-key': TEST_KEY, 'x-other': `pre${TEST_KEY}post` },
+      body: JSON.stringify({ input: `my key is ${TEST_KEY}` }),
+    });
     const files = (await waitForDumps(dir, before + 2)).slice(before);
     const text = allDumpText(dir);
     assert.ok(!text.includes(TEST_KEY), 'no dump contains the key');
@@ -196,19 +235,25 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
     };
     const before = dumpFiles(dir).length;
     await new Promise<void>((resolve, reject) => {
-      const req = request({ host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false }, (res) => {
-        res.once('data', () => {
-          req.destroy();
-          resolve();
-        });
-      });
+      const req = request(
+        { host: '127.0.0.1', port: proxy.port, method: 'POST', path: '/v1/responses', agent: false },
+        (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        },
+      );
       req.on('error', () => {});
       req.on('timeout', () => reject(new Error('no data')));
       req.setTimeout(5_000);
       req.end('{}');
     });
     const files = (await waitForDumps(dir, before + 2)).slice(before);
-    const res = readDump(dir, files.find((f) => f.endsWith('-response.json'))!);
+    const res = readDump(
+      dir,
+      files.find((f) => f.endsWith('-response.json'))!,
+    );
     assert.equal(res.status, 200);
     assert.match(String(res.body), /^data: first\n\n/);
     assert.equal(res.error, 'client disconnected before the response ended');
@@ -231,7 +276,10 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
   test('sequence numbers keep increasing', () => {
     const sequences = dumpFiles(dir).map((f) => Number(f.slice(0, 6)));
     const unique = [...new Set(sequences)];
-    assert.deepEqual(unique, unique.map((_, i) => i + 1));
+    assert.deepEqual(
+      unique,
+      unique.map((_, i) => i + 1),
+    );
   });
 });
 
@@ -245,7 +293,10 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
       assert.equal(result.code, 1);
       const lines = result.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('{'));
       assert.equal(lines.length, 1, result.stderr);
-      assert.match(lines[0]!, /^Error: cannot create --dump-dir .*a-file\/sub: (EEXIST|ENOTDIR) \(a part of the path is a file, not a directory\)$/);
+      assert.match(
+        lines[0]!,
+        /^Error: cannot create --dump-dir .*a-file\/sub: (EEXIST|ENOTDIR) \(a part of the path is a file, not a directory\)$/,
+      );
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -266,21 +317,25 @@ describe('--dump-dir failures', { timeout: 60_000 }, () => {
     }
   });
 
-  test('a directory the worker cannot reach is refused before start, saying why', { skip: process.getuid?.() !== 0 && 'needs root: the worker only runs as another user when started as root' }, async () => {
-    const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: the worker's uid cannot pass
-    try {
-      const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
-      assert.equal(result.code, 1);
-      const refusal = new RegExp(
-        '^Error: uid 6[1-5]\\d{3} cannot read .*/d \\(.*directory mode 0700.*\\): ' +
-          'choose a --dump-dir that user can reach, or pass --uid$',
-        'm',
-      );
-      assert.match(result.stderr, refusal);
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
-  });
+  test(
+    'a directory the worker cannot reach is refused before start, saying why',
+    { skip: process.getuid?.() !== 0 && 'needs root: the worker only runs as another user when started as root' },
+    async () => {
+      const root = mkdtempSync(join(tmpdir(), 'rap-dumps-')); // 0700 root: the worker's uid cannot pass
+      try {
+        const result = await runProxyToExit({ args: ['--dump-dir', join(root, 'd')] });
+        assert.equal(result.code, 1);
+        const refusal = new RegExp(
+          '^Error: uid 6[1-5]\\d{3} cannot read .*/d \\(.*directory mode 0700.*\\): ' +
+            'choose a --dump-dir that user can reach, or pass --uid$',
+          'm',
+        );
+        assert.match(result.stderr, refusal);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
 
   test('a directory removed while running: logged once, proxying carries on', async () => {
     const root = traversableTempDir();

@@ -234,8 +234,11 @@ describe('flags: parseCommandLine', () => {
       requestUrl: new URL('https://runner/idtoken?x=1'),
     });
     const missing = 'the following required arguments were not provided: ';
-    assert.equal(usageError(['--github-oidc']), `${missing}--oidc-audience <AUDIENCE>, --identity-provider-id <ID>, ` +
-      '--service-account-id <ID>, --github-oidc-request-url <URL>');
+    assert.equal(
+      usageError(['--github-oidc']),
+      `${missing}--oidc-audience <AUDIENCE>, --identity-provider-id <ID>, ` +
+        '--service-account-id <ID>, --github-oidc-request-url <URL>',
+    );
     assert.equal(usageError(all.slice(1)), `${missing}--github-oidc`);
     assert.equal(usageError(all.slice(0, -2)), `${missing}--github-oidc-request-url <URL>`);
     const refusal = (args: string[]): string => {
@@ -247,9 +250,18 @@ describe('flags: parseCommandLine', () => {
       }
       assert.fail('accepted');
     };
-    assert.equal(refusal(['--github-oidc', '--oidc-audience', '', ...all.slice(3)]), 'workload identity requires a nonempty --oidc-audience');
-    assert.equal(refusal(['--github-oidc', '--oidc-audience', ' ', ...all.slice(3)]), 'workload identity requires a nonempty --oidc-audience');
-    assert.equal(refusal([...all, '--upstream-url', 'http://127.0.0.1/']), 'workload identity requires the default OpenAI Responses endpoint');
+    assert.equal(
+      refusal(['--github-oidc', '--oidc-audience', '', ...all.slice(3)]),
+      'workload identity requires a nonempty --oidc-audience',
+    );
+    assert.equal(
+      refusal(['--github-oidc', '--oidc-audience', ' ', ...all.slice(3)]),
+      'workload identity requires a nonempty --oidc-audience',
+    );
+    assert.equal(
+      refusal([...all, '--upstream-url', 'http://127.0.0.1/']),
+      'workload identity requires the default OpenAI Responses endpoint',
+    );
     const httpUrl = [...all.slice(0, -1), 'http://runner/idtoken'];
     assert.equal(refusal(httpUrl), 'GitHub OIDC request URL must be HTTPS without user info or fragment');
   });
@@ -291,7 +303,9 @@ describe('flags: --help', () => {
   });
 
   test('help text starts in one column; a long flag puts it on the next line', () => {
-    const lines = USAGE.slice(USAGE.indexOf('Options:\n') + 'Options:\n'.length).trimEnd().split('\n');
+    const lines = USAGE.slice(USAGE.indexOf('Options:\n') + 'Options:\n'.length)
+      .trimEnd()
+      .split('\n');
     for (const [i, line] of lines.entries()) {
       const longFlag = /^ {2}-\S+(?: <[^>]+>)?$/.test(line) && /^ {25}\S/.test(lines[i + 1] ?? '');
       assert.ok(longFlag || /^ {2}-.{21} \S/.test(line) || /^ {25}\S/.test(line), JSON.stringify(line));

@@ -39,7 +39,10 @@ describe('CreditSender', () => {
     sender.send(next, Msg.RESPONSE_DATA);
     assert.equal(bytes(), INITIAL_STREAM_WINDOW);
     assert.ok(sent.every((f) => f.type === Msg.RESPONSE_DATA && (f.payload?.length ?? 0) <= MAX_DATA_PAYLOAD));
-    assert.ok(sent.every((f) => f.payload?.buffer === chunk.buffer || f.payload?.buffer === next.buffer), 'no copies');
+    assert.ok(
+      sent.every((f) => f.payload?.buffer === chunk.buffer || f.payload?.buffer === next.buffer),
+      'no copies',
+    );
     assert.equal(sender.heldBytes, 20);
     assert.deepEqual(events, ['pause']);
   });

@@ -173,7 +173,7 @@ describe('the dispatcher enforces when each message is permitted', () => {
 });
 
 describe('a refused frame ends the channel', () => {
-  test('the decoder\'s refusals (type, side, size, stream) come through as they are', () => {
+  test("the decoder's refusals (type, side, size, stream) come through as they are", () => {
     const header = (type: number, length: number, streamId: number): Buffer => {
       const b = Buffer.alloc(FRAME_HEADER_BYTES);
       b.writeUInt32BE(length, 0);
@@ -183,7 +183,10 @@ describe('a refused frame ends the channel', () => {
     };
     const refused = (sender: Side, bytes: Buffer, message: string): void => {
       const { dispatcher, handled } = reader(sender, ALL_FLAGS);
-      assert.throws(() => dispatcher.push(bytes), (err) => err instanceof ProtocolError && err.message === message);
+      assert.throws(
+        () => dispatcher.push(bytes),
+        (err) => err instanceof ProtocolError && err.message === message,
+      );
       assert.deepEqual(handled, []);
     };
     refused('worker', header(0x55, 0, 0), 'unknown message type 0x55');

@@ -183,7 +183,19 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
     },
   };
   if (options.webSocket === true) await loadWebSocketClient(); // as startProxy does with --websocket
-  monitor = new Monitor(new FrameWriter(supervisorEnd), upstream, { httpShutdown: options.httpShutdown ?? false, scanRequests: false, webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null, allowModel: false, policy: null }, silentLog, events);
+  monitor = new Monitor(
+    new FrameWriter(supervisorEnd),
+    upstream,
+    {
+      httpShutdown: options.httpShutdown ?? false,
+      scanRequests: false,
+      webSocketMaxMessageBytes: options.webSocket === true ? 1024 * 1024 : null,
+      allowModel: false,
+      policy: null,
+    },
+    silentLog,
+    events,
+  );
   if (options.draining === true) monitor.drain();
   const { channel } = monitor as unknown as MonitorInternals;
   const realDispatch = channel.dispatch.bind(channel);
@@ -257,7 +269,11 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
 
 /** What must hold whatever the worker wrote. */
 function checkInvariants(r: CaseReport): void {
-  assert.equal(r.timedOut, false, `the supervisor end did not read all ${r.written} bytes within ${CONSUME_TIMEOUT_MS} ms (read ${r.received})`);
+  assert.equal(
+    r.timedOut,
+    false,
+    `the supervisor end did not read all ${r.written} bytes within ${CONSUME_TIMEOUT_MS} ms (read ${r.received})`,
+  );
   assert.equal(r.received, r.written, 'every byte written was read');
   assert.deepEqual(r.throws.map(String), [], 'Monitor.receive() threw');
   assert.ok(r.violations.length <= 1, `more than one violation reported: ${JSON.stringify(r.violations)}`);
@@ -280,12 +296,18 @@ const bytesArb = (maxLength: number): fc.Arbitrary<Buffer> => fc.uint8Array({ ma
 
 const TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ".split('');
 const VALUE_CHARS = ' \tabcdefghijklmnopqrstuvwxyz0123456789-_=;,/:"{}[]\u00e9\u00ff'.split('');
-const tokenArb = fc.string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 24 }).filter((n) => !['host', 'authorization', 'content-length', 'transfer-encoding', 'expect'].includes(n.toLowerCase()));
+const tokenArb = fc
+  .string({ unit: fc.constantFrom(...TOKEN_CHARS), minLength: 1, maxLength: 24 })
+  .filter((n) => !['host', 'authorization', 'content-length', 'transfer-encoding', 'expect'].includes(n.toLowerCase()));
 const valueArb = fc.string({ unit: fc.constantFrom(...VALUE_CHARS), maxLength: 64 });
 /** A header list the worker's HTTP parser could have produced. */
 const headersArb = fc.array(fc.tuple(tokenArb, valueArb), { maxLength: 8 }).map((pairs) => pairs.flat());
 /** Anything at all, as latin1 strings (names and values the parser could never produce included). */
-const junkHeadersArb = fc.array(fc.tuple(fc.string({ unit: 'binary', maxLength: 16 }), fc.string({ unit: 'binary', maxLength: 32 })), { maxLength: 6 }).map((pairs) => pairs.flat().map((s) => Buffer.from(s, 'utf8').toString('latin1')));
+const junkHeadersArb = fc
+  .array(fc.tuple(fc.string({ unit: 'binary', maxLength: 16 }), fc.string({ unit: 'binary', maxLength: 32 })), {
+    maxLength: 6,
+  })
+  .map((pairs) => pairs.flat().map((s) => Buffer.from(s, 'utf8').toString('latin1')));
 
 /** Random bytes, and random frame headers followed by random bytes. */
 const randomSegmentArb = fc.oneof(
@@ -331,11 +353,23 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   // Frequent: streams open only after READY.
   { weight: 4, arbitrary: fc.constant({ k: 'ready' as const }) },
   { weight: 1, arbitrary: fc.constant({ k: 'drained' as const }) },
-  { weight: 1, arbitrary: fc.uint8Array({ minLength: 1, maxLength: 64 }).map((t) => ({ k: 'startupFailed' as const, text: Buffer.from(t) })) },
-  { weight: 4, arbitrary: fc.record({ k: fc.constant('open' as const), gap: fc.integer({ min: 1, max: 3 }), headers: headersArb }) },
+  {
+    weight: 1,
+    arbitrary: fc
+      .uint8Array({ minLength: 1, maxLength: 64 })
+      .map((t) => ({ k: 'startupFailed' as const, text: Buffer.from(t) })),
+  },
   {
     weight: 4,
-    arbitrary: fc.record({ k: fc.constant('data' as const), pick: fc.nat(), size: fc.oneof(fc.integer({ min: 1, max: 512 }), fc.integer({ min: 1, max: MAX_DATA_PAYLOAD })) }),
+    arbitrary: fc.record({ k: fc.constant('open' as const), gap: fc.integer({ min: 1, max: 3 }), headers: headersArb }),
+  },
+  {
+    weight: 4,
+    arbitrary: fc.record({
+      k: fc.constant('data' as const),
+      pick: fc.nat(),
+      size: fc.oneof(fc.integer({ min: 1, max: 512 }), fc.integer({ min: 1, max: MAX_DATA_PAYLOAD })),
+    }),
   },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('end' as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('reset' as const), pick: fc.nat() }) },
@@ -360,8 +394,27 @@ interface Model {
 }
 
 const HEAD = encodeHead(['content-type', 'application/json']);
-const WS_HEAD = encodeHead(['upgrade', 'websocket', 'connection', 'Upgrade', 'sec-websocket-version', '13', 'sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ==', 'openai-beta', 'responses_websockets=2026-02-06']);
-const WS_STREAM_TYPES = [Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END, Msg.WS_CLOSE, Msg.WINDOW, Msg.RESET] as const;
+const WS_HEAD = encodeHead([
+  'upgrade',
+  'websocket',
+  'connection',
+  'Upgrade',
+  'sec-websocket-version',
+  '13',
+  'sec-websocket-key',
+  'dGhlIHNhbXBsZSBub25jZQ==',
+  'openai-beta',
+  'responses_websockets=2026-02-06',
+]);
+const WS_STREAM_TYPES = [
+  Msg.WS_TEXT_PART,
+  Msg.WS_TEXT_END,
+  Msg.WS_BINARY_PART,
+  Msg.WS_BINARY_END,
+  Msg.WS_CLOSE,
+  Msg.WINDOW,
+  Msg.RESET,
+] as const;
 
 function newModel(draining = false): Model {
   const expected = { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 };
@@ -477,17 +530,40 @@ type Bad =
   | { readonly k: 'overrun'; readonly pick: number; readonly extra: number };
 
 const badArb: fc.Arbitrary<Bad> = fc.oneof(
-  fc.record({ k: fc.constant('unknownType' as const), type: fc.constantFrom(...UNKNOWN_TYPES), streamId: u32Arb, length: u32Arb }),
-  fc.record({ k: fc.constant('wrongSide' as const), type: fc.constantFrom(...SUPERVISOR_TYPES), streamId: fc.integer({ min: 0, max: 5 }) }),
-  fc.record({ k: fc.constant('badLength' as const), type: fc.constantFrom(...WORKER_TYPES), length: u32Arb }).filter(({ type, length }) => {
-    const s = MESSAGE_SPECS.get(type);
-    return s !== undefined && (length < s.minPayload || length > s.maxPayload);
+  fc.record({
+    k: fc.constant('unknownType' as const),
+    type: fc.constantFrom(...UNKNOWN_TYPES),
+    streamId: u32Arb,
+    length: u32Arb,
   }),
+  fc.record({
+    k: fc.constant('wrongSide' as const),
+    type: fc.constantFrom(...SUPERVISOR_TYPES),
+    streamId: fc.integer({ min: 0, max: 5 }),
+  }),
+  fc
+    .record({ k: fc.constant('badLength' as const), type: fc.constantFrom(...WORKER_TYPES), length: u32Arb })
+    .filter(({ type, length }) => {
+      const s = MESSAGE_SPECS.get(type);
+      return s !== undefined && (length < s.minPayload || length > s.maxPayload);
+    }),
   fc.oneof(
-    fc.record({ k: fc.constant('wrongStream' as const), type: fc.constantFrom(...STREAM_TYPES), streamId: fc.constant(0) }),
-    fc.record({ k: fc.constant('wrongStream' as const), type: fc.constantFrom(...CONNECTION_TYPES), streamId: fc.integer({ min: 1, max: 0xffffffff }) }),
+    fc.record({
+      k: fc.constant('wrongStream' as const),
+      type: fc.constantFrom(...STREAM_TYPES),
+      streamId: fc.constant(0),
+    }),
+    fc.record({
+      k: fc.constant('wrongStream' as const),
+      type: fc.constantFrom(...CONNECTION_TYPES),
+      streamId: fc.integer({ min: 1, max: 0xffffffff }),
+    }),
   ),
-  fc.record({ k: fc.constant('unopened' as const), type: fc.constantFrom(Msg.REQUEST_DATA, Msg.REQUEST_END, Msg.RESET, Msg.WINDOW), gap: fc.integer({ min: 1, max: 1000 }) }),
+  fc.record({
+    k: fc.constant('unopened' as const),
+    type: fc.constantFrom(Msg.REQUEST_DATA, Msg.REQUEST_END, Msg.RESET, Msg.WINDOW),
+    gap: fc.integer({ min: 1, max: 1000 }),
+  }),
   fc.record({ k: fc.constant('reuse' as const), pick: fc.nat() }),
   fc.constant({ k: 'readyTwice' as const }),
   fc.record({ k: fc.constant('wrongPhase' as const), type: fc.constantFrom(...AFTER_READY_TYPES) }),
@@ -495,9 +571,16 @@ const badArb: fc.Arbitrary<Bad> = fc.oneof(
   fc.constant({ k: 'drainedEarly' as const }),
   fc.constant({ k: 'shutdownDenied' as const }),
   fc.record({ k: fc.constant('badHead' as const), headers: headersArb, trailing: fc.boolean() }),
-  fc.record({ k: fc.constant('badHeaderField' as const), name: fc.constantFrom('', 'bad name', 'x:y', 'caf\u00e9', 'a\r\nb', '(x)') }),
+  fc.record({
+    k: fc.constant('badHeaderField' as const),
+    name: fc.constantFrom('', 'bad name', 'x:y', 'caf\u00e9', 'a\r\nb', '(x)'),
+  }),
   fc.record({ k: fc.constant('windowZero' as const), pick: fc.nat() }),
-  fc.record({ k: fc.constant('windowEarly' as const), pick: fc.nat(), increment: fc.integer({ min: 1, max: 0xffffffff }) }),
+  fc.record({
+    k: fc.constant('windowEarly' as const),
+    pick: fc.nat(),
+    increment: fc.integer({ min: 1, max: 0xffffffff }),
+  }),
   fc.record({ k: fc.constant('overrun' as const), pick: fc.nat(), extra: fc.integer({ min: 1, max: 1000 }) }),
 );
 
@@ -556,7 +639,8 @@ function applyBad(m: Model, bad: Bad): RegExp {
       return m.ready && !m.startupFailed ? /^STARTUP_FAILED after READY$/ : /^STARTUP_FAILED sent twice$/;
     case 'drainedEarly':
       m.frames.push(frame(Msg.DRAINED, 0));
-      return /^DRAINED before DRAIN$/;    case 'shutdownDenied':
+      return /^DRAINED before DRAIN$/;
+    case 'shutdownDenied':
       m.frames.push(frame(Msg.SHUTDOWN, 0));
       return /^SHUTDOWN without --http-shutdown$/;
     case 'badHead': {
@@ -615,7 +699,10 @@ const suffixArb = fc.array(
   { maxLength: 8 },
 );
 
-function suffixBytes(m: Model, items: ReadonlyArray<'ready' | 'drained' | 'open' | 'startupFailed' | Buffer>): Buffer[] {
+function suffixBytes(
+  m: Model,
+  items: ReadonlyArray<'ready' | 'drained' | 'open' | 'startupFailed' | Buffer>,
+): Buffer[] {
   let next = m.highest + 1;
   return items.map((item) => {
     if (item === 'ready') return frame(Msg.READY, 0);
@@ -628,14 +715,29 @@ function suffixBytes(m: Model, items: ReadonlyArray<'ready' | 'drained' | 'open'
 
 /** Frames of every kind with loosely valid contents, for the mixed property. */
 const mixedFrameArb: fc.Arbitrary<Buffer> = fc.oneof(
-  { weight: 4, arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(headersArb, junkHeadersArb)).map(([id, h]) => frame(Msg.OPEN, id, encodeHead(h))) },
   {
     weight: 4,
-    arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(fc.integer({ min: 0, max: 2048 }), fc.integer({ min: 0, max: 70_000 }))).map(([id, n]) => frame(Msg.REQUEST_DATA, id, Buffer.alloc(n, 0x63))),
+    arbitrary: fc
+      .tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(headersArb, junkHeadersArb))
+      .map(([id, h]) => frame(Msg.OPEN, id, encodeHead(h))),
+  },
+  {
+    weight: 4,
+    arbitrary: fc
+      .tuple(
+        fc.integer({ min: 0, max: 24 }),
+        fc.oneof(fc.integer({ min: 0, max: 2048 }), fc.integer({ min: 0, max: 70_000 })),
+      )
+      .map(([id, n]) => frame(Msg.REQUEST_DATA, id, Buffer.alloc(n, 0x63))),
   },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 24 }).map((id) => frame(Msg.REQUEST_END, id)) },
   { weight: 2, arbitrary: fc.integer({ min: 0, max: 24 }).map((id) => frame(Msg.RESET, id)) },
-  { weight: 3, arbitrary: fc.tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(fc.integer({ min: 0, max: 300_000 }), u32Arb)).map(([id, inc]) => frame(Msg.WINDOW, id, u32(inc))) },
+  {
+    weight: 3,
+    arbitrary: fc
+      .tuple(fc.integer({ min: 0, max: 24 }), fc.oneof(fc.integer({ min: 0, max: 300_000 }), u32Arb))
+      .map(([id, inc]) => frame(Msg.WINDOW, id, u32(inc))),
+  },
   { weight: 1, arbitrary: fc.constantFrom(Msg.READY, Msg.DRAINED, Msg.SHUTDOWN).map((t) => frame(t, 0)) },
   { weight: 1, arbitrary: bytesArb(1100).map((b) => frame(Msg.STARTUP_FAILED, 0, b)) },
   { weight: 1, arbitrary: randomSegmentArb },
@@ -681,13 +783,18 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     refusing = new Upstream(new URL(`http://127.0.0.1:${closedPort.port}/v1/responses`), auth, 5_000);
     answering = new Upstream(new URL(mock.url()), auth, 5_000);
     const webSockets = new WebSocketServer({ noServer: true });
-    echoServer.on('upgrade', (req, socket, head) => webSockets.handleUpgrade(req, socket, head, (ws) => {
+    echoServer.on('upgrade', (req, socket, head) =>
+      webSockets.handleUpgrade(req, socket, head, (ws) => {
         ws.on('error', () => {}); // fuzzed text is often not UTF-8: ws fails such a socket (1007)
         ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
       }),
     );
     await new Promise<void>((resolve) => echoServer.listen(0, '127.0.0.1', resolve));
-    echoing = new Upstream(new URL(`http://127.0.0.1:${(echoServer.address() as AddressInfo).port}/v1/responses`), auth, 5_000);
+    echoing = new Upstream(
+      new URL(`http://127.0.0.1:${(echoServer.address() as AddressInfo).port}/v1/responses`),
+      auth,
+      5_000,
+    );
   });
 
   after(async () => {
@@ -702,13 +809,24 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
   });
 
   /** fc.assert with a printed, reproducible seed (one per property, derived from SEED). */
-  async function check<T>(t: { diagnostic(msg: string): void }, name: string, arb: fc.Arbitrary<T>, numRuns: number, predicate: (value: T) => Promise<void>): Promise<void> {
+  async function check<T>(
+    t: { diagnostic(msg: string): void },
+    name: string,
+    arb: fc.Arbitrary<T>,
+    numRuns: number,
+    predicate: (value: T) => Promise<void>,
+  ): Promise<void> {
     const seed = (SEED + seedOffset++) % 0x7fffffff;
     numRuns *= RUNS_FACTOR;
     t.diagnostic(`${name}: ${numRuns} runs, seed ${seed} (whole file: FC_SEED=${SEED})`);
     const startedAt = Date.now();
     resetStats();
-    await fc.assert(fc.asyncProperty(arb, predicate), { numRuns, seed, endOnFailure: !SHRINK, includeErrorInReport: true });
+    await fc.assert(fc.asyncProperty(arb, predicate), {
+      numRuns,
+      seed,
+      endOnFailure: !SHRINK,
+      includeErrorInReport: true,
+    });
     totalRuns += numRuns;
     t.diagnostic(
       `${name}: passed in ${Date.now() - startedAt} ms; ${stats.cases} cases, ${stats.bytes} bytes read, ${stats.frames} frames dispatched, ` +
@@ -716,51 +834,75 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     );
   }
 
-  test('random bytes: never throws, at most one violation, bounded memory, deaf after a violation', { timeout: 60_000 }, async (t) => {
-    const segments = fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' });
-    const arb = fc.record({ ready: fc.boolean(), segments, chunking: chunkingArb });
-    await check(t, 'random bytes', arb, 700, async ({ ready, segments, chunking }) => {
-      // After READY too, so that stream frames reach their handlers.
-      const bytes = Buffer.concat([ready ? frame(Msg.READY, 0) : Buffer.alloc(0), ...segments]);
-      const options = { stepwise: chunking.stepwise, webSocket: true };
-      const report = await runCase(refusing, split(bytes, chunking.cuts), options);
-      checkInvariants(report);
-    });
-  });
+  test(
+    'random bytes: never throws, at most one violation, bounded memory, deaf after a violation',
+    { timeout: 60_000 },
+    async (t) => {
+      const segments = fc.array(randomSegmentArb, { minLength: 1, maxLength: 6, size: 'max' });
+      const arb = fc.record({ ready: fc.boolean(), segments, chunking: chunkingArb });
+      await check(t, 'random bytes', arb, 700, async ({ ready, segments, chunking }) => {
+        // After READY too, so that stream frames reach their handlers.
+        const bytes = Buffer.concat([ready ? frame(Msg.READY, 0) : Buffer.alloc(0), ...segments]);
+        const options = { stepwise: chunking.stepwise, webSocket: true };
+        const report = await runCase(refusing, split(bytes, chunking.cuts), options);
+        checkInvariants(report);
+      });
+    },
+  );
 
-  test('valid frame sequences, arbitrarily chunked: no violation, every frame dispatched once, every event delivered', { timeout: 60_000 }, async (t) => {
-    const ops = fc.array(opArb, { maxLength: 40, size: 'max' });
-    const arb = fc.record({ ops, httpShutdown: fc.boolean(), draining: fc.boolean(), chunking: chunkingArb });
-    await check(t, 'valid sequences', arb, 500, async ({ ops, httpShutdown, draining, chunking }) => {
-      const m = newModel(draining);
-      applyValidOps(m, ops, httpShutdown);
-      const options = { httpShutdown, draining, stepwise: chunking.stepwise };
-      const report = await runCase(refusing, split(Buffer.concat(m.frames), chunking.cuts), options);
-      checkInvariants(report);
-      assert.deepEqual(report.violations, [], 'a valid sequence was refused');
-      assert.equal(report.dispatched, m.frames.length, 'every frame dispatched exactly once');
-      assert.deepEqual(report.events, m.expected, 'events delivered');
-      assert.equal(report.finalBuffered, 0, 'nothing left in the decoder after whole frames');
-      // Open request halves are always tracked; reset streams never are; ended ones until their response half closes.
-      const live = liveStreams(m).length;
-      const endedOnly = [...m.streams.values()].filter((s) => s.ended && !s.reset).length;
-      assert.ok(report.finalOpenStreams >= live && report.finalOpenStreams <= live + endedOnly, `${report.finalOpenStreams} open calls; ${live} live, ${endedOnly} ended`);
-    });
-  });
+  test(
+    'valid frame sequences, arbitrarily chunked: no violation, every frame dispatched once, every event delivered',
+    { timeout: 60_000 },
+    async (t) => {
+      const ops = fc.array(opArb, { maxLength: 40, size: 'max' });
+      const arb = fc.record({ ops, httpShutdown: fc.boolean(), draining: fc.boolean(), chunking: chunkingArb });
+      await check(t, 'valid sequences', arb, 500, async ({ ops, httpShutdown, draining, chunking }) => {
+        const m = newModel(draining);
+        applyValidOps(m, ops, httpShutdown);
+        const options = { httpShutdown, draining, stepwise: chunking.stepwise };
+        const report = await runCase(refusing, split(Buffer.concat(m.frames), chunking.cuts), options);
+        checkInvariants(report);
+        assert.deepEqual(report.violations, [], 'a valid sequence was refused');
+        assert.equal(report.dispatched, m.frames.length, 'every frame dispatched exactly once');
+        assert.deepEqual(report.events, m.expected, 'events delivered');
+        assert.equal(report.finalBuffered, 0, 'nothing left in the decoder after whole frames');
+        // Open request halves are always tracked; reset streams never are; ended ones until their response half closes.
+        const live = liveStreams(m).length;
+        const endedOnly = [...m.streams.values()].filter((s) => s.ended && !s.reset).length;
+        assert.ok(
+          report.finalOpenStreams >= live && report.finalOpenStreams <= live + endedOnly,
+          `${report.finalOpenStreams} open calls; ${live} live, ${endedOnly} ended`,
+        );
+      });
+    },
+  );
 
-  test('a valid prefix, then one invalid frame, then more input: exactly one violation with the right reason, the rest ignored', { timeout: 60_000 }, async (t) => {
-    const arb = fc.record({ ops: fc.array(opArb, { maxLength: 30, size: 'max' }), bad: badArb, suffix: suffixArb, chunking: chunkingArb });
-    await check(t, 'invalid frame', arb, 700, async ({ ops, bad, suffix, chunking }) => {
-      const m = newModel();
-      applyValidOps(m, ops, false);
-      const reason = applyBad(m, bad);
-      const bytes = Buffer.concat([...m.frames, ...suffixBytes(m, suffix)]);
-      const report = await runCase(refusing, split(bytes, chunking.cuts), { stepwise: chunking.stepwise });
-      checkInvariants(report);
-      assert.equal(report.violations.length, 1, `exactly one violation for ${bad.k}; got ${JSON.stringify(report.violations)}`);
-      assert.match(report.violations[0] as string, reason);
-    });
-  });
+  test(
+    'a valid prefix, then one invalid frame, then more input: exactly one violation with the right reason, the rest ignored',
+    { timeout: 60_000 },
+    async (t) => {
+      const arb = fc.record({
+        ops: fc.array(opArb, { maxLength: 30, size: 'max' }),
+        bad: badArb,
+        suffix: suffixArb,
+        chunking: chunkingArb,
+      });
+      await check(t, 'invalid frame', arb, 700, async ({ ops, bad, suffix, chunking }) => {
+        const m = newModel();
+        applyValidOps(m, ops, false);
+        const reason = applyBad(m, bad);
+        const bytes = Buffer.concat([...m.frames, ...suffixBytes(m, suffix)]);
+        const report = await runCase(refusing, split(bytes, chunking.cuts), { stepwise: chunking.stepwise });
+        checkInvariants(report);
+        assert.equal(
+          report.violations.length,
+          1,
+          `exactly one violation for ${bad.k}; got ${JSON.stringify(report.violations)}`,
+        );
+        assert.match(report.violations[0] as string, reason);
+      });
+    },
+  );
 
   const floods =
     `floods of OPENs: the ${MAX_OPEN_STREAMS + 1}th open stream is a violation, ` +
@@ -804,39 +946,66 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     });
   });
 
-  test('mixed valid and invalid frames, WebSockets too, against a real answering upstream: the invariants hold', { timeout: 60_000 }, async (t) => {
-    const itemArb = fc.oneof(
-      { weight: 8, arbitrary: opArb.map((op) => ({ op })) },
-      { weight: 3, arbitrary: fc.record({ window: fc.nat(), increment: fc.oneof(fc.integer({ min: 1, max: 300_000 }), u32Arb) }) },
-      { weight: 1, arbitrary: mixedFrameArb.map((noise) => ({ noise })) },
-      // WebSocket streams: opened (the HTTP mock refuses the upgrade; the echoing upstream accepts it), then frames of their kinds.
-      { weight: 2, arbitrary: fc.constant({ wsOpen: true as const }) },
-      { weight: 3, arbitrary: fc.record({ wsPick: fc.nat(), type: fc.constantFrom(...WS_STREAM_TYPES), data: bytesArb(300) }) },
-    );
-    const arb = fc.record({ items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }), httpShutdown: fc.boolean(), delayMs: fc.integer({ min: 0, max: 1 }), echo: fc.boolean() });
-    await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs, echo }) => {
-      // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
-      const m = newModel();
-      ensureReady(m);
-      const chunks: Buffer[] = [Buffer.concat(m.frames)];
-      for (const item of items) {
-        const before = m.frames.length;
-        if ('op' in item) applyValidOps(m, [item.op], httpShutdown);
-        else if ('noise' in item) m.frames.push(item.noise);
-        else if ('wsOpen' in item) m.frames.push(frame(Msg.WS_OPEN, ++m.highest, WS_HEAD));
-        else if ('wsPick' in item) {
-          if (m.highest === 0) continue;
-          const payload = item.type === Msg.WS_CLOSE ? Buffer.concat([Buffer.from([0x03, 0xe8]), item.data.subarray(0, 100)]) : item.type === Msg.WINDOW ? u32(1 + item.data.length) : item.type === Msg.RESET ? Buffer.alloc(0) : item.data;
-          if (payload.length === 0 && (item.type === Msg.WS_TEXT_PART || item.type === Msg.WS_BINARY_PART)) continue;
-          m.frames.push(frame(item.type, 1 + (item.wsPick % m.highest), payload));
+  test(
+    'mixed valid and invalid frames, WebSockets too, against a real answering upstream: the invariants hold',
+    { timeout: 60_000 },
+    async (t) => {
+      const itemArb = fc.oneof(
+        { weight: 8, arbitrary: opArb.map((op) => ({ op })) },
+        {
+          weight: 3,
+          arbitrary: fc.record({ window: fc.nat(), increment: fc.oneof(fc.integer({ min: 1, max: 300_000 }), u32Arb) }),
+        },
+        { weight: 1, arbitrary: mixedFrameArb.map((noise) => ({ noise })) },
+        // WebSocket streams: opened (the HTTP mock refuses the upgrade; the echoing upstream accepts it), then frames of their kinds.
+        { weight: 2, arbitrary: fc.constant({ wsOpen: true as const }) },
+        {
+          weight: 3,
+          arbitrary: fc.record({ wsPick: fc.nat(), type: fc.constantFrom(...WS_STREAM_TYPES), data: bytesArb(300) }),
+        },
+      );
+      const arb = fc.record({
+        items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }),
+        httpShutdown: fc.boolean(),
+        delayMs: fc.integer({ min: 0, max: 1 }),
+        echo: fc.boolean(),
+      });
+      await check(t, 'mixed frames', arb, 400, async ({ items, httpShutdown, delayMs, echo }) => {
+        // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
+        const m = newModel();
+        ensureReady(m);
+        const chunks: Buffer[] = [Buffer.concat(m.frames)];
+        for (const item of items) {
+          const before = m.frames.length;
+          if ('op' in item) applyValidOps(m, [item.op], httpShutdown);
+          else if ('noise' in item) m.frames.push(item.noise);
+          else if ('wsOpen' in item) m.frames.push(frame(Msg.WS_OPEN, ++m.highest, WS_HEAD));
+          else if ('wsPick' in item) {
+            if (m.highest === 0) continue;
+            const payload =
+              item.type === Msg.WS_CLOSE
+                ? Buffer.concat([Buffer.from([0x03, 0xe8]), item.data.subarray(0, 100)])
+                : item.type === Msg.WINDOW
+                  ? u32(1 + item.data.length)
+                  : item.type === Msg.RESET
+                    ? Buffer.alloc(0)
+                    : item.data;
+            if (payload.length === 0 && (item.type === Msg.WS_TEXT_PART || item.type === Msg.WS_BINARY_PART)) continue;
+            m.frames.push(frame(item.type, 1 + (item.wsPick % m.highest), payload));
+          } else if (m.highest > 0)
+            m.frames.push(frame(Msg.WINDOW, 1 + (item.window % m.highest), u32(item.increment)));
+          if (m.frames.length > before) chunks.push(Buffer.concat(m.frames.slice(before)));
         }
-        else if (m.highest > 0) m.frames.push(frame(Msg.WINDOW, 1 + (item.window % m.highest), u32(item.increment)));
-        if (m.frames.length > before) chunks.push(Buffer.concat(m.frames.slice(before)));
-      }
-      const report = await runCase(echo ? echoing : answering, chunks, { httpShutdown, stepwise: true, delayMs, webSocket: true });
-      checkInvariants(report);
-    });
-  });
+        const report = await runCase(echo ? echoing : answering, chunks, {
+          httpShutdown,
+          stepwise: true,
+          delayMs,
+          webSocket: true,
+        });
+        checkInvariants(report);
+      });
+    },
+  );
 
   test('at least 2000 cases ran in this file', { timeout: 5_000 }, (t) => {
     t.diagnostic(`total fast-check runs: ${totalRuns}; FC_SEED=${SEED}`);

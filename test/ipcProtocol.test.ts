@@ -33,7 +33,9 @@ function collectingWriter(): { writer: FrameWriter; bytes: () => Buffer } {
 
 function decodeAll(from: 'worker' | 'supervisor', bytes: Buffer, pieces: number[] = [bytes.length]): Frame[] {
   const frames: Frame[] = [];
-  const decoder = new FrameDecoder(from, (type, streamId, payload) => frames.push({ type, streamId, payload: Buffer.from(payload) }));
+  const decoder = new FrameDecoder(from, (type, streamId, payload) =>
+    frames.push({ type, streamId, payload: Buffer.from(payload) }),
+  );
   let offset = 0;
   for (const size of pieces) {
     decoder.push(bytes.subarray(offset, offset + size));
@@ -83,7 +85,11 @@ describe('frames', () => {
     const all = bytes();
     for (const cuts of [[all.length], [20], [20, 30_000], [all.length - 3], new Array<number>(all.length).fill(1)]) {
       const frames: Frame[] = [];
-      const decoder = new FrameDecoder('supervisor', (type, streamId, payload) => frames.push({ type, streamId, payload: Buffer.from(payload) }), new Set([Msg.RESPONSE_DATA]));
+      const decoder = new FrameDecoder(
+        'supervisor',
+        (type, streamId, payload) => frames.push({ type, streamId, payload: Buffer.from(payload) }),
+        new Set([Msg.RESPONSE_DATA]),
+      );
       let offset = 0;
       for (const size of cuts) {
         decoder.push(all.subarray(offset, offset + size));
@@ -136,11 +142,23 @@ describe('frames', () => {
 describe('flow control', () => {
   test('a sender stays within credit, pauses its source and resumes on grant', () => {
     const { writer, bytes } = collectingWriter();
-    const source = { paused: 0, resumed: 0, pause() { this.paused++; }, resume() { this.resumed++; } };
+    const source = {
+      paused: 0,
+      resumed: 0,
+      pause() {
+        this.paused++;
+      },
+      resume() {
+        this.resumed++;
+      },
+    };
     const sender = new CreditSender(writer, 1, source);
     sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW + 1000, 1), Msg.REQUEST_DATA);
     let frames = decodeAll('worker', bytes());
-    assert.equal(frames.reduce((n, f) => n + f.payload.length, 0), INITIAL_STREAM_WINDOW);
+    assert.equal(
+      frames.reduce((n, f) => n + f.payload.length, 0),
+      INITIAL_STREAM_WINDOW,
+    );
     assert.ok(frames.every((f) => f.payload.length <= MAX_DATA_PAYLOAD));
     assert.equal(source.paused, 1);
     assert.equal(sender.heldBytes, 1000);
@@ -239,7 +257,10 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     sendMessage(sender, Buffer.from('late'), false);
     sender.grant(100);
     const after = decodeAll('worker', bytes()).slice(before);
-    assert.deepEqual(after.map((f) => f.type), [Msg.WS_CLOSE]);
+    assert.deepEqual(
+      after.map((f) => f.type),
+      [Msg.WS_CLOSE],
+    );
     assert.equal(closed, true);
     assert.deepEqual(events, ['pause', 'resume']);
     // A source that was never paused is not resumed (ws throws on resume() while a handshake is failing).
@@ -284,7 +305,8 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     bounded.receive(Msg.WS_TEXT_PART, Buffer.alloc(6));
     assert.throws(() => bounded.receive(Msg.WS_TEXT_END, Buffer.alloc(5)), /message of more than 10 bytes/);
     const greedy = new MessageReceiver(writer, 2, () => {});
-    for (let sent = 0; sent < INITIAL_STREAM_WINDOW; sent += MAX_DATA_PAYLOAD) greedy.receive(Msg.WS_TEXT_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
+    for (let sent = 0; sent < INITIAL_STREAM_WINDOW; sent += MAX_DATA_PAYLOAD)
+      greedy.receive(Msg.WS_TEXT_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
     assert.throws(() => greedy.receive(Msg.WS_TEXT_END, Buffer.from('x')), ProtocolError);
   });
 });

@@ -78,12 +78,17 @@ describe('a worker that sends a frame the supervisor does not accept', { concurr
         const status = await run.waitForExit(10_000);
         assert.deepEqual(status, { code: 1, signal: null }, `supervisor exit status; stderr:\n${run.stderr}`);
         const lines = run.humanLinesWith(VIOLATION);
-        assert.equal(lines.length, 1, `one line (besides the JSON log) says the worker broke the IPC protocol; stderr:\n${run.stderr}`);
+        assert.equal(
+          lines.length,
+          1,
+          `one line (besides the JSON log) says the worker broke the IPC protocol; stderr:\n${run.stderr}`,
+        );
         assert.ok((lines[0] as string).includes(reason), `the line gives the reason "${reason}": ${lines[0]}`);
         assert.equal(run.humanLinesWith('Error:').length, 1, `exactly one error line:\n${run.stderr}`);
         const instances = run.instances();
         assert.equal(instances.length, 1, `one worker instance was started: ${JSON.stringify(instances)}`);
-        for (const { pid } of instances) assert.ok(await waitFor(() => !isAlive(pid), 2_000), `hostile worker ${pid} is gone`);
+        for (const { pid } of instances)
+          assert.ok(await waitFor(() => !isAlive(pid), 2_000), `hostile worker ${pid} is gone`);
         assert.ok(!run.stderr.includes(TEST_KEY), 'the key is not in the output');
       } finally {
         await run.kill();
@@ -179,30 +184,54 @@ describe('a worker that breaks the protocol after it has served', () => {
     });
   }
 
-  test('a worker that keeps breaking it makes the supervisor give up with exit 1; no instance survives', { timeout: 30_000 }, async () => {
-    const workDir = mkdtempSync(join(workRoot, 'crashloop-'));
-    const run = HostileRun.start({ workDir, mode: 'data-unopened', readyFirst: true, hostileInstances: 'all', proxyArgs: ['--upstream-url', `https://127.0.0.1:${silent.port}/v1/responses`] });
-    try {
-      const status = await run.waitForExit(20_000);
-      assert.deepEqual(status, { code: 1, signal: null }, `supervisor exit status; stderr:\n${run.stderr}`);
-      const instances = run.instances();
-      assert.ok(instances.length >= 1, 'at least one worker was started');
-      const records = run.logRecords(VIOLATION_MSG);
-      assert.equal(records.length, instances.length, `one violation record per hostile worker:\n${run.stderr}`);
-      for (const record of records) assert.equal(record.reason, 'frame for stream 7, which was never opened');
-      assert.deepEqual(records.map((r) => r.workerPid), instances.map((i) => i.pid), 'each record names its worker');
-      assert.equal(run.humanLinesWith('Error:').length, 1, `one error line on the way out:\n${run.stderr}`);
-      for (const { pid } of instances) assert.ok(await waitFor(() => !isAlive(pid), 2_000), `hostile worker ${pid} is gone`);
-    } finally {
-      await run.kill();
-    }
-  });
+  test(
+    'a worker that keeps breaking it makes the supervisor give up with exit 1; no instance survives',
+    { timeout: 30_000 },
+    async () => {
+      const workDir = mkdtempSync(join(workRoot, 'crashloop-'));
+      const run = HostileRun.start({
+        workDir,
+        mode: 'data-unopened',
+        readyFirst: true,
+        hostileInstances: 'all',
+        proxyArgs: ['--upstream-url', `https://127.0.0.1:${silent.port}/v1/responses`],
+      });
+      try {
+        const status = await run.waitForExit(20_000);
+        assert.deepEqual(status, { code: 1, signal: null }, `supervisor exit status; stderr:\n${run.stderr}`);
+        const instances = run.instances();
+        assert.ok(instances.length >= 1, 'at least one worker was started');
+        const records = run.logRecords(VIOLATION_MSG);
+        assert.equal(records.length, instances.length, `one violation record per hostile worker:\n${run.stderr}`);
+        for (const record of records) assert.equal(record.reason, 'frame for stream 7, which was never opened');
+        assert.deepEqual(
+          records.map((r) => r.workerPid),
+          instances.map((i) => i.pid),
+          'each record names its worker',
+        );
+        assert.equal(run.humanLinesWith('Error:').length, 1, `one error line on the way out:\n${run.stderr}`);
+        for (const { pid } of instances)
+          assert.ok(await waitFor(() => !isAlive(pid), 2_000), `hostile worker ${pid} is gone`);
+      } finally {
+        await run.kill();
+      }
+    },
+  );
 
   test('control: a worker that only says READY is left alone', { timeout: 15_000 }, async () => {
     const workDir = mkdtempSync(join(workRoot, 'control-'));
-    const run = HostileRun.start({ workDir, mode: 'none', readyFirst: true, hostileInstances: 'all', proxyArgs: ['--upstream-url', upstream.url()] });
+    const run = HostileRun.start({
+      workDir,
+      mode: 'none',
+      readyFirst: true,
+      hostileInstances: 'all',
+      proxyArgs: ['--upstream-url', upstream.url()],
+    });
     try {
-      assert.ok(await waitFor(() => run.port !== 0 || run.exitStatus !== null, 10_000), `listening; stderr:\n${run.stderr}`);
+      assert.ok(
+        await waitFor(() => run.port !== 0 || run.exitStatus !== null, 10_000),
+        `listening; stderr:\n${run.stderr}`,
+      );
       assert.notEqual(run.port, 0);
       await sleep(500);
       assert.equal(run.exitStatus, null, `supervisor still running; stderr:\n${run.stderr}`);

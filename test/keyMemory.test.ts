@@ -24,7 +24,9 @@ const UNDICI = fileURLToPath(new URL('../../node_modules/undici/index.js', impor
 /** Every occurrence of the key, and those outside locked mappings. */
 function keyOutsideLockedMemory(pid: number): { scan: ScanResult; unlocked: string[] } {
   const scan = scanProcessMemory(pid, KEY, { includeInaccessible: true });
-  const unlocked = scan.occurrences.filter((o) => !isInLockedMapping(pid, o.address)).map((o) => `0x${o.address.toString(16)} in ${o.mapping}`);
+  const unlocked = scan.occurrences
+    .filter((o) => !isInLockedMapping(pid, o.address))
+    .map((o) => `0x${o.address.toString(16)} in ${o.mapping}`);
   return { scan, unlocked };
 }
 
@@ -47,13 +49,23 @@ async function load(port: number, count: number, connections: number): Promise<n
   let next = 0;
   const one = (): Promise<void> =>
     new Promise((resolve, reject) => {
-      const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', agent, headers: { 'content-type': 'application/json' } }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          if (res.statusCode === 200) ok++;
-          resolve();
-        });
-      });
+      const req = httpRequest(
+        {
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/v1/responses',
+          agent,
+          headers: { 'content-type': 'application/json' },
+        },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            if (res.statusCode === 200) ok++;
+            resolve();
+          });
+        },
+      );
       req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
       req.on('error', reject);
       req.end('{"input":"hi"}');
@@ -70,54 +82,69 @@ async function load(port: number, count: number, connections: number): Promise<n
   return ok;
 }
 
-describe('where the key lives in the supervisor', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
-  let upstream: MockUpstream;
-  let proxy: ProxyProcess;
-  before(async () => {
-    upstream = await MockUpstream.start((req, res) => {
-      res.writeHead(req.headers.authorization === `Bearer ${TEST_KEY}` ? 200 : 401, { 'content-type': 'application/json' });
-      res.end('{"ok":true}');
+describe(
+  'where the key lives in the supervisor',
+  { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' },
+  () => {
+    let upstream: MockUpstream;
+    let proxy: ProxyProcess;
+    before(async () => {
+      upstream = await MockUpstream.start((req, res) => {
+        res.writeHead(req.headers.authorization === `Bearer ${TEST_KEY}` ? 200 : 401, {
+          'content-type': 'application/json',
+        });
+        res.end('{"ok":true}');
+      });
+      proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
     });
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-  });
-  after(async () => {
-    await proxy?.stop();
-    await upstream?.close();
-  });
-
-  test('after 2,000 requests every occurrence is inside a locked mapping', async (t) => {
-    assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
-    assertKeyOnlyInLockedMemory(t, proxy.pid);
-  });
-});
-
-describe('where the key lives in the supervisor, with an https:// upstream', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
-  let certificate: TestCertificate;
-  let server: HttpsServer;
-  let proxy: ProxyProcess;
-  before(async () => {
-    certificate = TestCertificate.create();
-    server = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
-      req.resume();
-      res.writeHead(req.headers.authorization === `Bearer ${TEST_KEY}` ? 200 : 401, { 'content-type': 'application/json' });
-      res.end('{"ok":true}');
+    after(async () => {
+      await proxy?.stop();
+      await upstream?.close();
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', `https://127.0.0.1:${port}/v1/responses`], env: certificate.trustingEnv() });
-  });
-  after(async () => {
-    await proxy?.stop();
-    server?.closeAllConnections();
-    server?.close();
-    certificate?.remove();
-  });
 
-  test('after 2,000 requests through TLS every occurrence is inside a locked mapping (none left in OpenSSL buffers)', async (t) => {
-    assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
-    assertKeyOnlyInLockedMemory(t, proxy.pid);
-  });
-});
+    test('after 2,000 requests every occurrence is inside a locked mapping', async (t) => {
+      assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
+      assertKeyOnlyInLockedMemory(t, proxy.pid);
+    });
+  },
+);
+
+describe(
+  'where the key lives in the supervisor, with an https:// upstream',
+  { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' },
+  () => {
+    let certificate: TestCertificate;
+    let server: HttpsServer;
+    let proxy: ProxyProcess;
+    before(async () => {
+      certificate = TestCertificate.create();
+      server = createHttpsServer({ key: certificate.key, cert: certificate.cert }, (req, res) => {
+        req.resume();
+        res.writeHead(req.headers.authorization === `Bearer ${TEST_KEY}` ? 200 : 401, {
+          'content-type': 'application/json',
+        });
+        res.end('{"ok":true}');
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as AddressInfo).port;
+      proxy = await ProxyProcess.start({
+        args: ['--upstream-url', `https://127.0.0.1:${port}/v1/responses`],
+        env: certificate.trustingEnv(),
+      });
+    });
+    after(async () => {
+      await proxy?.stop();
+      server?.closeAllConnections();
+      server?.close();
+      certificate?.remove();
+    });
+
+    test('after 2,000 requests through TLS every occurrence is inside a locked mapping (none left in OpenSSL buffers)', async (t) => {
+      assert.equal(await load(proxy.port, 2000, 8), 2000, 'every request reached the upstream with the key');
+      assertKeyOnlyInLockedMemory(t, proxy.pid);
+    });
+  },
+);
 
 /** `count` WebSocket sessions one after another, each one message there and back; how many were answered. */
 async function webSocketSessions(port: number, count: number): Promise<number> {
@@ -139,33 +166,40 @@ async function webSocketSessions(port: number, count: number): Promise<number> {
   return ok;
 }
 
-describe('where the key lives in the supervisor, with --websocket', { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
-  const server = createServer((_req, res) => res.writeHead(404).end());
-  const webSockets = new WebSocketServer({ noServer: true });
-  let proxy: ProxyProcess;
-  before(async () => {
-    // Accepts only the right key, answers each message once.
-    server.on('upgrade', (req, socket, head) => {
-      if (req.headers.authorization !== `Bearer ${TEST_KEY}`) return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
-      webSockets.handleUpgrade(req, socket, head, (ws) => {
-        ws.on('message', () => ws.send('{"type":"response.completed"}'));
+describe(
+  'where the key lives in the supervisor, with --websocket',
+  { timeout: 120_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' },
+  () => {
+    const server = createServer((_req, res) => res.writeHead(404).end());
+    const webSockets = new WebSocketServer({ noServer: true });
+    let proxy: ProxyProcess;
+    before(async () => {
+      // Accepts only the right key, answers each message once.
+      server.on('upgrade', (req, socket, head) => {
+        if (req.headers.authorization !== `Bearer ${TEST_KEY}`)
+          return socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n');
+        webSockets.handleUpgrade(req, socket, head, (ws) => {
+          ws.on('message', () => ws.send('{"type":"response.completed"}'));
+        });
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const port = (server.address() as AddressInfo).port;
+      proxy = await ProxyProcess.start({
+        args: ['--websocket', '--upstream-url', `http://127.0.0.1:${port}/v1/responses`],
       });
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const port = (server.address() as AddressInfo).port;
-    proxy = await ProxyProcess.start({ args: ['--websocket', '--upstream-url', `http://127.0.0.1:${port}/v1/responses`] });
-  });
-  after(async () => {
-    await proxy?.stop();
-    server.closeAllConnections();
-    server.close();
-  });
+    after(async () => {
+      await proxy?.stop();
+      server.closeAllConnections();
+      server.close();
+    });
 
-  test('after 300 WebSocket handshakes every occurrence is inside a locked mapping', async (t) => {
-    assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
-    assertKeyOnlyInLockedMemory(t, proxy.pid);
-  });
-});
+    test('after 300 WebSocket handshakes every occurrence is inside a locked mapping', async (t) => {
+      assert.equal(await webSocketSessions(proxy.port, 300), 300, 'every handshake reached the upstream with the key');
+      assertKeyOnlyInLockedMemory(t, proxy.pid);
+    });
+  },
+);
 
 const SKIP_UNLESS_ROOT = !asRoot && 'needs root: reading /proc/<pid>/mem of another process';
 
@@ -206,16 +240,19 @@ describe(WSS, { timeout: 120_000, skip: SKIP_UNLESS_ROOT }, () => {
   });
 });
 
-describe('the scan can fail', { timeout: 60_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' }, () => {
-  test('a process sending the key through undici as a plain header string leaves it in ordinary memory', async () => {
-    const upstream = await MockUpstream.start();
-    // The key arrives reversed on stdin so that it is not in the child's argv or source.
-    const child = spawn(
-      process.execPath,
-      [
-        '--input-type=module',
-        '-e',
-        `import { request } from ${JSON.stringify(UNDICI)};
+describe(
+  'the scan can fail',
+  { timeout: 60_000, skip: !asRoot && 'needs root: reading /proc/<pid>/mem of another process' },
+  () => {
+    test('a process sending the key through undici as a plain header string leaves it in ordinary memory', async () => {
+      const upstream = await MockUpstream.start();
+      // The key arrives reversed on stdin so that it is not in the child's argv or source.
+      const child = spawn(
+        process.execPath,
+        [
+          '--input-type=module',
+          '-e',
+          `import { request } from ${JSON.stringify(UNDICI)};
          let input = '';
          process.stdin.on('data', (d) => (input += d));
          process.stdin.on('end', async () => {
@@ -227,19 +264,20 @@ describe('the scan can fail', { timeout: 60_000, skip: !asRoot && 'needs root: r
            process.stdout.write('sent\\n');
            setInterval(() => {}, 1000);
          });`,
-      ],
-      { stdio: ['pipe', 'pipe', 'inherit'] },
-    );
-    try {
-      let out = '';
-      child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
-      child.stdin.end([...TEST_KEY].reverse().join(''));
-      assert.ok(await waitFor(() => out.includes('sent'), 20_000), 'the control process sent its requests');
-      const { scan, unlocked } = keyOutsideLockedMemory(child.pid as number);
-      assert.ok(unlocked.length >= 1, `the scan finds the key in unlocked memory (found ${scan.occurrences.length})`);
-    } finally {
-      killQuietly(child.pid as number);
-      await upstream.close();
-    }
-  });
-});
+        ],
+        { stdio: ['pipe', 'pipe', 'inherit'] },
+      );
+      try {
+        let out = '';
+        child.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+        child.stdin.end([...TEST_KEY].reverse().join(''));
+        assert.ok(await waitFor(() => out.includes('sent'), 20_000), 'the control process sent its requests');
+        const { scan, unlocked } = keyOutsideLockedMemory(child.pid as number);
+        assert.ok(unlocked.length >= 1, `the scan finds the key in unlocked memory (found ${scan.occurrences.length})`);
+      } finally {
+        killQuietly(child.pid as number);
+        await upstream.close();
+      }
+    });
+  },
+);

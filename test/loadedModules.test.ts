@@ -20,14 +20,21 @@ const DIST = fileURLToPath(new URL('../src/', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'rap-loaded-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 const PRELOAD = join(dir, 'printCache.cjs');
-writeFileSync(PRELOAD, "process.on('exit', () => require('fs').writeSync(2, '\\nLOADED ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n");
+writeFileSync(
+  PRELOAD,
+  "process.on('exit', () => require('fs').writeSync(2, '\\nLOADED ' + JSON.stringify(Object.keys(require.cache)) + '\\n'));\n",
+);
 
 /**
  * Package files a process loaded before it exited (it is killed, by pid, after
  * 10 s). With `stdin`, that is written to it; with `stopWhen`, it is sent
  * SIGTERM once its output matches.
  */
-function loadedFiles(args: string[], stdio: ('ignore' | 'pipe')[], options: { stdin?: string; stopWhen?: RegExp } = {}): Promise<string[]> {
+function loadedFiles(
+  args: string[],
+  stdio: ('ignore' | 'pipe')[],
+  options: { stdin?: string; stopWhen?: RegExp } = {},
+): Promise<string[]> {
   const child = spawn(process.execPath, ['--require', PRELOAD, ...args], { stdio });
   if (options.stdin !== undefined) child.stdin?.end(options.stdin);
   let stderr = '';
@@ -60,7 +67,10 @@ test("undici's pool.js and connect.js are its public Pool and buildConnector", (
 
 test("the supervisor loads undici's Pool but not its index, and no ws without --websocket", async () => {
   // No key on stdin: it loads its modules, refuses to start and exits.
-  const files = await loadedFiles([join(DIST, 'supervisor/main.js'), '--upstream-url', 'http://127.0.0.1:9/v1/responses'], ['ignore', 'ignore', 'pipe']);
+  const files = await loadedFiles(
+    [join(DIST, 'supervisor/main.js'), '--upstream-url', 'http://127.0.0.1:9/v1/responses'],
+    ['ignore', 'ignore', 'pipe'],
+  );
   assert.ok(has(files, '/node_modules/undici/lib/dispatcher/pool.js'), 'control: the list shows what was loaded');
   assert.ok(!has(files, '/node_modules/undici/index.js'), "undici's index was loaded");
   assert.ok(!has(files, '/node_modules/ws/'), 'ws was loaded without --websocket');
@@ -68,10 +78,14 @@ test("the supervisor loads undici's Pool but not its index, and no ws without --
 
 test('the supervisor loads proper-lockfile only with --server-info', async () => {
   const serve = (extra: string[]): Promise<string[]> =>
-    loadedFiles([join(DIST, 'supervisor/main.js'), '--upstream-url', 'http://127.0.0.1:9/v1/responses', ...extra], ['pipe', 'ignore', 'pipe'], {
-      stdin: 'sk-loaded-modules-test-key\n',
-      stopWhen: /listening on 127\.0\.0\.1:\d+/,
-    });
+    loadedFiles(
+      [join(DIST, 'supervisor/main.js'), '--upstream-url', 'http://127.0.0.1:9/v1/responses', ...extra],
+      ['pipe', 'ignore', 'pipe'],
+      {
+        stdin: 'sk-loaded-modules-test-key\n',
+        stopWhen: /listening on 127\.0\.0\.1:\d+/,
+      },
+    );
   const without = await serve([]);
   assert.ok(has(without, '/node_modules/undici/lib/dispatcher/pool.js'), 'control: the list shows what was loaded');
   assert.ok(!has(without, '/node_modules/proper-lockfile/'), 'proper-lockfile was loaded without --server-info');

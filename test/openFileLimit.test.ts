@@ -48,7 +48,9 @@ function underLimit(nofile: string, args: readonly string[] = []): { program: st
 
 /** Soft and hard "Max open files" of a process, as /proc/<pid>/limits reads. */
 function openFileLimits(pid: number): [string, string] {
-  const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+  const line = readFileSync(`/proc/${pid}/limits`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('Max open files'));
   const [soft, hard] = (line ?? '').split(/\s{2,}/).slice(1, 3);
   return [soft ?? '?', hard ?? '?'];
 }

@@ -56,7 +56,11 @@ describe('rejected request targets and methods', () => {
     const name = `${method} ${target(0).replace(':0', ':P')} is 403 with Content-Length: 0 and never reaches the upstream`;
     test(name, { timeout: 10_000 }, async () => {
       const before = ctx.upstream.requests.length;
-      const raw = await sendRaw(ctx.proxy.port, rawRequest(method, target(ctx.proxy.port), ctx.proxy.port, hasBody ? BODY : null, ['Connection: close']), 5_000);
+      const raw = await sendRaw(
+        ctx.proxy.port,
+        rawRequest(method, target(ctx.proxy.port), ctx.proxy.port, hasBody ? BODY : null, ['Connection: close']),
+        5_000,
+      );
       const { responses, rest } = parseAllResponses(raw);
       assert.equal(responses.length, 1, `exactly one response, got ${JSON.stringify(raw)}`);
       assertEmpty403(responses[0] as RawResponse, name);
@@ -72,21 +76,29 @@ describe('rejected request targets and methods', () => {
     // And it still forwards: a valid request reaches the ctx.upstream.
     const before = ctx.upstream.requests.length;
     validSent++;
-    const raw = await sendRaw(ctx.proxy.port, rawRequest('POST', '/v1/responses', ctx.proxy.port, BODY, ['Connection: close']), 5_000);
+    const raw = await sendRaw(
+      ctx.proxy.port,
+      rawRequest('POST', '/v1/responses', ctx.proxy.port, BODY, ['Connection: close']),
+      5_000,
+    );
     const { responses } = parseAllResponses(raw);
     assert.equal(responses[0]?.status, 200);
     assert.equal(ctx.upstream.requests.length, before + 1);
   });
 
-  test('after all rejections settle the upstream saw only the valid control requests', { timeout: 10_000 }, async () => {
-    await sleep(300);
-    assert.equal(ctx.upstream.requests.length, validSent);
-    for (const seen of ctx.upstream.requests) {
-      assert.equal(seen.method, 'POST');
-      assert.equal(seen.url, '/v1/responses');
-      assert.equal(seen.body.toString(), BODY);
-    }
-  });
+  test(
+    'after all rejections settle the upstream saw only the valid control requests',
+    { timeout: 10_000 },
+    async () => {
+      await sleep(300);
+      assert.equal(ctx.upstream.requests.length, validSent);
+      for (const seen of ctx.upstream.requests) {
+        assert.equal(seen.method, 'POST');
+        assert.equal(seen.url, '/v1/responses');
+        assert.equal(seen.body.toString(), BODY);
+      }
+    },
+  );
 });
 
 describe('keep-alive framing after a rejected request with a body', () => {
@@ -121,17 +133,30 @@ describe('keep-alive framing after a rejected request with a body', () => {
     }
   }
 
-  test('Content-Length body of a rejected POST is consumed; next POST on the same connection is forwarded', { timeout: 15_000 }, async () => {
-    const body = smuggled(ctx.proxy.port);
-    await rejectedThenValid(rawRequest('POST', '/v1/responses?a=1', ctx.proxy.port, body));
-  });
+  test(
+    'Content-Length body of a rejected POST is consumed; next POST on the same connection is forwarded',
+    { timeout: 15_000 },
+    async () => {
+      const body = smuggled(ctx.proxy.port);
+      await rejectedThenValid(rawRequest('POST', '/v1/responses?a=1', ctx.proxy.port, body));
+    },
+  );
 
-  test('chunked body of a rejected POST is consumed; next POST on the same connection is forwarded', { timeout: 15_000 }, async () => {
-    const body = smuggled(ctx.proxy.port);
-    const half = Math.floor(body.length / 2);
-    const chunks = [body.slice(0, half), body.slice(half)];
-    const chunked = chunks.map((c) => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`).join('') + '0\r\n\r\n';
-    const head = [`POST /v1/responses/ HTTP/1.1`, `Host: 127.0.0.1:${ctx.proxy.port}`, 'Content-Type: application/json', 'Transfer-Encoding: chunked'].join('\r\n');
-    await rejectedThenValid(`${head}\r\n\r\n${chunked}`);
-  });
+  test(
+    'chunked body of a rejected POST is consumed; next POST on the same connection is forwarded',
+    { timeout: 15_000 },
+    async () => {
+      const body = smuggled(ctx.proxy.port);
+      const half = Math.floor(body.length / 2);
+      const chunks = [body.slice(0, half), body.slice(half)];
+      const chunked = chunks.map((c) => `${Buffer.byteLength(c).toString(16)}\r\n${c}\r\n`).join('') + '0\r\n\r\n';
+      const head = [
+        `POST /v1/responses/ HTTP/1.1`,
+        `Host: 127.0.0.1:${ctx.proxy.port}`,
+        'Content-Type: application/json',
+        'Transfer-Encoding: chunked',
+      ].join('\r\n');
+      await rejectedThenValid(`${head}\r\n\r\n${chunked}`);
+    },
+  );
 });

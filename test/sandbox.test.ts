@@ -99,8 +99,10 @@ class Probe {
       const found = this.events.find((e) => e.event === name);
       if (found !== undefined) return found;
       const failed = this.events.find((e) => e.event === 'failed');
-      if (failed !== undefined && name !== 'failed') throw new Error(`probe failed: ${JSON.stringify(failed)}\n${this.stderr}`);
-      if (this.exitCode !== undefined) throw new Error(`probe exited ${this.exitCode} before "${name}":\n${this.stderr}`);
+      if (failed !== undefined && name !== 'failed')
+        throw new Error(`probe failed: ${JSON.stringify(failed)}\n${this.stderr}`);
+      if (this.exitCode !== undefined)
+        throw new Error(`probe exited ${this.exitCode} before "${name}":\n${this.stderr}`);
       const left = deadline - Date.now();
       if (left <= 0) throw new Error(`probe sent no "${name}" within ${timeoutMs} ms:\n${this.stderr}`);
       await new Promise<void>((resolve) => {
@@ -162,7 +164,12 @@ function procStatus(path: string): Map<string, string> {
 }
 
 /** Run `code` in a fresh `node -e` as uid/gid; its stdout (bounded: killed after 15 s). */
-function runNodeAs(uid: number | undefined, gid: number | undefined, code: string, args: readonly string[] = []): string {
+function runNodeAs(
+  uid: number | undefined,
+  gid: number | undefined,
+  code: string,
+  args: readonly string[] = [],
+): string {
   const result = spawnSync(process.execPath, [...args, '-e', code], {
     ...(uid === undefined ? {} : { uid }),
     ...(gid === undefined ? {} : { gid }),
@@ -261,8 +268,21 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
 
       const results = (await probe.waitFor('attempts')).results as Record<string, string>;
       const denied = [
-        'nodeTcpConnect', 'nodeUnixConnect', 'socketInet', 'socketInetUdp', 'socketUnix', 'socketNetlink', 'socketpair',
-        'nodeExec', 'fork', 'execve', 'ptraceOther', 'processVmReadv', 'killOther', 'ioUringSetup', 'dumpableAgain',
+        'nodeTcpConnect',
+        'nodeUnixConnect',
+        'socketInet',
+        'socketInetUdp',
+        'socketUnix',
+        'socketNetlink',
+        'socketpair',
+        'nodeExec',
+        'fork',
+        'execve',
+        'ptraceOther',
+        'processVmReadv',
+        'killOther',
+        'ioUringSetup',
+        'dumpableAgain',
         'unshareUser',
       ];
       for (const attempt of denied) assert.equal(results[attempt], 'EPERM', `${attempt}: ${JSON.stringify(results)}`);
@@ -295,7 +315,10 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
       assert.ok(before.length > 1, `Node ran ${before.length} thread(s) before install`);
       const stillThere = before.filter((tid) => tasks.includes(tid));
       assert.ok(stillThere.length > 1, 'threads that existed before the filter are still alive');
-      assert.ok(tasks.some((tid) => !before.includes(tid)), 'a thread started after install is alive');
+      assert.ok(
+        tasks.some((tid) => !before.includes(tid)),
+        'a thread started after install is alive',
+      );
       for (const tid of tasks) {
         let task: Map<string, string>;
         try {
@@ -353,7 +376,10 @@ describe('worker sandbox seen from /proc', { ...linuxOnly, concurrency: false, t
     const layers = installed.layers as SandboxLayers;
     assert.equal(layers.seccomp, true);
     assert.equal(layers.noNewPrivs, true);
-    assert.deepEqual(layers.missing.map((m) => m.layer), ['capabilities']);
+    assert.deepEqual(
+      layers.missing.map((m) => m.layer),
+      ['capabilities'],
+    );
     await weaker.stop();
   });
 
@@ -462,12 +488,18 @@ describe('worker identity', linuxOnly, () => {
   });
 
   test('unknown names and bad numbers are clear errors', () => {
-    assert.throws(() => resolveUser('no-such-user-rap'), (err: unknown) => {
-      assert.ok(err instanceof WorkerIdentityError && err instanceof ProxyError);
-      assert.equal(err.message, '--uid no-such-user-rap: no such user (not in the passwd database; pass a name that exists or a number)');
-      assert.equal(err.exitCode, 2);
-      return true;
-    });
+    assert.throws(
+      () => resolveUser('no-such-user-rap'),
+      (err: unknown) => {
+        assert.ok(err instanceof WorkerIdentityError && err instanceof ProxyError);
+        assert.equal(
+          err.message,
+          '--uid no-such-user-rap: no such user (not in the passwd database; pass a name that exists or a number)',
+        );
+        assert.equal(err.exitCode, 2);
+        return true;
+      },
+    );
     assert.throws(() => resolveGroup('no-such-group-rap'), /--gid no-such-group-rap: no such group/);
     assert.throws(() => resolveUser('99999999999'), /invalid uid 99999999999: out of range/);
     assert.throws(() => resolveUser(''), /--uid needs a name or a number/);
@@ -508,7 +540,8 @@ describe('worker identity', linuxOnly, () => {
     assert.deepEqual([user.uid, user.gid, user.switchUser, user.lease], [1000, 1000, false, null]);
     assert.throws(
       () => resolveWorkerIdentity({ uid: 'nobody' }, { uid: 1000, gid: 1000 }, lease),
-      (err: unknown) => err instanceof WorkerIdentityError && err.exitCode === 1 && /only root can switch users/.test(err.message),
+      (err: unknown) =>
+        err instanceof WorkerIdentityError && err.exitCode === 1 && /only root can switch users/.test(err.message),
     );
     const user1000 = { uid: 1000, gid: 1000 };
     assert.throws(() => resolveWorkerIdentity({ gid: '0' }, user1000, lease), /only root can switch groups/);
@@ -546,7 +579,11 @@ describe('worker identity', linuxOnly, () => {
 
     if (!IS_ROOT) return t.skip(`${NEEDS_ROOT} (the prediction was checked; the kernel's verdict was not)`);
     const read = (): string =>
-      runNodeAs(NOBODY_ID, NOBODY_ID, `try { require('node:fs').readFileSync(${JSON.stringify(file)}); console.log('readable'); } catch (e) { console.log(e.code); }`);
+      runNodeAs(
+        NOBODY_ID,
+        NOBODY_ID,
+        `try { require('node:fs').readFileSync(${JSON.stringify(file)}); console.log('readable'); } catch (e) { console.log(e.code); }`,
+      );
     assert.equal(read(), 'readable');
     chmodSync(dir, 0o700);
     assert.equal(read(), 'EACCES');
@@ -558,7 +595,13 @@ describe('worker identity', linuxOnly, () => {
 // ---------------------------------------------------------------- permission model flags
 
 describe('permission model flags', () => {
-  const all = new Set(['--permission', '--experimental-permission', '--allow-fs-read', '--allow-fs-write', '--allow-addons']);
+  const all = new Set([
+    '--permission',
+    '--experimental-permission',
+    '--allow-fs-read',
+    '--allow-fs-write',
+    '--allow-addons',
+  ]);
 
   test('the flag follows the Node version', () => {
     assert.equal(permissionFlagFor('20.18.1'), '--experimental-permission');
@@ -571,11 +614,19 @@ describe('permission model flags', () => {
   });
 
   test('one flag per path, addons allowed for koffi, nothing for children or workers', () => {
-    const model = permissionModelFlags('22.13.0', ['/opt/rap', '/proc/self/status'], ['/var/dumps'], { allowedFlags: all });
+    const model = permissionModelFlags('22.13.0', ['/opt/rap', '/proc/self/status'], ['/var/dumps'], {
+      allowedFlags: all,
+    });
     assert.deepEqual(model, {
       supported: true,
       reason: '--permission (network not gated by this Node)',
-      flags: ['--permission', '--allow-fs-read=/opt/rap', '--allow-fs-read=/proc/self/status', '--allow-fs-write=/var/dumps', '--allow-addons'],
+      flags: [
+        '--permission',
+        '--allow-fs-read=/opt/rap',
+        '--allow-fs-read=/proc/self/status',
+        '--allow-fs-write=/var/dumps',
+        '--allow-addons',
+      ],
     });
     assert.ok(!model.flags.some((f) => f.startsWith('--allow-child-process') || f.startsWith('--allow-worker')));
     assert.deepEqual(permissionModelFlags('20.18.1', ['/a'], [], { allowedFlags: all, allowAddons: false }).flags, [
@@ -592,15 +643,22 @@ describe('permission model flags', () => {
 
   test('unsupported when the running Node does not accept the flag, or a path cannot be expressed', () => {
     const without = new Set([...all].filter((f) => f !== '--permission'));
-    assert.match(permissionModelFlags('22.13.0', [], [], { allowedFlags: without }).reason, /does not accept --permission/);
+    assert.match(
+      permissionModelFlags('22.13.0', [], [], { allowedFlags: without }).reason,
+      /does not accept --permission/,
+    );
     assert.equal(permissionModelFlags('18.20.0', [], [], { allowedFlags: all }).supported, false);
-    assert.match(permissionModelFlags('22.13.0', ['relative/path'], [], { allowedFlags: all }).reason, /must be absolute/);
+    assert.match(
+      permissionModelFlags('22.13.0', ['relative/path'], [], { allowedFlags: all }).reason,
+      /must be absolute/,
+    );
     assert.equal(permissionModelFlags('22.13.0', ['/a,b'], [], { allowedFlags: all }).supported, false);
   });
 
   test('on this Node: reads, writes, child processes and worker threads are limited', (t: TestContext) => {
     const model = permissionModelFlags(process.versions.node, [], [], { allowAddons: false });
-    if (!model.supported) return t.skip(`permission model unavailable on Node ${process.versions.node}: ${model.reason}`);
+    if (!model.supported)
+      return t.skip(`permission model unavailable on Node ${process.versions.node}: ${model.reason}`);
     const dir = mkdtempSync(join(tmpdir(), 'rap-permission-'));
     try {
       const allowed = join(dir, 'allowed.txt');

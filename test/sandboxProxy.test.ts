@@ -35,7 +35,15 @@ import { isInLockedMapping, readMappings, scanProcessMemory, type ScanResult } f
 import { jsonOk, MockUpstream } from './helpers/mockUpstream.js';
 import { jsonRecords, lines, type LogRecord } from './helpers/netProbe.js';
 import { send } from './helpers/httpClient.js';
-import { PROXY_MAIN, ProxyProcess, TEST_KEY, childPids, isAlive, killQuietly, waitFor } from './helpers/proxyProcess.js';
+import {
+  PROXY_MAIN,
+  ProxyProcess,
+  TEST_KEY,
+  childPids,
+  isAlive,
+  killQuietly,
+  waitFor,
+} from './helpers/proxyProcess.js';
 import { AUDIT_ARCH, RET_ALLOW, RET_ENOSYS, RET_EPERM, runFilter } from './helpers/bpf.js';
 import { intrudeAs, readSeccompFilters } from './helpers/ptrace.js';
 import { allowedSyscalls, buildIoUringDenial, buildSeccompFilter } from '../src/shared/seccompFilter.js';
@@ -43,7 +51,8 @@ import { DYNAMIC_ID_FIRST, DYNAMIC_ID_LAST } from '../src/supervisor/startup/wor
 import { landlockSupport } from '../src/shared/landlock.js';
 
 const IS_ROOT = process.getuid?.() === 0;
-const NEEDS_ROOT = 'needs root: the worker only changes uid, and only root can read other processes, when the proxy runs as root (as in CI)';
+const NEEDS_ROOT =
+  'needs root: the worker only changes uid, and only root can read other processes, when the proxy runs as root (as in CI)';
 const NOBODY = 65534;
 const DIST_ROOT = fileURLToPath(new URL('../', import.meta.url)); // <package>/dist/
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -110,7 +119,11 @@ function otherHolders(id: number, except: number): number[] {
 function lookup(db: 'passwd' | 'group', name: string): { id: number; gid: number } | null {
   const run = spawnSync('getent', [db, name], { encoding: 'utf8', timeout: 5_000 });
   let line = run.status === 0 ? run.stdout.trim() : '';
-  if (line === '') line = readFileSync(`/etc/${db}`, 'utf8').split('\n').find((l) => l.startsWith(`${name}:`)) ?? '';
+  if (line === '')
+    line =
+      readFileSync(`/etc/${db}`, 'utf8')
+        .split('\n')
+        .find((l) => l.startsWith(`${name}:`)) ?? '';
   if (line === '') return null;
   const parts = line.split(':');
   return { id: Number(parts[2]), gid: Number(db === 'passwd' ? parts[3] : parts[2]) };
@@ -121,7 +134,11 @@ function records(proxy: { stderr: string }): LogRecord[] {
 }
 
 /** Wait (bounded) for a log record matching `match`. */
-async function waitForRecord(proxy: { stderr: string }, match: (r: LogRecord) => boolean, timeoutMs = 3_000): Promise<LogRecord | undefined> {
+async function waitForRecord(
+  proxy: { stderr: string },
+  match: (r: LogRecord) => boolean,
+  timeoutMs = 3_000,
+): Promise<LogRecord | undefined> {
   await waitFor(() => records(proxy).some(match), timeoutMs);
   return records(proxy).find(match);
 }
@@ -173,7 +190,8 @@ class Tracked {
       killQuietly(this.pid);
       await this.waitExit(3_000);
     }
-    if (!(await waitFor(() => children.every((pid) => !isAlive(pid)), 2_000))) for (const pid of children) killQuietly(pid);
+    if (!(await waitFor(() => children.every((pid) => !isAlive(pid)), 2_000)))
+      for (const pid of children) killQuietly(pid);
   }
 }
 
@@ -223,7 +241,9 @@ process.stdout.write(JSON.stringify(out));
 
 /** What uid/gid can read of /proc/<pid>/{mem,environ,maps,status,limits}; mem at a readable address of pid. */
 function procAccessAs(pid: number, ids: { uid: number; gid: number }): Record<string, string> {
-  const readable = readMappings(pid).find((m) => m.perms.startsWith('r') && m.name !== '[vvar]' && m.name !== '[vsyscall]');
+  const readable = readMappings(pid).find(
+    (m) => m.perms.startsWith('r') && m.name !== '[vvar]' && m.name !== '[vsyscall]',
+  );
   assert.ok(readable !== undefined, `no readable mapping in /proc/${pid}/maps`);
   const run = spawnSync(process.execPath, ['-e', READER, String(pid), readable.start.toString(16)], {
     ...ids,
@@ -243,7 +263,14 @@ function idleProcess(ids: { uid: number; gid: number }): Tracked {
 
 /** Can uid 65534 load the built program? null if so, else why not. */
 function nobodyCannotRunProgram(): string | null {
-  const run = spawnSync(process.execPath, [PROXY_MAIN, '--version'], { uid: NOBODY, gid: NOBODY, cwd: '/', env: {}, encoding: 'utf8', timeout: 10_000 });
+  const run = spawnSync(process.execPath, [PROXY_MAIN, '--version'], {
+    uid: NOBODY,
+    gid: NOBODY,
+    cwd: '/',
+    env: {},
+    encoding: 'utf8',
+    timeout: 10_000,
+  });
   if (run.status === 0) return null;
   return `uid ${NOBODY} cannot run ${PROXY_MAIN} (exit ${run.status}): ${(run.stderr || String(run.error)).trim().split('\n')[0]}; make ${DIST_ROOT} and node_modules world-readable`;
 }
@@ -252,11 +279,20 @@ function nobodyCannotRunProgram(): string | null {
 function post(agent: Agent, port: number, body: string): Promise<{ status: number; head: string; body: Buffer }> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', agent, headers: { 'content-type': 'application/json' } },
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/v1/responses',
+        agent,
+        headers: { 'content-type': 'application/json' },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, head: res.rawHeaders.join('\n'), body: Buffer.concat(chunks) }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, head: res.rawHeaders.join('\n'), body: Buffer.concat(chunks) }),
+        );
         res.on('error', reject);
       },
     );
@@ -350,10 +386,16 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
       worker_seccomp_filter: `ok: Seccomp: 2, allowlist of ${ALLOWED} calls (${process.arch})`,
       worker_capabilities: 'ok: CapEff 0000000000000000',
     };
-    for (const [field, value] of Object.entries(expected)) assert.equal(report[field], value, `${field} in ${JSON.stringify(report)}`);
+    for (const [field, value] of Object.entries(expected))
+      assert.equal(report[field], value, `${field} in ${JSON.stringify(report)}`);
     const landlockRow = /^(ok: ABI \d+: reads its code, writes nothing|MISSING: not available: .+)$/;
     assert.match(String(report.worker_landlock), landlockRow);
-    for (const field of ['worker_permission_model', 'supervisor_dumpable', 'supervisor_core_limit', 'key_memory_locked']) {
+    for (const field of [
+      'worker_permission_model',
+      'supervisor_dumpable',
+      'supervisor_core_limit',
+      'key_memory_locked',
+    ]) {
       assert.match(String(report[field]), /^ok: /, `${field} in ${JSON.stringify(report)}`);
     }
     assert.equal(report.supervisor_dumpable, 'ok: 0');
@@ -399,9 +441,10 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     assert.ok(own.equals(buildSeccompFilter(process.arch)), 'the worker runs the compiled allowlist');
     assert.ok(inherited.equals(buildIoUringDenial(process.arch)), 'and the io_uring denial it inherited');
     const arch = AUDIT_ARCH[process.arch as 'x64' | 'arm64'];
-    const nr = process.arch === 'x64'
-      ? { socket: 41, connect: 42, execve: 59, read: 0 }
-      : { socket: 198, connect: 203, execve: 221, read: 63 };
+    const nr =
+      process.arch === 'x64'
+        ? { socket: 41, connect: 42, execve: 59, read: 0 }
+        : { socket: 198, connect: 203, execve: 221, read: 63 };
     for (const call of ['socket', 'connect', 'execve'] as const) {
       assert.equal(runFilter(own, { arch, nr: nr[call] }).action, RET_EPERM, call);
     }
@@ -411,94 +454,131 @@ describe('the real proxy as root, default identity', { concurrency: false, timeo
     assert.equal((await send(proxy.port, { method: 'GET', path: '/' })).status, 403);
   });
 
-  test('as the worker uid, /proc/<supervisor>/mem, environ and maps are refused; core limit 0 0', { timeout: 20_000 }, async (t: TestContext) => {
-    if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
-    const ids = workerIds(proxy.workerPid());
-    // Control: the same reader, same uid, reads an ordinary process of its own uid.
-    const control = idleProcess(ids);
-    assert.ok(await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000), 'control process did not start');
-    const controlAccess = procAccessAs(control.pid, ids);
-    assert.deepEqual(
-      { mem: controlAccess.mem, environ: controlAccess.environ, maps: controlAccess.maps },
-      { mem: 'readable', environ: 'readable', maps: 'readable' },
-      'control: a same-uid reader must be able to read an ordinary process',
-    );
-    await control.stop();
+  test(
+    'as the worker uid, /proc/<supervisor>/mem, environ and maps are refused; core limit 0 0',
+    { timeout: 20_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT || proxy === null) return t.skip(NEEDS_ROOT);
+      const ids = workerIds(proxy.workerPid());
+      // Control: the same reader, same uid, reads an ordinary process of its own uid.
+      const control = idleProcess(ids);
+      assert.ok(
+        await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000),
+        'control process did not start',
+      );
+      const controlAccess = procAccessAs(control.pid, ids);
+      assert.deepEqual(
+        { mem: controlAccess.mem, environ: controlAccess.environ, maps: controlAccess.maps },
+        { mem: 'readable', environ: 'readable', maps: 'readable' },
+        'control: a same-uid reader must be able to read an ordinary process',
+      );
+      await control.stop();
 
-    const access = procAccessAs(proxy.pid, ids);
-    t.diagnostic(`uid ${ids.uid} on /proc/${proxy.pid}: ${JSON.stringify(access)}`);
-    for (const file of ['mem', 'environ', 'maps']) assert.match(String(access[file]), /^(EACCES|EPERM)$/, `${file}: ${JSON.stringify(access)}`);
-    assert.equal(access.status, 'readable', 'the reader did reach the supervisor (status is world-readable)');
+      const access = procAccessAs(proxy.pid, ids);
+      t.diagnostic(`uid ${ids.uid} on /proc/${proxy.pid}: ${JSON.stringify(access)}`);
+      for (const file of ['mem', 'environ', 'maps'])
+        assert.match(String(access[file]), /^(EACCES|EPERM)$/, `${file}: ${JSON.stringify(access)}`);
+      assert.equal(access.status, 'readable', 'the reader did reach the supervisor (status is world-readable)');
 
-    const limits = readFileSync(`/proc/${proxy.pid}/limits`, 'utf8');
-    assert.match(limits, /^Max core file size\s+0\s+0\s+bytes\s*$/m, limits);
-    assert.equal(access.limits, 'readable');
-  });
+      const limits = readFileSync(`/proc/${proxy.pid}/limits`, 'utf8');
+      assert.match(limits, /^Max core file size\s+0\s+0\s+bytes\s*$/m, limits);
+      assert.equal(access.limits, 'readable');
+    },
+  );
 
-  test('after 500 proxied requests the worker\'s memory holds the key zero times (controls: its own code is found)', { timeout: 40_000 }, async (t: TestContext) => {
-    if (!IS_ROOT || proxy === null || upstream === null) return t.skip(NEEDS_ROOT);
-    const agent = new Agent({ keepAlive: true, maxSockets: 8 });
-    const statuses = new Map<number, number>();
-    let leakedToClient = 0;
-    try {
-      let next = 0;
-      const lane = async (): Promise<void> => {
-        while (next < 500) {
-          const i = next++;
-          const reply = await post(agent, proxy!.port, JSON.stringify({ model: 'gpt-test', input: `request ${i} ${'x'.repeat(i % 300)}` }));
-          statuses.set(reply.status, (statuses.get(reply.status) ?? 0) + 1);
-          if (reply.body.includes(KEY_LATIN1) || reply.head.includes(TEST_KEY)) leakedToClient++;
-        }
-      };
-      await Promise.all(Array.from({ length: 8 }, lane));
-    } finally {
-      agent.destroy();
-    }
-    assert.deepEqual([...statuses], [[200, 500]]);
-    assert.equal(upstream.requests.length, 500);
-    assert.ok(upstream.requests.every((r) => r.headers.authorization === `Bearer ${TEST_KEY}`), 'upstream got the key on every request');
-    assert.equal(leakedToClient, 0, 'the echoed key reached a client');
-    assert.ok(echoed >= 100, `only ${echoed} echoing responses`);
+  test(
+    "after 500 proxied requests the worker's memory holds the key zero times (controls: its own code is found)",
+    { timeout: 40_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT || proxy === null || upstream === null) return t.skip(NEEDS_ROOT);
+      const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+      const statuses = new Map<number, number>();
+      let leakedToClient = 0;
+      try {
+        let next = 0;
+        const lane = async (): Promise<void> => {
+          while (next < 500) {
+            const i = next++;
+            const reply = await post(
+              agent,
+              proxy!.port,
+              JSON.stringify({ model: 'gpt-test', input: `request ${i} ${'x'.repeat(i % 300)}` }),
+            );
+            statuses.set(reply.status, (statuses.get(reply.status) ?? 0) + 1);
+            if (reply.body.includes(KEY_LATIN1) || reply.head.includes(TEST_KEY)) leakedToClient++;
+          }
+        };
+        await Promise.all(Array.from({ length: 8 }, lane));
+      } finally {
+        agent.destroy();
+      }
+      assert.deepEqual([...statuses], [[200, 500]]);
+      assert.equal(upstream.requests.length, 500);
+      assert.ok(
+        upstream.requests.every((r) => r.headers.authorization === `Bearer ${TEST_KEY}`),
+        'upstream got the key on every request',
+      );
+      assert.equal(leakedToClient, 0, 'the echoed key reached a client');
+      assert.ok(echoed >= 100, `only ${echoed} echoing responses`);
 
-    const worker = proxy.workerPid();
-    const started = Date.now();
-    const scan = scanProcessMemory(worker, KEY_LATIN1, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
-    const scan16 = scanProcessMemory(worker, KEY_UTF16, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
-    // Control on the same process: text that must be in the worker's heap (the
-    // source of its entry module, which V8 keeps) is found by the same scan.
-    // V8 keeps a source with any character above U+00FF as UTF-16, else one byte per character.
-    const source = readFileSync(WORKER_MAIN, 'utf8');
-    const marker = Buffer.from(source.slice(Math.floor(source.length / 2), Math.floor(source.length / 2) + 48), /[\u0100-\uffff]/.test(source) ? 'utf16le' : 'latin1');
-    const control = scanProcessMemory(worker, marker, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
-    t.diagnostic(describeScan(`worker ${worker}, key (latin1)`, scan));
-    t.diagnostic(describeScan(`worker ${worker}, key (utf-16)`, scan16));
-    t.diagnostic(describeScan(`worker ${worker}, control (its own source)`, control));
-    t.diagnostic(`three scans took ${Date.now() - started} ms; ${echoed} responses echoed the key upstream-side`);
-    if (scan.skipped.length > 0) t.diagnostic(`skipped: ${JSON.stringify(scan.skipped.slice(0, 5))}`);
+      const worker = proxy.workerPid();
+      const started = Date.now();
+      const scan = scanProcessMemory(worker, KEY_LATIN1, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
+      const scan16 = scanProcessMemory(worker, KEY_UTF16, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
+      // Control on the same process: text that must be in the worker's heap (the
+      // source of its entry module, which V8 keeps) is found by the same scan.
+      // V8 keeps a source with any character above U+00FF as UTF-16, else one byte per character.
+      const source = readFileSync(WORKER_MAIN, 'utf8');
+      const marker = Buffer.from(
+        source.slice(Math.floor(source.length / 2), Math.floor(source.length / 2) + 48),
+        /[\u0100-\uffff]/.test(source) ? 'utf16le' : 'latin1',
+      );
+      const control = scanProcessMemory(worker, marker, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
+      t.diagnostic(describeScan(`worker ${worker}, key (latin1)`, scan));
+      t.diagnostic(describeScan(`worker ${worker}, key (utf-16)`, scan16));
+      t.diagnostic(describeScan(`worker ${worker}, control (its own source)`, control));
+      t.diagnostic(`three scans took ${Date.now() - started} ms; ${echoed} responses echoed the key upstream-side`);
+      if (scan.skipped.length > 0) t.diagnostic(`skipped: ${JSON.stringify(scan.skipped.slice(0, 5))}`);
 
-    assert.equal(scan.truncated, false);
-    assert.ok(scan.bytesScanned > 16 * 1024 * 1024, `only ${scan.bytesScanned} bytes scanned`);
-    assert.ok(scan.mappingsRead > 20, `only ${scan.mappingsRead} mappings read`);
-    assert.ok(control.occurrences.length >= 1, 'control: the worker\'s own source was not found, so the scan sees nothing');
-    assert.deepEqual(scan.occurrences, [], `the key is in the worker's memory: ${JSON.stringify(scan.occurrences.slice(0, 5), (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`);
-    assert.deepEqual(scan16.occurrences, [], 'the key (UTF-16) is in the worker\'s memory');
-  });
+      assert.equal(scan.truncated, false);
+      assert.ok(scan.bytesScanned > 16 * 1024 * 1024, `only ${scan.bytesScanned} bytes scanned`);
+      assert.ok(scan.mappingsRead > 20, `only ${scan.mappingsRead} mappings read`);
+      assert.ok(
+        control.occurrences.length >= 1,
+        "control: the worker's own source was not found, so the scan sees nothing",
+      );
+      assert.deepEqual(
+        scan.occurrences,
+        [],
+        `the key is in the worker's memory: ${JSON.stringify(scan.occurrences.slice(0, 5), (_k, v: unknown) => (typeof v === 'bigint' ? `0x${v.toString(16)}` : v))}`,
+      );
+      assert.deepEqual(scan16.occurrences, [], "the key (UTF-16) is in the worker's memory");
+    },
+  );
 
-  test('control: the same scan finds the key in a worker when a client sends it in a body', { timeout: 20_000 }, async (t: TestContext) => {
-    if (!IS_ROOT || upstream === null) return t.skip(NEEDS_ROOT);
-    // A separate proxy, so the worker under test above is not polluted.
-    const other = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
-    try {
-      const reply = await send(other.port, { body: JSON.stringify({ input: `a client pasted ${TEST_KEY} here` }) });
-      assert.equal(reply.status, 200);
-      for (let i = 0; i < 20; i++) assert.equal((await send(other.port, { body: JSON.stringify({ input: 'y'.repeat(2000) }) })).status, 200);
-      const scan = scanProcessMemory(other.workerPid(), KEY_LATIN1, { includeInaccessible: true, maxBytes: 1024 * 1024 * 1024 });
-      t.diagnostic(describeScan('worker that relayed the key from a client', scan));
-      assert.ok(scan.occurrences.length >= 1, 'the scan does not see bytes that did pass through the worker');
-    } finally {
-      await stopProxy(other);
-    }
-  });
+  test(
+    'control: the same scan finds the key in a worker when a client sends it in a body',
+    { timeout: 20_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT || upstream === null) return t.skip(NEEDS_ROOT);
+      // A separate proxy, so the worker under test above is not polluted.
+      const other = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
+      try {
+        const reply = await send(other.port, { body: JSON.stringify({ input: `a client pasted ${TEST_KEY} here` }) });
+        assert.equal(reply.status, 200);
+        for (let i = 0; i < 20; i++)
+          assert.equal((await send(other.port, { body: JSON.stringify({ input: 'y'.repeat(2000) }) })).status, 200);
+        const scan = scanProcessMemory(other.workerPid(), KEY_LATIN1, {
+          includeInaccessible: true,
+          maxBytes: 1024 * 1024 * 1024,
+        });
+        t.diagnostic(describeScan('worker that relayed the key from a client', scan));
+        assert.ok(scan.occurrences.length >= 1, 'the scan does not see bytes that did pass through the worker');
+      } finally {
+        await stopProxy(other);
+      }
+    },
+  );
 });
 
 // ---------------------------------------------------------------- the scanner's positive control
@@ -527,27 +607,37 @@ setInterval(() => {}, 1000);
   const reversedKey = Buffer.from(TEST_KEY, 'latin1').reverse().toString('latin1');
 
   for (const mode of ['string', 'buffer', 'secure'] as const) {
-    test(`finds TEST_KEY held in a ${mode === 'secure' ? 'sodium_malloc (locked) buffer' : mode} of a throwaway node process`, { timeout: 20_000 }, async (t: TestContext) => {
-      if (!IS_ROOT) return t.skip('needs root: reading another process\'s /proc/<pid>/mem');
-      const holder = spawnTracked(['-e', HOLDER, mode, SODIUM_NATIVE]);
-      try {
-        holder.child.stdin?.write(`${reversedKey}\n`); // stdin stays open: the child lives until stopped
-        assert.ok(await waitFor(() => holder.stdout.includes('ready'), 5_000), `holder not ready: ${holder.stderr}`);
-        const scan = scanProcessMemory(holder.pid, KEY_LATIN1, { includeInaccessible: true });
-        t.diagnostic(describeScan(`holder (${mode})`, scan));
-        assert.equal(scan.truncated, false);
-        assert.ok(scan.occurrences.length >= 1, `the scanner missed the key held in a ${mode}`);
-        const locked = scan.occurrences.map((o) => isInLockedMapping(holder.pid, o.address));
-        t.diagnostic(`at ${scan.occurrences.map((o, i) => `0x${o.address.toString(16)} (${o.mapping}${locked[i] ? ', locked' : ''})`).join('; ')}`);
-        // Each occurrence really is the key, at that address.
-        const check = readProcMem(holder.pid, scan.occurrences[0]!.address, KEY_LATIN1.length);
-        assert.deepEqual(check, KEY_LATIN1);
-        if (mode === 'secure') assert.ok(locked.some(Boolean), 'the sodium_malloc copy is not reported as locked');
-        else assert.ok(locked.every((l) => !l), 'an ordinary copy is reported as locked');
-      } finally {
-        await holder.stop();
-      }
-    });
+    test(
+      `finds TEST_KEY held in a ${mode === 'secure' ? 'sodium_malloc (locked) buffer' : mode} of a throwaway node process`,
+      { timeout: 20_000 },
+      async (t: TestContext) => {
+        if (!IS_ROOT) return t.skip("needs root: reading another process's /proc/<pid>/mem");
+        const holder = spawnTracked(['-e', HOLDER, mode, SODIUM_NATIVE]);
+        try {
+          holder.child.stdin?.write(`${reversedKey}\n`); // stdin stays open: the child lives until stopped
+          assert.ok(await waitFor(() => holder.stdout.includes('ready'), 5_000), `holder not ready: ${holder.stderr}`);
+          const scan = scanProcessMemory(holder.pid, KEY_LATIN1, { includeInaccessible: true });
+          t.diagnostic(describeScan(`holder (${mode})`, scan));
+          assert.equal(scan.truncated, false);
+          assert.ok(scan.occurrences.length >= 1, `the scanner missed the key held in a ${mode}`);
+          const locked = scan.occurrences.map((o) => isInLockedMapping(holder.pid, o.address));
+          t.diagnostic(
+            `at ${scan.occurrences.map((o, i) => `0x${o.address.toString(16)} (${o.mapping}${locked[i] ? ', locked' : ''})`).join('; ')}`,
+          );
+          // Each occurrence really is the key, at that address.
+          const check = readProcMem(holder.pid, scan.occurrences[0]!.address, KEY_LATIN1.length);
+          assert.deepEqual(check, KEY_LATIN1);
+          if (mode === 'secure') assert.ok(locked.some(Boolean), 'the sodium_malloc copy is not reported as locked');
+          else
+            assert.ok(
+              locked.every((l) => !l),
+              'an ordinary copy is reported as locked',
+            );
+        } finally {
+          await holder.stop();
+        }
+      },
+    );
   }
 });
 
@@ -584,28 +674,39 @@ describe('--uid / --gid on the real proxy', { concurrency: false, timeout: 60_00
     return proxy;
   }
 
-  test('--uid 0 keeps root for the worker, with a warning; the rest of the sandbox stays', { timeout: 15_000 }, async (t: TestContext) => {
-    if (!IS_ROOT) return t.skip(NEEDS_ROOT);
-    const proxy = await startWith(['--uid', '0']);
-    const fields = sandboxFields(proxy.workerPid());
-    assert.equal(fields.Uid, four(0));
-    assert.equal(fields.Gid, four(0));
-    assert.equal(fields.Groups, '');
-    assert.equal(fields.NoNewPrivs, '1');
-    assert.equal(fields.Seccomp, '2');
-    const warning = await waitForRecord(proxy, (r) => r.level === 40 && typeof r.msg === 'string' && r.msg.includes('--uid 0'));
-    assert.ok(warning !== undefined, `no --uid 0 warning in:\n${proxy.stderr}`);
-    assert.match(String(warning.msg), /keeps root/);
-    assert.ok(!records(proxy).some((r) => typeof r.msg === 'string' && /worker runs as nobody/.test(r.msg)), 'says nobody although --uid 0');
-    assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
-  });
+  test(
+    '--uid 0 keeps root for the worker, with a warning; the rest of the sandbox stays',
+    { timeout: 15_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT) return t.skip(NEEDS_ROOT);
+      const proxy = await startWith(['--uid', '0']);
+      const fields = sandboxFields(proxy.workerPid());
+      assert.equal(fields.Uid, four(0));
+      assert.equal(fields.Gid, four(0));
+      assert.equal(fields.Groups, '');
+      assert.equal(fields.NoNewPrivs, '1');
+      assert.equal(fields.Seccomp, '2');
+      const warning = await waitForRecord(
+        proxy,
+        (r) => r.level === 40 && typeof r.msg === 'string' && r.msg.includes('--uid 0'),
+      );
+      assert.ok(warning !== undefined, `no --uid 0 warning in:\n${proxy.stderr}`);
+      assert.match(String(warning.msg), /keeps root/);
+      assert.ok(
+        !records(proxy).some((r) => typeof r.msg === 'string' && /worker runs as nobody/.test(r.msg)),
+        'says nobody although --uid 0',
+      );
+      assert.equal((await send(proxy.port, { body: '{}' })).status, 200);
+    },
+  );
 
   test('--uid/--gid by name resolve through the system databases', { timeout: 20_000 }, async (t: TestContext) => {
     if (!IS_ROOT) return t.skip(NEEDS_ROOT);
     const daemon = lookup('passwd', 'daemon');
     const nobody = lookup('passwd', 'nobody');
     const daemonGroup = lookup('group', 'daemon');
-    if (daemon === null || nobody === null || daemonGroup === null) return t.skip('this system has no daemon/nobody user or daemon group');
+    if (daemon === null || nobody === null || daemonGroup === null)
+      return t.skip('this system has no daemon/nobody user or daemon group');
 
     // A user alone: its uid and its primary group from passwd.
     const a = await startWith(['--uid', 'daemon']);
@@ -680,9 +781,19 @@ describe('code run inside the real worker', { concurrency: false, timeout: 60_00
       const results = JSON.parse(/^CONTAINED (.*)$/m.exec(proxy.stderr)?.[1] ?? '{}') as Record<string, string>;
       // Past the permission model (koffi, as an attacker would): the kernel says no.
       const denied = {
-        socketInet: 'EPERM', socketInetUdp: 'EPERM', socketUnix: 'EPERM', socketNetlink: 'EPERM', socketpair: 'EPERM',
-        fork: 'EPERM', execve: 'EPERM', ptraceOther: 'EPERM', processVmReadv: 'EPERM', killOther: 'EPERM',
-        ioUringSetup: 'EPERM', dumpableAgain: 'EPERM', unshareUser: 'EPERM',
+        socketInet: 'EPERM',
+        socketInetUdp: 'EPERM',
+        socketUnix: 'EPERM',
+        socketNetlink: 'EPERM',
+        socketpair: 'EPERM',
+        fork: 'EPERM',
+        execve: 'EPERM',
+        ptraceOther: 'EPERM',
+        processVmReadv: 'EPERM',
+        killOther: 'EPERM',
+        ioUringSetup: 'EPERM',
+        dumpableAgain: 'EPERM',
+        unshareUser: 'EPERM',
       };
       const all = JSON.stringify(results);
       for (const [attempt, code] of Object.entries(denied)) assert.equal(results[attempt], code, `${attempt}: ${all}`);
@@ -708,41 +819,48 @@ describe('code run inside the real worker', { concurrency: false, timeout: 60_00
 });
 
 describe('--check-sandbox', { timeout: 30_000 }, () => {
-  test('prints every layer as a table and exits 0 as root, without reading a key', { timeout: 20_000 }, async (t: TestContext) => {
-    if (!IS_ROOT) return t.skip(NEEDS_ROOT);
-    const landlock = landlockSupport();
-    if ('reason' in landlock) return t.skip(`no Landlock here (${landlock.reason}): the check says so and exits 1`);
-    // stdin open and empty: a check that waited for a key would never end.
-    const check = spawnTracked([PROXY_MAIN, '--check-sandbox']);
-    const ended = await check.waitExit(10_000);
-    assert.ok(ended, `--check-sandbox did not exit within 10 s with stdin open (is it reading a key?)\n${check.stderr}`);
-    assert.deepEqual(check.exit, { code: 0, signal: null }, `stdout:\n${check.stdout}\nstderr:\n${check.stderr}`);
-    const rows = lines(check.stdout);
-    const layers: Array<[string, RegExp]> = [
-      ['worker uid', /(6[1-5]\d{3}) \1 \1 \1$/],
-      ['worker gid', /(6[1-5]\d{3}) \1 \1 \1$/],
-      ['worker uid of its own', /uid 6[1-5]\d{3}, gid 6[1-5]\d{3}: no other process$/],
-      ['worker supplementary groups', /none$/],
-      ['worker no_new_privs', /1$/],
-      ['worker dumpable', /0 \(its \/proc files are root's\)$/],
-      ['worker seccomp filter', new RegExp(`Seccomp: 2, allowlist of ${ALLOWED} calls \\(${process.arch}\\)$`)],
-      ['worker landlock', /ABI \d+: reads its code, writes nothing$/],
-      ['worker capabilities', /CapEff 0{16}$/],
-      ['worker permission model', /permission/],
-      ['supervisor dumpable', /0$/],
-      ['supervisor core limit', /0\/0$/],
-      ['key memory locked', /VmLck [1-9]\d* kB$/],
-    ];
-    for (const [layer, value] of layers) {
-      const row = rows.find((r) => r.replace(/^\S+\s+/, '').startsWith(`${layer} `));
-      assert.ok(row !== undefined, `no row for "${layer}" in:\n${check.stdout}`);
-      assert.match(row, /^ok\s/, row);
-      assert.match(row, value, row);
-    }
-    assert.equal(rows.at(-1), 'every layer is in force');
-    assert.ok(!check.stdout.includes('listening'), 'no listening line on stdout');
-    assert.ok(!childPids(check.pid).length, 'worker left behind');
-  });
+  test(
+    'prints every layer as a table and exits 0 as root, without reading a key',
+    { timeout: 20_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT) return t.skip(NEEDS_ROOT);
+      const landlock = landlockSupport();
+      if ('reason' in landlock) return t.skip(`no Landlock here (${landlock.reason}): the check says so and exits 1`);
+      // stdin open and empty: a check that waited for a key would never end.
+      const check = spawnTracked([PROXY_MAIN, '--check-sandbox']);
+      const ended = await check.waitExit(10_000);
+      assert.ok(
+        ended,
+        `--check-sandbox did not exit within 10 s with stdin open (is it reading a key?)\n${check.stderr}`,
+      );
+      assert.deepEqual(check.exit, { code: 0, signal: null }, `stdout:\n${check.stdout}\nstderr:\n${check.stderr}`);
+      const rows = lines(check.stdout);
+      const layers: Array<[string, RegExp]> = [
+        ['worker uid', /(6[1-5]\d{3}) \1 \1 \1$/],
+        ['worker gid', /(6[1-5]\d{3}) \1 \1 \1$/],
+        ['worker uid of its own', /uid 6[1-5]\d{3}, gid 6[1-5]\d{3}: no other process$/],
+        ['worker supplementary groups', /none$/],
+        ['worker no_new_privs', /1$/],
+        ['worker dumpable', /0 \(its \/proc files are root's\)$/],
+        ['worker seccomp filter', new RegExp(`Seccomp: 2, allowlist of ${ALLOWED} calls \\(${process.arch}\\)$`)],
+        ['worker landlock', /ABI \d+: reads its code, writes nothing$/],
+        ['worker capabilities', /CapEff 0{16}$/],
+        ['worker permission model', /permission/],
+        ['supervisor dumpable', /0$/],
+        ['supervisor core limit', /0\/0$/],
+        ['key memory locked', /VmLck [1-9]\d* kB$/],
+      ];
+      for (const [layer, value] of layers) {
+        const row = rows.find((r) => r.replace(/^\S+\s+/, '').startsWith(`${layer} `));
+        assert.ok(row !== undefined, `no row for "${layer}" in:\n${check.stdout}`);
+        assert.match(row, /^ok\s/, row);
+        assert.match(row, value, row);
+      }
+      assert.equal(rows.at(-1), 'every layer is in force');
+      assert.ok(!check.stdout.includes('listening'), 'no listening line on stdout');
+      assert.ok(!childPids(check.pid).length, 'worker left behind');
+    },
+  );
 });
 
 // ---------------------------------------------------------------- the proxy started as a normal user
@@ -755,99 +873,118 @@ describe('the real proxy started as a non-root user (uid 65534)', { concurrency:
     if (IS_ROOT) unusable = nobodyCannotRunProgram();
   });
 
-  test('--uid root fails: exit 1, one line saying only root can switch users', { timeout: 15_000 }, async (t: TestContext) => {
-    if (!IS_ROOT) return t.skip('needs root: to start the proxy as another (non-root) user');
-    if (unusable !== null) return t.skip(unusable);
-    for (const [args, what] of [
-      [['--uid', 'root'], /only root can switch users/],
-      [['--gid', 'root'], /only root can switch groups/],
-    ] as const) {
-      const proxy = spawnTracked([PROXY_MAIN, ...args], ids, `${TEST_KEY}\n`);
-      assert.ok(await proxy.waitExit(10_000), `${args.join(' ')}: still running after 10 s\n${proxy.stderr}`);
-      assert.deepEqual(proxy.exit, { code: 1, signal: null }, proxy.stderr);
-      const out = lines(proxy.stderr);
-      assert.equal(out.length, 1, `expected one line, got:\n${proxy.stderr}`);
-      assert.match(out[0]!, what);
-      assert.match(out[0]!, /^Error: /);
-      assert.equal(proxy.stdout, '');
-      assert.ok(!proxy.stderr.includes(TEST_KEY));
-    }
-  });
+  test(
+    '--uid root fails: exit 1, one line saying only root can switch users',
+    { timeout: 15_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT) return t.skip('needs root: to start the proxy as another (non-root) user');
+      if (unusable !== null) return t.skip(unusable);
+      for (const [args, what] of [
+        [['--uid', 'root'], /only root can switch users/],
+        [['--gid', 'root'], /only root can switch groups/],
+      ] as const) {
+        const proxy = spawnTracked([PROXY_MAIN, ...args], ids, `${TEST_KEY}\n`);
+        assert.ok(await proxy.waitExit(10_000), `${args.join(' ')}: still running after 10 s\n${proxy.stderr}`);
+        assert.deepEqual(proxy.exit, { code: 1, signal: null }, proxy.stderr);
+        const out = lines(proxy.stderr);
+        assert.equal(out.length, 1, `expected one line, got:\n${proxy.stderr}`);
+        assert.match(out[0]!, what);
+        assert.match(out[0]!, /^Error: /);
+        assert.equal(proxy.stdout, '');
+        assert.ok(!proxy.stderr.includes(TEST_KEY));
+      }
+    },
+  );
 
-  test('a same-uid process (what a hijacked worker is) cannot read the supervisor\'s mem, environ or maps', { timeout: 20_000 }, async (t: TestContext) => {
-    if (!IS_ROOT) return t.skip('needs root: to start the proxy and a reader as another user');
-    if (unusable !== null) return t.skip(unusable);
-    const upstream = await MockUpstream.start();
-    const proxy = spawnTracked([PROXY_MAIN, '--upstream-url', upstream.url()], ids);
-    proxy.child.stdin?.write(`${TEST_KEY}\n`);
-    try {
-      assert.ok(await waitFor(() => /listening on 127\.0\.0\.1:\d+/.test(proxy.stderr) || proxy.exit !== null, 10_000), `not listening:\n${proxy.stderr}`);
-      const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(proxy.stderr)?.[1]);
-      assert.ok(port > 0, proxy.stderr);
-      const workers = childPids(proxy.pid);
-      assert.equal(workers.length, 1);
-      const worker = sandboxFields(workers[0]!);
-      assert.equal(worker.Uid, four(NOBODY));
-      assert.equal(worker.NoNewPrivs, '1');
-      assert.equal(worker.Seccomp, '2');
-      assert.equal(worker.CapEff, '0000000000000000');
-      assert.equal(sandboxFields(proxy.pid).Uid, four(NOBODY));
-      assert.equal((await send(port, { body: '{}' })).status, 200);
+  test(
+    "a same-uid process (what a hijacked worker is) cannot read the supervisor's mem, environ or maps",
+    { timeout: 20_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT) return t.skip('needs root: to start the proxy and a reader as another user');
+      if (unusable !== null) return t.skip(unusable);
+      const upstream = await MockUpstream.start();
+      const proxy = spawnTracked([PROXY_MAIN, '--upstream-url', upstream.url()], ids);
+      proxy.child.stdin?.write(`${TEST_KEY}\n`);
+      try {
+        assert.ok(
+          await waitFor(() => /listening on 127\.0\.0\.1:\d+/.test(proxy.stderr) || proxy.exit !== null, 10_000),
+          `not listening:\n${proxy.stderr}`,
+        );
+        const port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(proxy.stderr)?.[1]);
+        assert.ok(port > 0, proxy.stderr);
+        const workers = childPids(proxy.pid);
+        assert.equal(workers.length, 1);
+        const worker = sandboxFields(workers[0]!);
+        assert.equal(worker.Uid, four(NOBODY));
+        assert.equal(worker.NoNewPrivs, '1');
+        assert.equal(worker.Seccomp, '2');
+        assert.equal(worker.CapEff, '0000000000000000');
+        assert.equal(sandboxFields(proxy.pid).Uid, four(NOBODY));
+        assert.equal((await send(port, { body: '{}' })).status, 200);
 
-      const control = idleProcess(ids);
-      assert.ok(await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000), 'control process did not start');
-      const controlAccess = procAccessAs(control.pid, ids);
-      assert.equal(controlAccess.mem, 'readable', `control: ${JSON.stringify(controlAccess)}`);
-      assert.equal(controlAccess.environ, 'readable');
-      await control.stop();
+        const control = idleProcess(ids);
+        assert.ok(
+          await waitFor(() => readMappings(control.pid).some((m) => m.name.endsWith('node')), 5_000),
+          'control process did not start',
+        );
+        const controlAccess = procAccessAs(control.pid, ids);
+        assert.equal(controlAccess.mem, 'readable', `control: ${JSON.stringify(controlAccess)}`);
+        assert.equal(controlAccess.environ, 'readable');
+        await control.stop();
 
-      const access = procAccessAs(proxy.pid, ids);
-      t.diagnostic(`uid ${NOBODY} on its own-uid supervisor ${proxy.pid}: ${JSON.stringify(access)}`);
-      for (const file of ['mem', 'environ', 'maps']) assert.match(String(access[file]), /^(EACCES|EPERM)$/, `${file}: ${JSON.stringify(access)}`);
-      assert.match(readFileSync(`/proc/${proxy.pid}/limits`, 'utf8'), /^Max core file size\s+0\s+0\s+bytes\s*$/m);
-    } finally {
-      await proxy.stop();
-      await upstream.close();
-    }
-  });
+        const access = procAccessAs(proxy.pid, ids);
+        t.diagnostic(`uid ${NOBODY} on its own-uid supervisor ${proxy.pid}: ${JSON.stringify(access)}`);
+        for (const file of ['mem', 'environ', 'maps'])
+          assert.match(String(access[file]), /^(EACCES|EPERM)$/, `${file}: ${JSON.stringify(access)}`);
+        assert.match(readFileSync(`/proc/${proxy.pid}/limits`, 'utf8'), /^Max core file size\s+0\s+0\s+bytes\s*$/m);
+      } finally {
+        await proxy.stop();
+        await upstream.close();
+      }
+    },
+  );
 });
 
 // ---------------------------------------------------------------- program files the worker cannot read
 
 describe('program files the worker cannot read', { timeout: 30_000 }, () => {
-  test('a copy installed under a 0700 root directory: exit 1, one line naming it and what to do', { timeout: 20_000 }, async (t: TestContext) => {
-    if (!IS_ROOT) return t.skip(NEEDS_ROOT);
-    const hidden = mkdtempSync(join(tmpdir(), `rap-0700-${randomBytes(3).toString('hex')}-`));
-    try {
-      chmodSync(hidden, 0o700);
-      const pkg = join(hidden, 'pkg');
-      mkdirSync(join(pkg, 'dist'), { recursive: true });
-      cpSync(join(DIST_ROOT, 'src'), join(pkg, 'dist', 'src'), { recursive: true });
-      copyFileSync(join(PACKAGE_ROOT, 'package.json'), join(pkg, 'package.json'));
-      symlinkSync(join(PACKAGE_ROOT, 'node_modules'), join(pkg, 'node_modules'), 'dir');
-      const main = join(pkg, 'dist', 'src', 'supervisor', 'main.js');
+  test(
+    'a copy installed under a 0700 root directory: exit 1, one line naming it and what to do',
+    { timeout: 20_000 },
+    async (t: TestContext) => {
+      if (!IS_ROOT) return t.skip(NEEDS_ROOT);
+      const hidden = mkdtempSync(join(tmpdir(), `rap-0700-${randomBytes(3).toString('hex')}-`));
+      try {
+        chmodSync(hidden, 0o700);
+        const pkg = join(hidden, 'pkg');
+        mkdirSync(join(pkg, 'dist'), { recursive: true });
+        cpSync(join(DIST_ROOT, 'src'), join(pkg, 'dist', 'src'), { recursive: true });
+        copyFileSync(join(PACKAGE_ROOT, 'package.json'), join(pkg, 'package.json'));
+        symlinkSync(join(PACKAGE_ROOT, 'node_modules'), join(pkg, 'node_modules'), 'dir');
+        const main = join(pkg, 'dist', 'src', 'supervisor', 'main.js');
 
-      // The copy itself works for root: --version loads every module.
-      const version = spawnSync(process.execPath, [main, '--version'], { encoding: 'utf8', timeout: 10_000 });
-      assert.equal(version.status, 0, `the copy does not run at all: ${version.stderr}`);
+        // The copy itself works for root: --version loads every module.
+        const version = spawnSync(process.execPath, [main, '--version'], { encoding: 'utf8', timeout: 10_000 });
+        assert.equal(version.status, 0, `the copy does not run at all: ${version.stderr}`);
 
-      const proxy = spawnTracked([main], {}, `${TEST_KEY}\n`);
-      assert.ok(await proxy.waitExit(10_000), `still running after 10 s:\n${proxy.stderr}`);
-      assert.deepEqual(proxy.exit, { code: 1, signal: null }, proxy.stderr);
-      const out = lines(proxy.stderr);
-      assert.equal(out.length, 1, `expected one line, got:\n${proxy.stderr}`);
-      const line = out[0]!;
-      assert.match(line, /^Error: /);
-      assert.ok(line.includes(hidden), `does not name the blocked directory ${hidden}: ${line}`);
-      assert.match(line, /uid 6[1-5]\d{3} cannot read/);
-      assert.match(line, /world-readable/);
-      assert.match(line, /--uid/);
-      assert.ok(!/listening/.test(proxy.stderr));
-      assert.ok(!proxy.stderr.includes(TEST_KEY));
-    } finally {
-      rmSync(hidden, { recursive: true, force: true });
-    }
-  });
+        const proxy = spawnTracked([main], {}, `${TEST_KEY}\n`);
+        assert.ok(await proxy.waitExit(10_000), `still running after 10 s:\n${proxy.stderr}`);
+        assert.deepEqual(proxy.exit, { code: 1, signal: null }, proxy.stderr);
+        const out = lines(proxy.stderr);
+        assert.equal(out.length, 1, `expected one line, got:\n${proxy.stderr}`);
+        const line = out[0]!;
+        assert.match(line, /^Error: /);
+        assert.ok(line.includes(hidden), `does not name the blocked directory ${hidden}: ${line}`);
+        assert.match(line, /uid 6[1-5]\d{3} cannot read/);
+        assert.match(line, /world-readable/);
+        assert.match(line, /--uid/);
+        assert.ok(!/listening/.test(proxy.stderr));
+        assert.ok(!proxy.stderr.includes(TEST_KEY));
+      } finally {
+        rmSync(hidden, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 test('memScan parses /proc/<pid>/maps of this process', () => {

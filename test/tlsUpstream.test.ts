@@ -20,11 +20,21 @@ interface Post {
 
 function post(port: number, agent: Agent, body: string): Promise<Post> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', agent, headers: { 'content-type': 'application/json', authorization: 'Bearer client-own' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8').on('data', (s: string) => (text += s));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-    });
+    const req = request(
+      {
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: '/v1/responses',
+        agent,
+        headers: { 'content-type': 'application/json', authorization: 'Bearer client-own' },
+      },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8').on('data', (s: string) => (text += s));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+      },
+    );
     req.setTimeout(10_000, () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(body);
@@ -52,7 +62,9 @@ describe('an https:// upstream', { timeout: 60_000 }, () => {
     const webSockets = new WebSocketServer({ noServer: true });
     server.on('upgrade', (req, socket, head) => {
       authorizations.push(req.headers.authorization ?? '');
-      webSockets.handleUpgrade(req, socket, head, (ws) => ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })));
+      webSockets.handleUpgrade(req, socket, head, (ws) =>
+        ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary })),
+      );
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     upstreamUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}/v1/responses`;
@@ -79,7 +91,10 @@ describe('an https:// upstream', { timeout: 60_000 }, () => {
     }
     const seen = authorizations.slice(before);
     assert.equal(seen.length, 200);
-    assert.ok(seen.every((a) => a === `Bearer ${TEST_KEY}`), `every request carried the key: ${JSON.stringify([...new Set(seen)])}`);
+    assert.ok(
+      seen.every((a) => a === `Bearer ${TEST_KEY}`),
+      `every request carried the key: ${JSON.stringify([...new Set(seen)])}`,
+    );
   });
 
   test('a WebSocket over wss://: the handshake carries the key, messages come back', async () => {
@@ -90,7 +105,9 @@ describe('an https:// upstream', { timeout: 60_000 }, () => {
         socket.once('open', resolve);
         socket.once('error', reject);
       });
-      const echoed = new Promise<string>((resolve) => socket.once('message', (data: Buffer) => resolve(data.toString())));
+      const echoed = new Promise<string>((resolve) =>
+        socket.once('message', (data: Buffer) => resolve(data.toString())),
+      );
       socket.send('{"type":"response.create"}');
       assert.equal(await echoed, '{"type":"response.create"}');
     } finally {

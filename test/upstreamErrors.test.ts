@@ -52,10 +52,14 @@ describe('upstream port closed', () => {
     await proxy?.stop();
   });
 
-  test('502 application/json {"error":{message,type,code:"upstream_unreachable"}} without the key', { timeout: 15_000 }, async () => {
-    const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
-    assertJson502(reply, 'upstream_unreachable');
-  });
+  test(
+    '502 application/json {"error":{message,type,code:"upstream_unreachable"}} without the key',
+    { timeout: 15_000 },
+    async () => {
+      const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
+      assertJson502(reply, 'upstream_unreachable');
+    },
+  );
 
   test('a second request gets the same 502 and the proxy is still alive', { timeout: 15_000 }, async () => {
     const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });

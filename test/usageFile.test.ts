@@ -38,7 +38,13 @@ const jsonAnswer: UpstreamHandler = (_req, res) => {
       model: 'gpt-json-2025',
       status: 'completed',
       output: [],
-      usage: { input_tokens: 100, input_tokens_details: { cached_tokens: 40 }, output_tokens: 30, output_tokens_details: { reasoning_tokens: 20 }, total_tokens: 130 },
+      usage: {
+        input_tokens: 100,
+        input_tokens_details: { cached_tokens: 40 },
+        output_tokens: 30,
+        output_tokens_details: { reasoning_tokens: 20 },
+        total_tokens: 130,
+      },
     }),
   );
 };
@@ -56,52 +62,82 @@ describe('--usage-file over HTTP', () => {
     await upstream.close();
   });
 
-  test('is complete valid JSON at every moment a reader polls it, while 40 requests run', { timeout: 60_000 }, async () => {
-    let reads = 0;
-    let polling = true;
-    const reader = (async () => {
-      while (polling) {
-        const text = readFileSync(file, 'utf8'); // throws ENOENT if it ever disappears
-        assert.doesNotThrow(() => JSON.parse(text), `read ${reads}: ${JSON.stringify(text.slice(-80))}`);
-        reads++;
-        await new Promise((resolve) => setImmediate(resolve));
+  test(
+    'is complete valid JSON at every moment a reader polls it, while 40 requests run',
+    { timeout: 60_000 },
+    async () => {
+      let reads = 0;
+      let polling = true;
+      const reader = (async () => {
+        while (polling) {
+          const text = readFileSync(file, 'utf8'); // throws ENOENT if it ever disappears
+          assert.doesNotThrow(() => JSON.parse(text), `read ${reads}: ${JSON.stringify(text.slice(-80))}`);
+          reads++;
+          await new Promise((resolve) => setImmediate(resolve));
+        }
+      })();
+      for (let round = 0; round < 8; round++) {
+        const replies = await Promise.all(
+          Array.from({ length: 5 }, () =>
+            send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY }),
+          ),
+        );
+        for (const r of replies) assert.equal(r.status, 200);
       }
-    })();
-    for (let round = 0; round < 8; round++) {
-      const replies = await Promise.all(Array.from({ length: 5 }, () => send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY })));
-      for (const r of replies) assert.equal(r.status, 200);
-    }
-    await sleep(300);
-    polling = false;
-    await reader;
-    assert.ok(reads > 100, `only ${reads} reads`);
-    const record = readRecord(file);
-    assert.deepEqual(record.requests, { forwarded: 40, http: 40, webSocketMessages: 0 });
-    assert.deepEqual(record.tokens, { input: 40 * 12, cachedInput: 0, output: 40 * 3, reasoning: 0, total: 40 * TOKENS_PER_ANSWER });
-    assert.deepEqual(Object.keys(record.models), ['mock-model']);
-    assert.equal(record.models['mock-model']?.responses, 40);
-    assert.deepEqual(record.limits, { maxRequests: 41, maxRequestsPerMinute: null, maxTokens: 100000 });
-    assert.deepEqual(record.remaining, { requests: 1, tokens: 100000 - 40 * TOKENS_PER_ANSWER });
-    assert.equal(statSync(file).mode & 0o777, 0o644);
-    assert.deepEqual(readdirSync(dirname(file)), ['usage.json'], 'a temporary file was left behind');
-  });
+      await sleep(300);
+      polling = false;
+      await reader;
+      assert.ok(reads > 100, `only ${reads} reads`);
+      const record = readRecord(file);
+      assert.deepEqual(record.requests, { forwarded: 40, http: 40, webSocketMessages: 0 });
+      assert.deepEqual(record.tokens, {
+        input: 40 * 12,
+        cachedInput: 0,
+        output: 40 * 3,
+        reasoning: 0,
+        total: 40 * TOKENS_PER_ANSWER,
+      });
+      assert.deepEqual(Object.keys(record.models), ['mock-model']);
+      assert.equal(record.models['mock-model']?.responses, 40);
+      assert.deepEqual(record.limits, { maxRequests: 41, maxRequestsPerMinute: null, maxTokens: 100000 });
+      assert.deepEqual(record.remaining, { requests: 1, tokens: 100000 - 40 * TOKENS_PER_ANSWER });
+      assert.equal(statSync(file).mode & 0o777, 0o644);
+      assert.deepEqual(readdirSync(dirname(file)), ['usage.json'], 'a temporary file was left behind');
+    },
+  );
 
-  test('a non-streaming JSON answer: every kind of token, per model; refusals by reason', { timeout: 20_000 }, async () => {
-    upstream.handler = jsonAnswer;
-    assert.equal((await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"x"}' })).status, 200);
-    assert.equal((await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"x"}' })).status, 429);
-    await sleep(300);
-    const record = readRecord(file);
-    assert.deepEqual(record.models['gpt-json-2025'], { responses: 1, tokens: { input: 100, cachedInput: 40, output: 30, reasoning: 20, total: 130 } });
-    assert.deepEqual(record.refusals, { token: 0, model: 0, budget: 1, rate: 0 });
-    assert.deepEqual(record.remaining.requests, 0);
-  });
+  test(
+    'a non-streaming JSON answer: every kind of token, per model; refusals by reason',
+    { timeout: 20_000 },
+    async () => {
+      upstream.handler = jsonAnswer;
+      assert.equal(
+        (await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"x"}' })).status,
+        200,
+      );
+      assert.equal(
+        (await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: '{"model":"x"}' })).status,
+        429,
+      );
+      await sleep(300);
+      const record = readRecord(file);
+      assert.deepEqual(record.models['gpt-json-2025'], {
+        responses: 1,
+        tokens: { input: 100, cachedInput: 40, output: 30, reasoning: 20, total: 130 },
+      });
+      assert.deepEqual(record.refusals, { token: 0, model: 0, budget: 1, rate: 0 });
+      assert.deepEqual(record.remaining.requests, 0);
+    },
+  );
 
   test('each exchange is logged with the model the upstream answered with, the response id and the tokens', () => {
     const line = jsonRecords(proxy.stderr).find((r) => r.msg === 'upstream usage' && r.model === 'gpt-json-2025');
     assert.ok(line, 'no usage line');
     assert.equal(line.responseId, 'resp_json_1');
-    assert.deepEqual([line.inputTokens, line.cachedInputTokens, line.outputTokens, line.reasoningTokens, line.totalTokens], [100, 40, 30, 20, 130]);
+    assert.deepEqual(
+      [line.inputTokens, line.cachedInputTokens, line.outputTokens, line.reasoningTokens, line.totalTokens],
+      [100, 40, 30, 20, 130],
+    );
     assert.equal(jsonRecords(proxy.stderr).filter((r) => r.msg === 'upstream usage').length, 41);
   });
 
@@ -138,7 +174,9 @@ describe('--usage-file over WebSocket', () => {
     assert.equal(record.models['mock-model']?.responses, 3);
     // responseEvents: 12 input tokens; the default answer is split into 4 deltas.
     assert.deepEqual(record.tokens, { input: 36, cachedInput: 0, output: 12, reasoning: 0, total: 48 });
-    const ids = jsonRecords(proxy.stderr).filter((r) => r.msg === 'upstream usage').map((r) => r.responseId);
+    const ids = jsonRecords(proxy.stderr)
+      .filter((r) => r.msg === 'upstream usage')
+      .map((r) => r.responseId);
     assert.deepEqual(ids, ['resp_ws_1_1', 'resp_ws_1_2', 'resp_ws_1_3']);
   });
 });

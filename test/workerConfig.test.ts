@@ -50,13 +50,24 @@ describe('workerConfig: what the supervisor sends', () => {
   test('holds the flags the worker reads and what the supervisor adds, nothing else', () => {
     const config = configFor([]);
     const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
-    assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'dumpSequenceStart', 'allowCapabilities', 'readPaths'].sort());
+    assert.deepEqual(
+      Object.keys(config).sort(),
+      [...workerKeys, 'dumpSequenceStart', 'allowCapabilities', 'readPaths'].sort(),
+    );
     for (const key of workerKeys) {
       if (key !== 'maxOpenStreams') assert.deepEqual(config[key], flags([])[key], key);
     }
     assert.equal(flags([]).maxOpenStreams, null, 'not given: derived at startup');
     assert.equal(config.maxOpenStreams, DERIVED_MAX_OPEN_STREAMS, 'the worker gets the derived value');
-    for (const supervisorOnly of ['port', 'serverInfo', 'upstreamUrl', 'upstreamTimeoutMs', 'uid', 'gid', 'checkSandbox']) {
+    for (const supervisorOnly of [
+      'port',
+      'serverInfo',
+      'upstreamUrl',
+      'upstreamTimeoutMs',
+      'uid',
+      'gid',
+      'checkSandbox',
+    ]) {
       assert.ok(!(supervisorOnly in config), supervisorOnly);
     }
     const given = configFor(['--max-concurrent', '300']).maxOpenStreams;

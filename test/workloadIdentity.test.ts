@@ -244,7 +244,9 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
           summary.push(`${label} from ${(rel(e.at) / 1000).toFixed(1)} s`);
         }
       }
-      t.diagnostic(`token 1 (from 0 s) valid until ${(rel(r.token.expiresAt) / 1000).toFixed(1)} s; ${summary.join(', ')}`);
+      t.diagnostic(
+        `token 1 (from 0 s) valid until ${(rel(r.token.expiresAt) / 1000).toFixed(1)} s; ${summary.join(', ')}`,
+      );
       t.diagnostic(
         `exchanges: ${r.exchanges.map((e) => `${(rel(e.at) / 1000).toFixed(1)} s → ${e.status}`).join(', ')}`,
       );

@@ -11,7 +11,7 @@ export const ERROR_CODES = {
   ERR_LIBC: 'a system call failed',
   ERR_HARDENING: "a layer of the supervisor's own hardening is not in force",
   ERR_SANDBOX: "a layer of the worker's sandbox is not in force",
-  ERR_WORKER_IDENTITY: "--uid/--gid cannot be used for the worker",
+  ERR_WORKER_IDENTITY: '--uid/--gid cannot be used for the worker',
   ERR_WORKER_ID_LEASE: 'no free uid of its own for the worker',
   ERR_WORKER_FILES: "the worker's uid cannot read its program",
   ERR_LISTEN: 'cannot listen on the port',

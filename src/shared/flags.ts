@@ -181,140 +181,241 @@ const identityText: Kind<string> = { parse: (value) => value };
 /** Keys are the names the values go by in both processes; --help lists the flags in this order. */
 const FLAGS = {
   port: {
-    flag: 'port', arg: 'PORT', kind: port, default: 0, reader: 'supervisor',
+    flag: 'port',
+    arg: 'PORT',
+    kind: port,
+    default: 0,
+    reader: 'supervisor',
     help: 'Port to bind on 127.0.0.1 (default: ephemeral)',
   },
   serverInfo: {
-    flag: 'server-info', arg: 'FILE', kind: text, default: null, reader: 'supervisor',
+    flag: 'server-info',
+    arg: 'FILE',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     help: 'Write {"port":<PORT>,"pid":<PID>} to FILE once listening',
   },
   httpShutdown: {
-    flag: 'http-shutdown', reader: 'both',
+    flag: 'http-shutdown',
+    reader: 'both',
     help: 'Enable GET /shutdown to stop the proxy (exit 0)',
   },
   upstreamUrl: {
-    flag: 'upstream-url', arg: 'URL', kind: httpUrl, default: DEFAULT_UPSTREAM_URL, reader: 'supervisor',
+    flag: 'upstream-url',
+    arg: 'URL',
+    kind: httpUrl,
+    default: DEFAULT_UPSTREAM_URL,
+    reader: 'supervisor',
     help: 'Absolute http(s) URL to forward to\n(default: {default})',
   },
   dumpDir: {
-    flag: 'dump-dir', arg: 'DIR', kind: text, default: null, reader: 'both',
+    flag: 'dump-dir',
+    arg: 'DIR',
+    kind: text,
+    default: null,
+    reader: 'both',
     help: 'Write each request/response pair as JSON files into DIR',
   },
   dumpMaxBytes: {
-    flag: 'dump-max-bytes', arg: 'N', kind: count(0), default: 16 * 1024 * 1024, reader: 'worker',
+    flag: 'dump-max-bytes',
+    arg: 'N',
+    kind: count(0),
+    default: 16 * 1024 * 1024,
+    reader: 'worker',
     help: 'Keep at most N bytes of each dumped body (default: {default})',
   },
   maxBodyBytes: {
-    flag: 'max-body-bytes', arg: 'N', kind: count(0), default: 64 * 1024 * 1024, reader: 'worker',
+    flag: 'max-body-bytes',
+    arg: 'N',
+    kind: count(0),
+    default: 64 * 1024 * 1024,
+    reader: 'worker',
     help: 'Answer 413 to request bodies over N bytes (default: {default})',
   },
   maxOpenStreams: {
-    flag: 'max-concurrent', arg: 'N', kind: count(1, MAX_OPEN_STREAMS), default: null, reader: 'worker',
+    flag: 'max-concurrent',
+    arg: 'N',
+    kind: count(1, MAX_OPEN_STREAMS),
+    default: null,
+    reader: 'worker',
     derived: DERIVED_STREAMS_HELP,
     help: 'Answer 503 beyond N open requests and WebSockets\n(default: {default})',
   },
   webSocket: {
-    flag: 'websocket', reader: 'both',
+    flag: 'websocket',
+    reader: 'both',
     help:
       'Also relay the Responses API WebSocket mode: a GET\n' +
       '/v1/responses upgrade opens a WebSocket to the upstream\n' +
       'URL (ws/wss), the key injected the same way',
     members: {
       maxMessageBytes: {
-        flag: 'ws-max-message-bytes', arg: 'N', kind: count(1), default: 64 * 1024 * 1024,
+        flag: 'ws-max-message-bytes',
+        arg: 'N',
+        kind: count(1),
+        default: 64 * 1024 * 1024,
         help: 'Close a WebSocket (1009) whose peer sends a message over\nN bytes (default: {default})',
       },
       idleTimeoutMs: {
-        flag: 'ws-idle-timeout', arg: 'S', kind: seconds, default: 300,
+        flag: 'ws-idle-timeout',
+        arg: 'S',
+        kind: seconds,
+        default: 300,
         help: 'Close a WebSocket (1001) after S seconds without a message\neither way (default: {default})',
       },
     },
   },
   upstreamTimeoutMs: {
-    flag: 'upstream-timeout', arg: 'S', kind: seconds, default: 300, reader: 'supervisor',
+    flag: 'upstream-timeout',
+    arg: 'S',
+    kind: seconds,
+    default: 300,
+    reader: 'supervisor',
     help: "Seconds to wait for the upstream's response headers, and\nbetween body chunks (default: {default})",
   },
   shutdownTimeoutMs: {
-    flag: 'shutdown-timeout', arg: 'S', kind: seconds, default: 10, reader: 'supervisor',
+    flag: 'shutdown-timeout',
+    arg: 'S',
+    kind: seconds,
+    default: 10,
+    reader: 'supervisor',
     help: 'Seconds in-flight requests may take to finish after\nSIGTERM, SIGINT or GET /shutdown (default: {default})',
   },
   uid: {
-    flag: 'uid', arg: 'USER|UID', kind: text, default: null, reader: 'supervisor',
+    flag: 'uid',
+    arg: 'USER|UID',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     help: 'Run the worker as this user (as root, default: a leased uid of its own)',
   },
   gid: {
-    flag: 'gid', arg: 'GROUP|GID', kind: text, default: null, reader: 'supervisor',
+    flag: 'gid',
+    arg: 'GROUP|GID',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     help: "Run the worker with this group (default: the user's group)",
   },
   allowWeakerSandbox: {
-    flag: 'allow-weaker-sandbox', reader: 'both',
+    flag: 'allow-weaker-sandbox',
+    reader: 'both',
     help: 'Start even if a sandbox layer cannot be installed (logged)',
   },
   checkSandbox: {
-    flag: 'check-sandbox', reader: 'supervisor',
+    flag: 'check-sandbox',
+    reader: 'supervisor',
     help: 'Start a worker, print the sandbox layers in force, exit\n0 if all are, 1 if not (no key is read)',
   },
   workloadIdentity: {
-    flag: 'github-oidc', reader: 'supervisor', together: true,
+    flag: 'github-oidc',
+    reader: 'supervisor',
+    together: true,
     help:
-      "Authenticate with GitHub Actions workload identity: stdin\n" +
+      'Authenticate with GitHub Actions workload identity: stdin\n' +
       "carries the runner's ACTIONS_ID_TOKEN_REQUEST_TOKEN, traded\n" +
       'for short-lived OpenAI access tokens, renewed in the\n' +
       'background (needs the four flags below)',
     members: {
       audience: {
-        flag: 'oidc-audience', arg: 'AUDIENCE', kind: identityText, default: null,
+        flag: 'oidc-audience',
+        arg: 'AUDIENCE',
+        kind: identityText,
+        default: null,
         help: 'Audience configured on the OpenAI workload identity provider',
       },
       identityProviderId: {
-        flag: 'identity-provider-id', arg: 'ID', kind: identityText, default: null,
+        flag: 'identity-provider-id',
+        arg: 'ID',
+        kind: identityText,
+        default: null,
         help: 'OpenAI workload identity provider ID',
       },
       serviceAccountId: {
-        flag: 'service-account-id', arg: 'ID', kind: identityText, default: null,
+        flag: 'service-account-id',
+        arg: 'ID',
+        kind: identityText,
+        default: null,
         help: 'OpenAI service account ID selected by the provider mapping',
       },
       requestUrl: {
-        flag: 'github-oidc-request-url', arg: 'URL', kind: identityText, default: null,
+        flag: 'github-oidc-request-url',
+        arg: 'URL',
+        kind: identityText,
+        default: null,
         help: "The runner's ACTIONS_ID_TOKEN_REQUEST_URL (https); take it\nfrom the runner's environment, never from workflow input",
       },
     },
   },
   clientTokenFile: {
-    flag: 'client-token-file', arg: 'FILE', kind: text, default: null, reader: 'supervisor',
+    flag: 'client-token-file',
+    arg: 'FILE',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     help:
       'Make a random client token, write it to FILE (created\n' +
       'new, mode 0400) and require "Authorization: Bearer\n' +
       '<token>" of every request; FILE is removed at exit',
   },
   clientTokenOwner: {
-    flag: 'client-token-owner', arg: 'USER|UID', kind: text, default: null, reader: 'supervisor',
+    flag: 'client-token-owner',
+    arg: 'USER|UID',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     needs: 'clientTokenFile',
     help: 'Owner of the token file and its primary group\n(default: the user running the proxy)',
   },
   allowModels: {
-    flag: 'allow-model', arg: 'PATTERN', kind: modelPattern, default: null, reader: 'worker', repeatable: 32,
+    flag: 'allow-model',
+    arg: 'PATTERN',
+    kind: modelPattern,
+    default: null,
+    reader: 'worker',
+    repeatable: 32,
     help: 'Forward only requests whose "model" matches PATTERN\n(exact, or with * matching any run); repeatable',
   },
   maxRequests: {
-    flag: 'max-requests', arg: 'N', kind: count(1), default: null, reader: 'supervisor',
+    flag: 'max-requests',
+    arg: 'N',
+    kind: count(1),
+    default: null,
+    reader: 'supervisor',
     help: 'Answer 429 after N forwarded requests and WebSocket messages',
   },
   maxRequestsPerMinute: {
     // The window keeps one timestamp per request.
-    flag: 'max-requests-per-minute', arg: 'N', kind: count(1, 1_000_000), default: null, reader: 'supervisor',
+    flag: 'max-requests-per-minute',
+    arg: 'N',
+    kind: count(1, 1_000_000),
+    default: null,
+    reader: 'supervisor',
     help: 'Answer 429 (Retry-After) beyond N requests in any 60 s',
   },
   maxTokens: {
-    flag: 'max-tokens', arg: 'N', kind: count(1), default: null, reader: 'supervisor',
+    flag: 'max-tokens',
+    arg: 'N',
+    kind: count(1),
+    default: null,
+    reader: 'supervisor',
     help: 'Answer 429 once the upstream reported N tokens used',
   },
   usageFile: {
-    flag: 'usage-file', arg: 'FILE', kind: text, default: null, reader: 'supervisor',
+    flag: 'usage-file',
+    arg: 'FILE',
+    kind: text,
+    default: null,
+    reader: 'supervisor',
     help: 'Keep a JSON record of requests, refusals and tokens in FILE',
   },
   logLevel: {
-    flag: 'log-level', arg: 'LEVEL', kind: logLevel, default: 'info', reader: 'both',
+    flag: 'log-level',
+    arg: 'LEVEL',
+    kind: logLevel,
+    default: 'info',
+    reader: 'both',
     help: `${LOG_LEVELS.join(', ')} (default: {default})`,
   },
 } as const satisfies Readonly<Record<string, Entry>>;
@@ -324,12 +425,12 @@ type Table = typeof FLAGS;
 type ValueOf<E> = E extends { readonly members: infer M; readonly together: true }
   ? { readonly [K in keyof M]: M[K] extends { readonly kind: Kind<infer T> } ? T : never } | null
   : E extends { readonly members: infer M }
-  ? { readonly [K in keyof M]: ValueOf<M[K]> } | null
-  : E extends { readonly kind: Kind<infer T>; readonly repeatable: number }
-    ? readonly T[] | null
-  : E extends { readonly kind: Kind<infer T>; readonly default: infer D }
-    ? T | (D extends null ? null : never)
-    : boolean;
+    ? { readonly [K in keyof M]: ValueOf<M[K]> } | null
+    : E extends { readonly kind: Kind<infer T>; readonly repeatable: number }
+      ? readonly T[] | null
+      : E extends { readonly kind: Kind<infer T>; readonly default: infer D }
+        ? T | (D extends null ? null : never)
+        : boolean;
 
 /** Every flag's value, as the command line gave it or its default. */
 export type FlagValues = { readonly [K in keyof Table]: ValueOf<Table[K]> };

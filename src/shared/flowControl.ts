@@ -180,7 +180,9 @@ export class CreditReceiver {
   received(bytes: number): void {
     const outstanding = this.outstanding + bytes;
     if (outstanding > INITIAL_STREAM_WINDOW) {
-      throw new ProtocolError(`stream ${this.streamId} sent ${outstanding} bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window`);
+      throw new ProtocolError(
+        `stream ${this.streamId} sent ${outstanding} bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window`,
+      );
     }
     this.outstanding = outstanding;
   }

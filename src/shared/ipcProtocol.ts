@@ -283,7 +283,8 @@ export class FrameDecoder {
   private checkHeader(type: number, length: number, streamId: number): void {
     const s = MESSAGE_SPECS.get(type);
     if (s === undefined) throw new ProtocolError(`unknown message type 0x${type.toString(16)}`);
-    if (s.from !== this.from && s.from !== 'either') throw new ProtocolError(`${s.name} may not be sent by the ${this.from}`);
+    if (s.from !== this.from && s.from !== 'either')
+      throw new ProtocolError(`${s.name} may not be sent by the ${this.from}`);
     if (length < s.minPayload || length > s.maxPayload) {
       throw new ProtocolError(`${s.name} payload of ${length} bytes is outside ${s.minPayload}..${s.maxPayload}`);
     }

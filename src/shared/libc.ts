@@ -296,7 +296,11 @@ export interface GroupEntry {
 }
 
 /** Run a get*_r call, growing the string buffer on ERANGE; null when not found. */
-function lookup<T>(call: string, fn: (entry: Record<string, unknown>, buf: Buffer, result: unknown[]) => number, convert: (entry: Record<string, unknown>) => T): T | null {
+function lookup<T>(
+  call: string,
+  fn: (entry: Record<string, unknown>, buf: Buffer, result: unknown[]) => number,
+  convert: (entry: Record<string, unknown>) => T,
+): T | null {
   for (let size = 4096; size <= 1 << 20; size *= 4) {
     const entry: Record<string, unknown> = {};
     const buf = Buffer.alloc(size);
@@ -347,7 +351,11 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 
 /** socket+bind+listen on an IPv4 address; returns the fd and the bound port. Throws LibcError. */
-export function listenTcp4(address: readonly [number, number, number, number], port: number, backlog: number): { fd: number; port: number } {
+export function listenTcp4(
+  address: readonly [number, number, number, number],
+  port: number,
+  backlog: number,
+): { fd: number; port: number } {
   const b = bind();
   const fd = b.socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0) as number;
   if (fd < 0) throw new LibcError('socket', koffi.errno());

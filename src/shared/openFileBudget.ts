@@ -26,5 +26,4 @@ export function openFilesFor(streams: number): number {
 }
 
 /** How the default --max-concurrent is worked out, for --help. */
-export const DERIVED_STREAMS_HELP =
-  `from the open-file limit,\n(ulimit -n - ${RESERVED_FDS}) / ${FDS_PER_STREAM}, at most ${MAX_OPEN_STREAMS}`;
+export const DERIVED_STREAMS_HELP = `from the open-file limit,\n(ulimit -n - ${RESERVED_FDS}) / ${FDS_PER_STREAM}, at most ${MAX_OPEN_STREAMS}`;

@@ -12,5 +12,10 @@ export function openAiError(status: number, message: string, type: string, code:
 }
 
 export function bodyTooLarge(limit: number): ProxyErrorResponse {
-  return openAiError(413, `The request body exceeds the proxy's limit of ${limit} bytes.`, 'invalid_request_error', 'request_too_large');
+  return openAiError(
+    413,
+    `The request body exceeds the proxy's limit of ${limit} bytes.`,
+    'invalid_request_error',
+    'request_too_large',
+  );
 }

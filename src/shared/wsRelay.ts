@@ -25,7 +25,9 @@ export const CLOSE_GOING_AWAY = 1001;
 export const CLOSE_INTERNAL_ERROR = 1011;
 
 export function isMessageFrame(type: number): boolean {
-  return type === Msg.WS_TEXT_PART || type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
+  return (
+    type === Msg.WS_TEXT_PART || type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END
+  );
 }
 
 /** One whole message as part frames and an END, within the stream's credit (held in order while it is short). */
@@ -71,7 +73,8 @@ export class MessageReceiver {
       throw new ProtocolError(`message kind changed within a message on stream ${this.streamId}`);
     }
     this.messageBytes += payload.length;
-    if (this.messageBytes > this.maxMessageBytes) throw new ProtocolError(`message of more than ${this.maxMessageBytes} bytes on stream ${this.streamId}`);
+    if (this.messageBytes > this.maxMessageBytes)
+      throw new ProtocolError(`message of more than ${this.maxMessageBytes} bytes on stream ${this.streamId}`);
     if (fin) this.messageBytes = 0;
     this.binaryInProgress = fin ? null : binary;
     const n = payload.length;
@@ -93,7 +96,10 @@ export function decodeClose(payload: Buffer): { code: number; reason: Buffer } {
 
 /** Codes a close frame may carry (RFC 6455 §7.4); anything else drops the connection. */
 function sendableCode(code: number): boolean {
-  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== CLOSE_NO_STATUS && code !== CLOSE_ABNORMAL) || (code >= 3000 && code <= 4999);
+  return (
+    (code >= 1000 && code <= 1014 && code !== 1004 && code !== CLOSE_NO_STATUS && code !== CLOSE_ABNORMAL) ||
+    (code >= 3000 && code <= 4999)
+  );
 }
 
 /** Close `socket` the way its peer hop was closed. */

@@ -85,10 +85,10 @@ export class ClientToken {
       const code = errnoCode(err) ?? String(err);
       let hint = '';
       if (code === 'EEXIST') {
-        hint = ' (a file or symlink is already there: the proxy creates the file new;' +
+        hint =
+          ' (a file or symlink is already there: the proxy creates the file new;' +
           ' remove it or choose another path)';
-      }
-      else if (code === 'ELOOP') hint = ' (it is a symlink: refused)';
+      } else if (code === 'ELOOP') hint = ' (it is a symlink: refused)';
       else if (code === 'EPERM') hint = ' (only root can give the file to another user)';
       return new ProxyError('ERR_CLIENT_TOKEN', `cannot ${what} --client-token-file ${this.path}: ${code}${hint}`);
     };

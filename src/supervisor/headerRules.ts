@@ -31,7 +31,15 @@ function checkFields(clientHeaders: HeaderList): void {
 // A WebSocket handshake follows the same rules; the Sec-WebSocket-* fields
 // belong to one hop (ws makes its own), except the offered subprotocols, which
 // are offered upstream in turn.
-const HANDSHAKE_DROPPED = new Set([...DROPPED, 'content-length', 'sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', 'sec-websocket-protocol']);
+const HANDSHAKE_DROPPED = new Set([
+  ...DROPPED,
+  'content-length',
+  'sec-websocket-key',
+  'sec-websocket-version',
+  'sec-websocket-extensions',
+  'sec-websocket-accept',
+  'sec-websocket-protocol',
+]);
 /** What of the upstream's 101 reaches the client (ws writes the client's own Sec-WebSocket-* fields). */
 const ACCEPT_DROPPED = new Set(['sec-websocket-accept', 'sec-websocket-extensions', 'content-length']);
 

@@ -78,7 +78,8 @@ function mayHoldKey(data: Buffer, credential: Credential, orItsStart: boolean): 
 
 /** Overwrite every occurrence of `key` in `data` with '*' (same length, so framing is kept). */
 export function maskKey(data: Buffer, key: Buffer): void {
-  for (let at = data.indexOf(key); at !== -1; at = data.indexOf(key, at + key.length)) data.fill(MASK, at, at + key.length);
+  for (let at = data.indexOf(key); at !== -1; at = data.indexOf(key, at + key.length))
+    data.fill(MASK, at, at + key.length);
 }
 
 /** Length of the longest suffix of `data` that is a proper prefix of `key`. */
@@ -129,7 +130,10 @@ export class KeyDetector {
         if ((joint !== null && joint.indexOf(key) !== -1) || chunk.indexOf(key) !== -1) this.bodyHasKey = true;
       }
     });
-    const carried = chunk.length >= overlap ? chunk.subarray(chunk.length - overlap) : Buffer.concat([this.tail, chunk]).subarray(-overlap);
+    const carried =
+      chunk.length >= overlap
+        ? chunk.subarray(chunk.length - overlap)
+        : Buffer.concat([this.tail, chunk]).subarray(-overlap);
     this.tail = Buffer.from(carried);
   }
 }

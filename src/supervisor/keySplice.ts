@@ -62,7 +62,9 @@ export class KeySplicer {
         if ((socket as TLSSocket).encrypted !== true) return callback(null, this.wrap(socket as Socket, true));
         setImmediate(() => {
           if (!socket.destroyed) return callback(null, this.wrap(socket as Socket, true));
-          const closed = Object.assign(new Error('the upstream closed the TLS connection at once'), { code: 'ECONNRESET' });
+          const closed = Object.assign(new Error('the upstream closed the TLS connection at once'), {
+            code: 'ECONNRESET',
+          });
           callback(socket.errored ?? closed, null);
         });
       });
@@ -74,7 +76,11 @@ export class KeySplicer {
    * handshake already; else the head waits for 'secureConnect'.
    */
   wrap<S extends Socket>(socket: S, handshakeDone = false): S {
-    const write = socket.write.bind(socket) as (chunk: string | Buffer, encoding?: BufferEncoding | WriteCallback, cb?: WriteCallback) => boolean;
+    const write = socket.write.bind(socket) as (
+      chunk: string | Buffer,
+      encoding?: BufferEncoding | WriteCallback,
+      cb?: WriteCallback,
+    ) => boolean;
     let secure = handshakeDone || (socket as Socket as TLSSocket).encrypted !== true;
     if (!secure) socket.once('secureConnect', () => (secure = true));
     socket.write = ((chunk: unknown, encoding?: unknown, cb?: unknown): boolean => {
@@ -93,7 +99,13 @@ export class KeySplicer {
     return socket;
   }
 
-  private spliceWrite(socket: Socket, write: (chunk: Buffer, cb?: WriteCallback) => boolean, head: string, at: number, done?: WriteCallback): boolean {
+  private spliceWrite(
+    socket: Socket,
+    write: (chunk: Buffer, cb?: WriteCallback) => boolean,
+    head: string,
+    at: number,
+    done?: WriteCallback,
+  ): boolean {
     const valueStart = at + VALUE_OFFSET;
     let secret: Buffer;
     let n: number;

@@ -177,5 +177,8 @@ export class Monitor {
 
 /** Untrusted text from the worker, made safe for a log line or the terminal. */
 function printable(payload: Buffer): string {
-  return payload.toString('utf8').replace(/[^\x20-\x7e]/g, '?').slice(0, 300);
+  return payload
+    .toString('utf8')
+    .replace(/[^\x20-\x7e]/g, '?')
+    .slice(0, 300);
 }

@@ -64,7 +64,10 @@ export class ProxySupervisor {
 
   start(): void {
     const { setup } = this;
-    const config: WorkerConfig = { ...setup.workerConfig, dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore };
+    const config: WorkerConfig = {
+      ...setup.workerConfig,
+      dumpSequenceStart: setup.workerConfig.dumpSequenceStart + this.streamsOpenedBefore,
+    };
     const { child, channel } = spawnWorker({ ...setup.worker, listenFd: setup.listen.fd });
     const writer = new FrameWriter(channel);
     const monitorOptions = {
@@ -92,7 +95,9 @@ export class ProxySupervisor {
     channel.on('data', (chunk: Buffer) => monitor.receive(chunk));
     channel.on('error', () => {}); // the exit handler reports the worker's end
     child.on('error', (err) => this.stop(1, `cannot start the worker: ${err.message}`));
-    child.on('exit', (code, signal) => this.onWorkerExit(worker, signal === null ? `code ${code}` : `signal ${signal}`));
+    child.on('exit', (code, signal) =>
+      this.onWorkerExit(worker, signal === null ? `code ${code}` : `signal ${signal}`),
+    );
     writer.send(Msg.CONFIG, 0, encodeWorkerConfig(config));
   }
 
@@ -105,7 +110,10 @@ export class ProxySupervisor {
     closeDescriptor(listen.fd); // new connections are refused from now on
     if (this.worker === null) return this.stop(0, reason); // between restarts: nothing is open
     this.worker.monitor.drain();
-    setTimeout(() => this.stop(0, `${reason}; open requests cut after ${shutdownTimeoutMs} ms`), shutdownTimeoutMs).unref();
+    setTimeout(
+      () => this.stop(0, `${reason}; open requests cut after ${shutdownTimeoutMs} ms`),
+      shutdownTimeoutMs,
+    ).unref();
   }
 
   /** Stop now: abort calls, end the worker, remove the server-info file, exit. */
@@ -151,17 +159,24 @@ export class ProxySupervisor {
     this.worker = null;
     if (this.draining) return this.stop(0, `worker exited (${how}) while shutting down`);
     if (!this.served) {
-      const why = this.lastViolation === null ? 'see the log lines above' : `it broke the IPC protocol: ${this.lastViolation}`;
+      const why =
+        this.lastViolation === null ? 'see the log lines above' : `it broke the IPC protocol: ${this.lastViolation}`;
       return this.stop(1, `the worker exited (${how}) before it could serve; ${why}`);
     }
     const now = Date.now();
     this.crashes = this.crashes.filter((t) => now - t < CRASH_WINDOW_MS);
     this.crashes.push(now);
     if (this.crashes.length >= CRASH_LIMIT) {
-      return this.stop(1, `the worker failed ${this.crashes.length} times within ${CRASH_WINDOW_MS / 1000} s (last: ${how}); giving up`);
+      return this.stop(
+        1,
+        `the worker failed ${this.crashes.length} times within ${CRASH_WINDOW_MS / 1000} s (last: ${how}); giving up`,
+      );
     }
     const delay = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.crashes.length - 1));
-    this.setup.log.warn({ workerPid: worker.child.pid, exit: how, restartInMs: delay }, 'worker exited unexpectedly; restarting');
+    this.setup.log.warn(
+      { workerPid: worker.child.pid, exit: how, restartInMs: delay },
+      'worker exited unexpectedly; restarting',
+    );
     setTimeout(() => {
       if (!this.stopping && !this.draining) this.start();
     }, delay);

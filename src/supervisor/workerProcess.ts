@@ -110,4 +110,3 @@ export function workerPermissionFlags(entry: string, dumpDir: string | null): Pe
   const dumps = dumpDir === null ? [] : [dumpDir];
   return permissionModelFlags(process.versions.node, outermost([...workerReadPaths(entry), ...dumps]), dumps);
 }
-

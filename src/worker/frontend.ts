@@ -91,10 +91,13 @@ export class Frontend {
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       this.onUpgrade(webSockets, req, socket, head);
     });
-    const sweep = setInterval(() => {
-      const now = Date.now();
-      for (const stream of this.streams.values()) stream.sweep(now, idleTimeoutMs);
-    }, Math.min(1_000, Math.max(50, idleTimeoutMs / 4)));
+    const sweep = setInterval(
+      () => {
+        const now = Date.now();
+        for (const stream of this.streams.values()) stream.sweep(now, idleTimeoutMs);
+      },
+      Math.min(1_000, Math.max(50, idleTimeoutMs / 4)),
+    );
     sweep.unref();
   }
 

@@ -34,7 +34,8 @@ const supervisor = new IpcDispatcher(
   {
     CONFIG: (_id, payload) => configure(decodeWorkerConfig(payload)),
     DRAIN: () => {
-      if (frontend === null) writer.send(Msg.DRAINED, 0); // still starting: nothing is open
+      if (frontend === null)
+        writer.send(Msg.DRAINED, 0); // still starting: nothing is open
       else frontend.drain();
     },
     RESPONSE_HEAD: (id, payload) => {
@@ -113,7 +114,9 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
     try {
       await dumps.probe();
     } catch (err) {
-      return startupFailed(`cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      return startupFailed(
+        `cannot write to --dump-dir ${config.dumpDir}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
     }
   }
   const server = new Frontend(config, writer, logger, dumps, webSocketServer);
@@ -126,7 +129,8 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
   });
   try {
     const layers = installWorkerSandbox(sandbox);
-    for (const { layer, reason } of layers.missing) logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
+    for (const { layer, reason } of layers.missing)
+      logger.warn({ layer, reason }, 'worker sandbox layer missing (--allow-weaker-sandbox)');
   } catch (err) {
     server.close();
     return startupFailed(messageOf(err));

@@ -15,19 +15,34 @@ export interface TargetCheck {
   readonly figure: string;
 }
 
-export function checkTargets(rounds: readonly RoundResult[], measured: readonly TargetName[], slowN: number): TargetCheck[] {
+export function checkTargets(
+  rounds: readonly RoundResult[],
+  measured: readonly TargetName[],
+  slowN: number,
+): TargetCheck[] {
   const out: TargetCheck[] = [];
   const has = (t: TargetName): boolean => measured.includes(t);
   const med = (t: TargetName, k: string): number => median(valuesOf(rounds, t, k));
   const perRound = (xs: readonly number[], digits = 2): string => xs.map((x) => fmt(x, digits)).join(' ');
-  const missing = (b: TargetName): string => (b === 'original' ? 'the original is not installed' : `${b} not measured (--targets)`);
+  const missing = (b: TargetName): string =>
+    b === 'original' ? 'the original is not installed' : `${b} not measured (--targets)`;
 
   /** ours/b on `key`, met when `ok(median of per-round ratios)`. */
-  const versus = (item: string, b: TargetName, target: string, key: string, ok: (r: number) => boolean, digits?: number): void => {
-    if (!has(b) || !has('ours')) return void out.push({ item, target, met: null, figure: missing(has(b) ? 'ours' : b) });
+  const versus = (
+    item: string,
+    b: TargetName,
+    target: string,
+    key: string,
+    ok: (r: number) => boolean,
+    digits?: number,
+  ): void => {
+    if (!has(b) || !has('ours'))
+      return void out.push({ item, target, met: null, figure: missing(has(b) ? 'ours' : b) });
     const rs = ratios(rounds, 'ours', b, key);
     const r = median(rs);
-    const others = (['original', 'floor'] as const).filter((x) => x !== b && has(x)).map((x) => `, ${x} ${fmt(med(x, key), digits)}`);
+    const others = (['original', 'floor'] as const)
+      .filter((x) => x !== b && has(x))
+      .map((x) => `, ${x} ${fmt(med(x, key), digits)}`);
     out.push({
       item,
       target,
@@ -41,7 +56,12 @@ export function checkTargets(rounds: readonly RoundResult[], measured: readonly 
     const xs = valuesOf(rounds, 'ours', key);
     const m = median(xs);
     const others = (['original', 'floor'] as const).filter(has).map((x) => `; ${x} ${fmt(med(x, key), digits)}`);
-    out.push({ item, target, met: Number.isFinite(m) ? ok(m) : null, figure: `ours ${fmt(m, digits)} (rounds: ${perRound(xs, digits)})${others.join('')}` });
+    out.push({
+      item,
+      target,
+      met: Number.isFinite(m) ? ok(m) : null,
+      figure: `ours ${fmt(m, digits)} (rounds: ${perRound(xs, digits)})${others.join('')}`,
+    });
   };
 
   versus('1', 'original', 'c=1 req/s ≥ 1.0× original', 'c1Rps', (r) => r >= 1);
@@ -56,14 +76,27 @@ export function checkTargets(rounds: readonly RoundResult[], measured: readonly 
   for (const c of [1, 16, 64]) {
     const key = `c${c}UpConnPer1k`;
     const target = `c=${c} upstream connections per 1,000 requests ≤ original's`;
-    if (!has('original') || !has('ours')) out.push({ item: '3', target, met: null, figure: missing(has('ours') ? 'original' : 'ours') });
+    if (!has('original') || !has('ours'))
+      out.push({ item: '3', target, met: null, figure: missing(has('ours') ? 'original' : 'ours') });
     else {
       const floor = has('floor') ? `; floor ${fmt(med('floor', key), 2)} (a connection per client connection)` : '';
       const [o, g] = [med('ours', key), med('original', key)];
-      out.push({ item: '3', target, met: Number.isFinite(o) && Number.isFinite(g) ? o <= g : null, figure: `ours ${fmt(o, 2)} (rounds: ${perRound(valuesOf(rounds, 'ours', key))}), original ${fmt(g, 2)} (rounds: ${perRound(valuesOf(rounds, 'original', key))})${floor}` });
+      out.push({
+        item: '3',
+        target,
+        met: Number.isFinite(o) && Number.isFinite(g) ? o <= g : null,
+        figure: `ours ${fmt(o, 2)} (rounds: ${perRound(valuesOf(rounds, 'ours', key))}), original ${fmt(g, 2)} (rounds: ${perRound(valuesOf(rounds, 'original', key))})${floor}`,
+      });
     }
   }
-  versus('4', 'original', `${slowN} slow streams: tree PSS ≤ 0.5× original (peak)`, 'slowPeakPssMb', (r) => r <= 0.5, 1);
+  versus(
+    '4',
+    'original',
+    `${slowN} slow streams: tree PSS ≤ 0.5× original (peak)`,
+    'slowPeakPssMb',
+    (r) => r <= 0.5,
+    1,
+  );
   const noProgress = valuesOf(rounds, 'ours', 'slowNoProgress');
   const slowOk = valuesOf(rounds, 'ours', 'slowOk');
   out.push({
@@ -72,9 +105,16 @@ export function checkTargets(rounds: readonly RoundResult[], measured: readonly 
     met: has('ours') ? noProgress.every((x) => x === 0) && slowOk.every((x) => x === slowN) : null,
     figure: `streams with < 2 live events (arrived ≥ 250 ms before their stream's end): ${noProgress.join('/')}; completed: ${slowOk.join('/')} of ${slowN}`,
   });
-  out.push({ item: '4', target: '10,000 concurrent slow streams by default (no flag)', met: null, figure: 'not measured by this benchmark' });
+  out.push({
+    item: '4',
+    target: '10,000 concurrent slow streams by default (no flag)',
+    met: null,
+    figure: 'not measured by this benchmark',
+  });
   versus('5', 'floor', 'idle tree PSS ≤ 1.2× floor', 'idlePssMb', (r) => r <= 1.2, 1);
-  const back = has('ours') ? valuesOf(rounds, 'ours', 'burstPssMb').map((x, i) => x / (valuesOf(rounds, 'ours', 'idlePssMb')[i] as number)) : [];
+  const back = has('ours')
+    ? valuesOf(rounds, 'ours', 'burstPssMb').map((x, i) => x / (valuesOf(rounds, 'ours', 'idlePssMb')[i] as number))
+    : [];
   out.push({
     item: '5',
     target: 'tree PSS 10 s after a burst ≤ 1.2× idle',
@@ -84,17 +124,42 @@ export function checkTargets(rounds: readonly RoundResult[], measured: readonly 
   versus('6', 'floor', 'one 50 MiB stream MB/s ≥ 0.9× floor', 'oneStreamMBps', (r) => r >= 0.9);
   versus('6', 'floor', '32 concurrent streams MB/s ≥ 0.9× floor', 'multiMBps', (r) => r >= 0.9);
   versus('6', 'floor', '32 concurrent streams: proxy CPU per GB ≤ 1.3× floor', 'multiCpuPerGb', (r) => r <= 1.3);
-  out.push({ item: '7', target: 'Codex-like sessions (8 agents × 30 turns, HTTP and WebSocket)', met: null, figure: 'not measured by this benchmark' });
+  out.push({
+    item: '7',
+    target: 'Codex-like sessions (8 agents × 30 turns, HTTP and WebSocket)',
+    met: null,
+    figure: 'not measured by this benchmark',
+  });
 
   // Earlier rounds' targets, kept as guards.
   const fails = valuesOf(rounds, 'ours', 'failures');
-  out.push({ item: '', target: 'zero failed requests, every round', met: has('ours') ? fails.every((x) => x === 0) : null, figure: `ours failed ${fails.join('/')} per round (timeouts ${valuesOf(rounds, 'ours', 'timeouts').join('/')}, unserved ${valuesOf(rounds, 'ours', 'unserved').join('/')})` });
+  out.push({
+    item: '',
+    target: 'zero failed requests, every round',
+    met: has('ours') ? fails.every((x) => x === 0) : null,
+    figure: `ours failed ${fails.join('/')} per round (timeouts ${valuesOf(rounds, 'ours', 'timeouts').join('/')}, unserved ${valuesOf(rounds, 'ours', 'unserved').join('/')})`,
+  });
   const sr = valuesOf(rounds, 'ours', 'stallRatio');
-  out.push({ item: '', target: 'a stalled reader costs the others < 10%', met: has('ours') ? median(sr) >= 0.9 : null, figure: `with/without ${fmt(median(sr), 3)} (rounds: ${perRound(sr, 3)}; direct, for the noise: ${perRound(valuesOf(rounds, 'direct', 'stallRatio'), 3)})` });
+  out.push({
+    item: '',
+    target: 'a stalled reader costs the others < 10%',
+    met: has('ours') ? median(sr) >= 0.9 : null,
+    figure: `with/without ${fmt(median(sr), 3)} (rounds: ${perRound(sr, 3)}; direct, for the noise: ${perRound(valuesOf(rounds, 'direct', 'stallRatio'), 3)})`,
+  });
   const growth = valuesOf(rounds, 'ours', 'stallGrowthMb');
-  out.push({ item: '', target: 'memory a stalled reader pins stays bounded', met: has('ours') ? growth.every((x) => x < 4) : null, figure: `pinned ${perRound(valuesOf(rounds, 'ours', 'stallPinnedMb'), 1)} MiB, then ${perRound(growth, 1)} MiB more over 1.5 s` });
+  out.push({
+    item: '',
+    target: 'memory a stalled reader pins stays bounded',
+    met: has('ours') ? growth.every((x) => x < 4) : null,
+    figure: `pinned ${perRound(valuesOf(rounds, 'ours', 'stallPinnedMb'), 1)} MiB, then ${perRound(growth, 1)} MiB more over 1.5 s`,
+  });
   const dc = valuesOf(rounds, 'ours', 'disconnectCloseMs');
-  out.push({ item: '', target: 'upstream closed within 100 ms of a client disconnect', met: has('ours') ? dc.every((x) => x < 100) : null, figure: `ours ${perRound(dc, 1)} ms` });
+  out.push({
+    item: '',
+    target: 'upstream closed within 100 ms of a client disconnect',
+    met: has('ours') ? dc.every((x) => x < 100) : null,
+    figure: `ours ${perRound(dc, 1)} ms`,
+  });
   return out;
 }
 

@@ -15,7 +15,12 @@ export type MockMode = 'small' | 'sse' | 'large';
 
 /** The small JSON reply: a fixed body, so every reply's length can be checked. */
 export const SMALL_REPLY = Buffer.from(
-  JSON.stringify({ id: 'resp_bench', object: 'response', status: 'completed', output: [{ type: 'message', content: [{ type: 'output_text', text: 'ok' }] }] }),
+  JSON.stringify({
+    id: 'resp_bench',
+    object: 'response',
+    status: 'completed',
+    output: [{ type: 'message', content: [{ type: 'output_text', text: 'ok' }] }],
+  }),
 );
 
 /** The small request body every load request sends. */
@@ -87,7 +92,9 @@ export interface StreamTimes {
   readonly finished: boolean;
 }
 
-export type ToMock = { readonly type: 'stats'; readonly seq: number } | { readonly type: 'times'; readonly seq: number; readonly ids: readonly string[] };
+export type ToMock =
+  | { readonly type: 'stats'; readonly seq: number }
+  | { readonly type: 'times'; readonly seq: number; readonly ids: readonly string[] };
 export type FromMock =
   | { readonly type: 'ready'; readonly port: number }
   | { readonly type: 'stats'; readonly seq: number; readonly stats: MockStats }

@@ -26,9 +26,26 @@ export interface TurnEvent {
 
 /** The events of one turn: created, 30 text deltas, completed. */
 export function turnEvents(id: string, turn: number): TurnEvent[] {
-  const events: Array<Record<string, unknown>> = [{ type: 'response.created', response: { id, object: 'response', status: 'in_progress' } }];
-  for (let i = 0; i < DELTAS_PER_TURN; i++) events.push({ type: 'response.output_text.delta', item_id: `msg_${turn}`, output_index: 0, content_index: 0, delta: `word${i} `.repeat(8) });
-  events.push({ type: 'response.completed', response: { id, object: 'response', status: 'completed', usage: { input_tokens: 1000, output_tokens: 240, total_tokens: 1240 } } });
+  const events: Array<Record<string, unknown>> = [
+    { type: 'response.created', response: { id, object: 'response', status: 'in_progress' } },
+  ];
+  for (let i = 0; i < DELTAS_PER_TURN; i++)
+    events.push({
+      type: 'response.output_text.delta',
+      item_id: `msg_${turn}`,
+      output_index: 0,
+      content_index: 0,
+      delta: `word${i} `.repeat(8),
+    });
+  events.push({
+    type: 'response.completed',
+    response: {
+      id,
+      object: 'response',
+      status: 'completed',
+      usage: { input_tokens: 1000, output_tokens: 240, total_tokens: 1240 },
+    },
+  });
   return events.map((e) => ({ type: e.type as string, json: JSON.stringify(e) }));
 }
 
@@ -44,12 +61,24 @@ async function httpConversation(port: number, headers: Record<string, string>): 
       history.push(TURN_INPUT);
       const body = Buffer.from(JSON.stringify({ model: 'bench', stream: true, input: history }));
       const text = await new Promise<string>((resolve, reject) => {
-        const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/responses', agent, headers: { ...headers, 'content-type': 'application/json', 'content-length': body.length } }, (res) => {
-          let received = '';
-          res.setEncoding('utf8').on('data', (s: string) => (received += s));
-          res.on('end', () => (res.statusCode === 200 ? resolve(received) : reject(new Error(`HTTP turn answered ${res.statusCode}`))));
-          res.on('error', reject);
-        });
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/v1/responses',
+            agent,
+            headers: { ...headers, 'content-type': 'application/json', 'content-length': body.length },
+          },
+          (res) => {
+            let received = '';
+            res.setEncoding('utf8').on('data', (s: string) => (received += s));
+            res.on('end', () =>
+              res.statusCode === 200 ? resolve(received) : reject(new Error(`HTTP turn answered ${res.statusCode}`)),
+            );
+            res.on('error', reject);
+          },
+        );
         req.on('error', reject);
         req.setTimeout(10_000, () => req.destroy(new Error('HTTP turn timed out')));
         req.end(body);
@@ -65,12 +94,17 @@ async function httpConversation(port: number, headers: Record<string, string>): 
 /** One conversation over one WebSocket: TURNS response.create messages; ms (the handshake included). */
 async function webSocketConversation(port: number, headers: Record<string, string>): Promise<number> {
   const started = performance.now();
-  const socket = new WebSocket(`ws://127.0.0.1:${port}/v1/responses`, { headers: { ...headers, 'openai-beta': 'responses_websockets=2026-02-06' }, handshakeTimeout: 10_000 });
+  const socket = new WebSocket(`ws://127.0.0.1:${port}/v1/responses`, {
+    headers: { ...headers, 'openai-beta': 'responses_websockets=2026-02-06' },
+    handshakeTimeout: 10_000,
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once('open', resolve);
       socket.once('error', reject);
-      socket.once('unexpected-response', (_req, res) => reject(new Error(`WebSocket upgrade answered ${res.statusCode}`)));
+      socket.once('unexpected-response', (_req, res) =>
+        reject(new Error(`WebSocket upgrade answered ${res.statusCode}`)),
+      );
     });
     let previous: string | null = null;
     for (let turn = 0; turn < TURNS; turn++) {
@@ -88,7 +122,14 @@ async function webSocketConversation(port: number, headers: Record<string, strin
         socket.on('message', onMessage);
         socket.once('close', onClose);
       });
-      socket.send(JSON.stringify({ type: 'response.create', model: 'bench', previous_response_id: previous, input: [TURN_INPUT] }));
+      socket.send(
+        JSON.stringify({
+          type: 'response.create',
+          model: 'bench',
+          previous_response_id: previous,
+          input: [TURN_INPUT],
+        }),
+      );
       previous = await completed;
     }
     return performance.now() - started;
@@ -117,8 +158,15 @@ interface ConversationTarget {
  * Start the mock, let `startProxy` start ours against it (with --websocket),
  * run `rounds` rounds of the four variants in rotating order, stop both.
  */
-export async function runConversations(key: string, rounds: number, startProxy: (upstreamUrl: string) => Promise<{ port: number; stop(): Promise<void> }>): Promise<ConversationResult> {
-  const upstream = fork(fileURLToPath(new URL('./conversationUpstream.js', import.meta.url)), [], { env: { BENCH_AUTH: `Bearer ${key}` }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+export async function runConversations(
+  key: string,
+  rounds: number,
+  startProxy: (upstreamUrl: string) => Promise<{ port: number; stop(): Promise<void> }>,
+): Promise<ConversationResult> {
+  const upstream = fork(fileURLToPath(new URL('./conversationUpstream.js', import.meta.url)), [], {
+    env: { BENCH_AUTH: `Bearer ${key}` },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('conversation upstream did not start within 10 s')), 10_000);
     upstream.once('message', (m: { port: number }) => {
@@ -132,7 +180,9 @@ export async function runConversations(key: string, rounds: number, startProxy: 
       { name: 'direct', port, headers: { authorization: `Bearer ${key}` } },
       { name: 'ours', port: proxy.port, headers: {} },
     ];
-    const variants = targets.flatMap((t) => (['http', 'websocket'] as const).map((transport) => ({ target: t, transport })));
+    const variants = targets.flatMap((t) =>
+      (['http', 'websocket'] as const).map((transport) => ({ target: t, transport })),
+    );
     const times: Record<string, number[]> = {};
     const failures: string[] = [];
     const wsOverHttp: number[] = [];
@@ -143,20 +193,29 @@ export async function runConversations(key: string, rounds: number, startProxy: 
         const { target, transport } = variants[(i + round) % variants.length] as (typeof variants)[number];
         const label = `${target.name}/${transport}`;
         try {
-          ms[label] = transport === 'http' ? await httpConversation(target.port, target.headers) : await webSocketConversation(target.port, target.headers);
+          ms[label] =
+            transport === 'http'
+              ? await httpConversation(target.port, target.headers)
+              : await webSocketConversation(target.port, target.headers);
         } catch (err) {
           failures.push(`${label}: ${err instanceof Error ? err.message : String(err)}`);
           continue;
         }
         if (round > 0) (times[label] ??= []).push(ms[label] as number);
       }
-      if (round > 0 && ms['ours/http'] !== undefined && ms['ours/websocket'] !== undefined) wsOverHttp.push(ms['ours/websocket'] / ms['ours/http']);
+      if (round > 0 && ms['ours/http'] !== undefined && ms['ours/websocket'] !== undefined)
+        wsOverHttp.push(ms['ours/websocket'] / ms['ours/http']);
     }
     const stats = await new Promise<ConversationResult['upstream']>((resolve) => {
       upstream.once('message', (m: ConversationResult['upstream']) => resolve(m));
       upstream.send({ type: 'stats' });
     });
-    return { medians: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])), wsOverHttp, failures, upstream: stats };
+    return {
+      medians: Object.fromEntries(Object.entries(times).map(([k, v]) => [k, median(v)])),
+      wsOverHttp,
+      failures,
+      upstream: stats,
+    };
   } finally {
     await proxy.stop();
     upstream.kill('SIGTERM');

@@ -27,7 +27,8 @@ const server = createServer((req, res) => {
   req.on('end', () => {
     httpTurns++;
     res.writeHead(200, { 'content-type': 'text/event-stream' });
-    for (const event of turnEvents(`resp_${httpTurns}`, turn++)) res.write(`event: ${event.type}\ndata: ${event.json}\n\n`);
+    for (const event of turnEvents(`resp_${httpTurns}`, turn++))
+      res.write(`event: ${event.type}\ndata: ${event.json}\n\n`);
     res.end();
   });
 });

@@ -270,7 +270,10 @@ export class HttpConn {
       const colon = l.indexOf(':');
       if (colon === -1) continue;
       const name = l.slice(0, colon).trim().toLowerCase();
-      const value = l.slice(colon + 1).trim().toLowerCase();
+      const value = l
+        .slice(colon + 1)
+        .trim()
+        .toLowerCase();
       if (name === 'content-length') length = Number(value);
       else if (name === 'transfer-encoding') chunked = value.includes('chunked');
       else if (name === 'connection' && value.includes('close')) this.keepAlive = false;

@@ -114,8 +114,16 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
-function once(conn: HttpConn, request: Buffer, expectLength: number, timeoutMs: number, onBody?: (n: number, at: number) => void): Promise<ExchangeResult> {
-  return new Promise((resolve) => conn.send(request, 200, expectLength, timeoutMs, { onDone: resolve, ...(onBody ? { onBody } : {}) }));
+function once(
+  conn: HttpConn,
+  request: Buffer,
+  expectLength: number,
+  timeoutMs: number,
+  onBody?: (n: number, at: number) => void,
+): Promise<ExchangeResult> {
+  return new Promise((resolve) =>
+    conn.send(request, 200, expectLength, timeoutMs, { onDone: resolve, ...(onBody ? { onBody } : {}) }),
+  );
 }
 
 async function load(p: LoadParams): Promise<LoadResult> {
@@ -254,7 +262,11 @@ async function slow(p: SlowParams): Promise<SlowResult> {
 
 let staller: { conn: HttpConn; bytes: number } | null = null;
 
-async function stallStart(port: number, headers: Record<string, string>, waitMs: number): Promise<{ bytesBeforePause: number; gotBody: boolean }> {
+async function stallStart(
+  port: number,
+  headers: Record<string, string>,
+  waitMs: number,
+): Promise<{ bytesBeforePause: number; gotBody: boolean }> {
   const request = buildRequest(port, headers, SMALL_REQUEST);
   const conn = new HttpConn(port);
   const s = { conn, bytes: 0 };

@@ -28,7 +28,12 @@ export interface PerfSession {
 }
 
 /** Start one `perf record` per process of the tree rooted at `root`. */
-export function startPerf(dir: string, name: string, root: number, labelOf: (pid: number, index: number) => string): PerfSession {
+export function startPerf(
+  dir: string,
+  name: string,
+  root: number,
+  labelOf: (pid: number, index: number) => string,
+): PerfSession {
   const children = processTree(root).map((pid, i) => {
     const label = labelOf(pid, i);
     const file = join(dir, `${name}-${label}-${pid}.perf.data`);
@@ -41,7 +46,9 @@ export function startPerf(dir: string, name: string, root: number, labelOf: (pid
 export async function stopPerf(session: PerfSession): Promise<void> {
   for (const c of session.children) c.perf.kill('SIGINT');
   for (const c of session.children) {
-    const done = new Promise<void>((resolve) => (c.perf.exitCode !== null ? resolve() : c.perf.once('exit', () => resolve())));
+    const done = new Promise<void>((resolve) =>
+      c.perf.exitCode !== null ? resolve() : c.perf.once('exit', () => resolve()),
+    );
     if (!(await Promise.race([done.then(() => true), sleep(15_000).then(() => false)]))) c.perf.kill('SIGKILL');
   }
 }
@@ -81,11 +88,18 @@ function ownerOf(frame: string): string | null {
  * event loop, GC or V8's compiler threads. Percentages of all samples.
  */
 export function perfByOwner(file: string, n = 14): string[] {
-  const r = spawnSync('perf', ['script', '-i', file, '-F', 'ip,sym'], { encoding: 'utf8', timeout: 120_000, maxBuffer: 512 * 1024 * 1024 });
+  const r = spawnSync('perf', ['script', '-i', file, '-F', 'ip,sym'], {
+    encoding: 'utf8',
+    timeout: 120_000,
+    maxBuffer: 512 * 1024 * 1024,
+  });
   const counts = new Map<string, number>();
   let total = 0;
   for (const sample of (r.stdout ?? '').split('\n\n')) {
-    const frames = sample.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+    const frames = sample
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '');
     if (frames.length === 0) continue;
     total++;
     let owner: string | null = null;
@@ -117,9 +131,16 @@ export function removePerfMaps(pids: readonly number[]): void {
  * perf report: the top `n` lines of self time by (shared object, symbol), by
  * shared object alone, and the inclusive share of a few telling symbols.
  */
-export function perfSummary(file: string, n = 12): { samples: number; bySymbol: string[]; byDso: string[]; inclusive: string[] } {
+export function perfSummary(
+  file: string,
+  n = 12,
+): { samples: number; bySymbol: string[]; byDso: string[]; inclusive: string[] } {
   const report = (extra: string[], sort: string): string[] => {
-    const r = spawnSync('perf', ['report', '-i', file, '--stdio', ...extra, '--sort', sort, '-g', 'none', '--percent-limit', '0.1'], { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024 });
+    const r = spawnSync(
+      'perf',
+      ['report', '-i', file, '--stdio', ...extra, '--sort', sort, '-g', 'none', '--percent-limit', '0.1'],
+      { encoding: 'utf8', timeout: 60_000, maxBuffer: 64 * 1024 * 1024 },
+    );
     return (r.stdout ?? '').split('\n').filter((l) => /^\s+\d+\.\d+%/.test(l));
   };
   const tidy = (l: string): string => l.trim().replace(/\s+/g, ' ').slice(0, 140);
@@ -129,7 +150,14 @@ export function perfSummary(file: string, n = 12): { samples: number; bySymbol: 
     const line = children.find((l) => re.test(l.trim()));
     if (line !== undefined) inclusive.push(`${label} ${line.trim().split(/\s+/)[0]}`);
   }
-  const samples = spawnSync('perf', ['script', '-i', file, '-F', 'pid'], { encoding: 'utf8', timeout: 60_000, maxBuffer: 256 * 1024 * 1024 }).stdout?.split('\n').filter((l) => l.trim() !== '').length ?? 0;
+  const samples =
+    spawnSync('perf', ['script', '-i', file, '-F', 'pid'], {
+      encoding: 'utf8',
+      timeout: 60_000,
+      maxBuffer: 256 * 1024 * 1024,
+    })
+      .stdout?.split('\n')
+      .filter((l) => l.trim() !== '').length ?? 0;
   return {
     samples,
     bySymbol: report(['--no-children'], 'dso,sym').slice(0, n).map(tidy),
@@ -145,7 +173,10 @@ interface CpuProfileNode {
 }
 
 /** Self time (% of non-idle samples) by function and by origin (ours, undici, node internals, GC…) from a .cpuprofile. */
-export function cpuProfileSummary(dir: string, n = 15): { file: string; byFunction: string[]; byOrigin: string[] } | null {
+export function cpuProfileSummary(
+  dir: string,
+  n = 15,
+): { file: string; byFunction: string[]; byOrigin: string[] } | null {
   const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
   if (file === undefined) return null;
   const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { nodes: CpuProfileNode[]; samples: number[] };
@@ -170,13 +201,13 @@ export function cpuProfileSummary(dir: string, n = 15): { file: string; byFuncti
             ? 'sodium-native (key access)'
             : url.includes('/node_modules/pino') || url.includes('/node_modules/sonic-boom')
               ? 'pino (logging)'
-            : url.includes('/dist/src/')
-              ? 'ours (dist/src)'
-              : url.startsWith('node:')
-                ? 'node internals'
-                : url === ''
-                  ? 'native / builtins'
-                  : 'other';
+              : url.includes('/dist/src/')
+                ? 'ours (dist/src)'
+                : url.startsWith('node:')
+                  ? 'node internals'
+                  : url === ''
+                    ? 'native / builtins'
+                    : 'other';
     byOrigin.set(origin, (byOrigin.get(origin) ?? 0) + hits);
   }
   const top = (m: Map<string, number>, k: number): string[] =>

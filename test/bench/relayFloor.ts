@@ -31,7 +31,9 @@ if (role === 'back') {
   const path = join(tmpdir(), `rap-bench-floor-${process.pid}.sock`);
   rmSync(path, { force: true });
   createServer((front) => relay(front, createConnection(upstreamPort, '127.0.0.1'))).listen(path, () => {
-    const front = spawn(process.execPath, [fileURLToPath(import.meta.url), 'front', path], { stdio: ['ignore', 'ignore', 'inherit'] });
+    const front = spawn(process.execPath, [fileURLToPath(import.meta.url), 'front', path], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
     front.on('exit', () => process.exit(0));
   });
   // The benchmark stops the tree by pid; take the socket file with us.
@@ -42,7 +44,8 @@ if (role === 'back') {
   server.listen(0, '127.0.0.1', () => {
     const address = server.address();
     // The line targets.ts waits for, as from our proxy.
-    if (address !== null && typeof address === 'object') process.stderr.write(`responses-api-proxy listening on 127.0.0.1:${address.port}\n`);
+    if (address !== null && typeof address === 'object')
+      process.stderr.write(`responses-api-proxy listening on 127.0.0.1:${address.port}\n`);
   });
   process.on('SIGTERM', () => process.exit(0));
 } else {

@@ -21,15 +21,51 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { nowUs, sleep, specHeaders, type FromMock, type MockStats, type StreamSpec, type StreamTimes } from './common.js';
+import {
+  nowUs,
+  sleep,
+  specHeaders,
+  type FromMock,
+  type MockStats,
+  type StreamSpec,
+  type StreamTimes,
+} from './common.js';
 import type { DisconnectResult, Failures, LoadResult, SlowResult, StreamsResult, Task } from './loadClient.js';
-import { MemorySampler, memorySums, processTree, treeCpuSeconds, treeMemory, treeRssBytes, cpuSeconds } from './procTree.js';
+import {
+  MemorySampler,
+  memorySums,
+  processTree,
+  treeCpuSeconds,
+  treeMemory,
+  treeRssBytes,
+  cpuSeconds,
+} from './procTree.js';
 import { fmt, median, ratios, table, valuesOf, type RoundResult, type TestFailures, type Values } from './report.js';
 import { checkTargets, printChecks, type TargetCheck } from './checks.js';
-import { cpuProfileSummary, perfAvailable, perfByOwner, perfSummary, removePerfMaps, startPerf, stopPerf } from './profile.js';
+import {
+  cpuProfileSummary,
+  perfAvailable,
+  perfByOwner,
+  perfSummary,
+  removePerfMaps,
+  startPerf,
+  stopPerf,
+} from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
 import { TURNS, runConversations, type ConversationResult } from './conversation.js';
-import { NodeCopies, direct, killTree, originalCommand, oursCommandLine, startFloor, startOriginal, startOurs, started, type Target, type TargetName } from './targets.js';
+import {
+  NodeCopies,
+  direct,
+  killTree,
+  originalCommand,
+  oursCommandLine,
+  startFloor,
+  startOriginal,
+  startOurs,
+  started,
+  type Target,
+  type TargetName,
+} from './targets.js';
 
 // ------------------------------------------------------------------ options
 
@@ -49,7 +85,17 @@ interface Options {
 }
 
 function parseArgs(argv: readonly string[]): Options {
-  const o: Options = { rounds: 3, quick: false, json: false, targets: ['direct', 'ours', 'original', 'floor'], oursArgs: [], splice: false, profile: null, profileConcurrency: 1, node: process.execPath };
+  const o: Options = {
+    rounds: 3,
+    quick: false,
+    json: false,
+    targets: ['direct', 'ours', 'original', 'floor'],
+    oursArgs: [],
+    splice: false,
+    profile: null,
+    profileConcurrency: 1,
+    node: process.execPath,
+  };
   let roundsGiven = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i] as string;
@@ -61,21 +107,28 @@ function parseArgs(argv: readonly string[]): Options {
     if (a === '--quick') o.quick = true;
     else if (a === '--json') o.json = true;
     else if (a === '--splice') o.splice = true;
-    else if (a === '--no-splice') o.splice = false; // the default since issue 20 retired it
+    else if (a === '--no-splice')
+      o.splice = false; // the default since issue 20 retired it
     else if (a === '--node') o.node = value();
     else if (a === '--profile-c') {
       o.profileConcurrency = Number(value());
-      if (!Number.isInteger(o.profileConcurrency) || o.profileConcurrency < 1 || o.profileConcurrency > 256) throw new Error('--profile-c must be 1..256');
-    }
-    else if (a === '--rounds') {
+      if (!Number.isInteger(o.profileConcurrency) || o.profileConcurrency < 1 || o.profileConcurrency > 256)
+        throw new Error('--profile-c must be 1..256');
+    } else if (a === '--rounds') {
       o.rounds = Number(value());
       roundsGiven = true;
-      if (!Number.isInteger(o.rounds) || o.rounds < 0 || o.rounds > 20) throw new Error('--rounds must be 0..20 (0: only --profile)');
+      if (!Number.isInteger(o.rounds) || o.rounds < 0 || o.rounds > 20)
+        throw new Error('--rounds must be 0..20 (0: only --profile)');
     } else if (a === '--profile') o.profile = resolve(value());
     else if (a === '--targets') o.targets = value().split(',') as TargetName[];
-    else if (a === '--ours-args') o.oursArgs = value().split(' ').filter((s) => s !== '');
+    else if (a === '--ours-args')
+      o.oursArgs = value()
+        .split(' ')
+        .filter((s) => s !== '');
     else if (a === '-h' || a === '--help') {
-      console.log('usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--node PATH] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--splice] [--profile DIR [--profile-c N]]');
+      console.log(
+        'usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--node PATH] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--splice] [--profile DIR [--profile-c N]]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -124,7 +177,10 @@ function sizes(quick: boolean) {
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 function forkChild(file: string, env: NodeJS.ProcessEnv = {}): ChildProcess {
-  const child = fork(`${HERE}${file}`, [], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const child = fork(`${HERE}${file}`, [], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   started.add(child);
   child.on('exit', () => started.delete(child));
   return child;
@@ -196,7 +252,11 @@ class Client {
   static async start(): Promise<Client> {
     const child = forkChild('loadClient.js');
     const client = new Client(child);
-    await withTimeout(new Promise<void>((resolve) => client.waiting.set(0, { resolve: () => resolve(), reject: () => {} })), 10_000, 'load client start');
+    await withTimeout(
+      new Promise<void>((resolve) => client.waiting.set(0, { resolve: () => resolve(), reject: () => {} })),
+      10_000,
+      'load client start',
+    );
     return client;
   }
   run<T>(task: Task, timeoutMs: number): Promise<T> {
@@ -214,7 +274,9 @@ class Client {
 
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)));
+  const t = new Promise<never>(
+    (_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms)),
+  );
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
 }
 
@@ -267,14 +329,20 @@ async function afterBurst(ctx: Ctx, t: Target, v: Values): Promise<void> {
 async function smallLoad(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Promise<void> {
   const { client, s } = ctx;
   const base = { port: t.port, headers: t.headers, timeoutMs: s.smallTimeoutMs, maxMs: s.smallMaxMs };
-  const warm = await client.run<LoadResult>({ kind: 'load', params: { ...base, concurrency: 16, count: s.warmup } }, s.smallMaxMs + 10_000);
+  const warm = await client.run<LoadResult>(
+    { kind: 'load', params: { ...base, concurrency: 16, count: s.warmup } },
+    s.smallMaxMs + 10_000,
+  );
   addFailures(f, 'warmup', warm);
   for (const c of [1, 16, 64]) {
     const count = c === 1 ? s.c1Count : s.cNCount;
     const cpu0 = t.pid === null ? 0 : treeCpuSeconds(t.pid);
     const mockCpu0 = cpuSeconds(ctx.mock.child.pid as number);
     const mock0 = await ctx.mock.stats();
-    const r = await client.run<LoadResult>({ kind: 'load', params: { ...base, concurrency: c, count } }, s.smallMaxMs + 10_000);
+    const r = await client.run<LoadResult>(
+      { kind: 'load', params: { ...base, concurrency: c, count } },
+      s.smallMaxMs + 10_000,
+    );
     const cpu1 = t.pid === null ? 0 : treeCpuSeconds(t.pid);
     const mockCpu1 = cpuSeconds(ctx.mock.child.pid as number);
     const mock1 = await ctx.mock.stats();
@@ -284,7 +352,8 @@ async function smallLoad(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): Pro
     v[`c${c}P99Ms`] = r.p99Us / 1000;
     v[`c${c}Cpu10k`] = t.pid === null ? null : ((cpu1 - cpu0) / Math.max(1, r.ok)) * 10_000;
     // Counted where they arrive: a proxy that keeps its upstream connections opens few.
-    v[`c${c}UpConnPer1k`] = ((mock1.connections - mock0.connections) / Math.max(1, mock1.requests - mock0.requests)) * 1000;
+    v[`c${c}UpConnPer1k`] =
+      ((mock1.connections - mock0.connections) / Math.max(1, mock1.requests - mock0.requests)) * 1000;
     if (c === 64) v.mockCpuPer10k = ((mockCpu1 - mockCpu0) / Math.max(1, r.ok)) * 10_000;
   }
 }
@@ -304,7 +373,15 @@ async function largeStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): 
   const one = await client.run<StreamsResult>(
     {
       kind: 'streams',
-      params: { port: t.port, headers: t.headers, spec: { mode: 'large', bytes: s.oneStreamBytes }, concurrency: 1, count: s.oneStreamRepeats, maxMs: 60_000, timeoutMs: s.streamTimeoutMs },
+      params: {
+        port: t.port,
+        headers: t.headers,
+        spec: { mode: 'large', bytes: s.oneStreamBytes },
+        concurrency: 1,
+        count: s.oneStreamRepeats,
+        maxMs: 60_000,
+        timeoutMs: s.streamTimeoutMs,
+      },
     },
     130_000,
   );
@@ -314,7 +391,15 @@ async function largeStreams(ctx: Ctx, t: Target, v: Values, f: TestFailures[]): 
   const many = await client.run<StreamsResult>(
     {
       kind: 'streams',
-      params: { port: t.port, headers: t.headers, spec: { mode: 'large', bytes: s.multiStreamBytes }, concurrency: s.multiStreams, count: s.multiStreams, maxMs: 60_000, timeoutMs: s.streamTimeoutMs },
+      params: {
+        port: t.port,
+        headers: t.headers,
+        spec: { mode: 'large', bytes: s.multiStreamBytes },
+        concurrency: s.multiStreams,
+        count: s.multiStreams,
+        maxMs: 60_000,
+        timeoutMs: s.streamTimeoutMs,
+      },
     },
     130_000,
   );
@@ -361,13 +446,31 @@ async function stalledReader(ctx: Ctx, t: Target, v: Values, f: TestFailures[]):
     client.run<StreamsResult>(
       {
         kind: 'streams',
-        params: { port: t.port, headers: t.headers, spec: { mode: 'large', bytes: s.readerBytes }, concurrency: s.readers, count: s.readers, maxMs: 60_000, timeoutMs: s.streamTimeoutMs },
+        params: {
+          port: t.port,
+          headers: t.headers,
+          spec: { mode: 'large', bytes: s.readerBytes },
+          concurrency: s.readers,
+          count: s.readers,
+          maxMs: 60_000,
+          timeoutMs: s.streamTimeoutMs,
+        },
       },
       70_000,
     );
   const rss = (): number | null => (t.pid === null ? null : treeRssBytes(t.pid) / MB);
   const startStaller = (): Promise<{ bytesBeforePause: number; gotBody: boolean }> =>
-    client.run({ kind: 'stallStart', params: { port: t.port, headers: { ...t.headers, ...specHeaders({ mode: 'large', bytes: 4096 * MB }) }, waitMs: 2000 } }, 10_000);
+    client.run(
+      {
+        kind: 'stallStart',
+        params: {
+          port: t.port,
+          headers: { ...t.headers, ...specHeaders({ mode: 'large', bytes: 4096 * MB }) },
+          waitMs: 2000,
+        },
+      },
+      10_000,
+    );
   const stopStaller = async (): Promise<void> => {
     await client.run<{ bytes: number }>({ kind: 'stallStop' }, 10_000);
     await sleep(300);
@@ -410,7 +513,13 @@ async function disconnectTest(ctx: Ctx, t: Target, v: Values, f: TestFailures[],
   const ids = Array.from({ length: s.disconnectN }, (_, i) => `r${round}-${t.name}-${i}-${nowUs()}`);
   // Realistic deltas: 512-byte events every 100 ms, for at most 30 s.
   const spec: StreamSpec = { mode: 'sse', events: 300, delayMs: 100, eventSize: 512 };
-  const r = await client.run<DisconnectResult>({ kind: 'disconnect', params: { port: t.port, headers: { ...t.headers, ...specHeaders(spec) }, ids, waitMs: 1000 } }, 20_000);
+  const r = await client.run<DisconnectResult>(
+    {
+      kind: 'disconnect',
+      params: { port: t.port, headers: { ...t.headers, ...specHeaders(spec) }, ids, waitMs: 1000 },
+    },
+    20_000,
+  );
   const deadline = Date.now() + DISCONNECT_WAIT_MS;
   let times: readonly StreamTimes[] = [];
   while (Date.now() < deadline) {
@@ -428,10 +537,19 @@ async function disconnectTest(ctx: Ctx, t: Target, v: Values, f: TestFailures[],
     else delays.push((tm.closedUs - st.disconnectUs) / 1000);
   }
   if (neverOpened > 0) notes.push(`disconnect: ${neverOpened} stream(s) never reached the upstream`);
-  if (neverClosed > 0) notes.push(`disconnect: ${neverClosed} upstream stream(s) still open ${DISCONNECT_WAIT_MS / 1000} s after the client left (counted as ${DISCONNECT_WAIT_MS} ms, a lower bound)`);
+  if (neverClosed > 0)
+    notes.push(
+      `disconnect: ${neverClosed} upstream stream(s) still open ${DISCONNECT_WAIT_MS / 1000} s after the client left (counted as ${DISCONNECT_WAIT_MS} ms, a lower bound)`,
+    );
   // A request that never reached the upstream is a failure; one the proxy keeps
   // open too long is what this row measures, so it shows there instead.
-  f.push({ test: 'disconnect', failed: neverOpened, timeouts: 0, unserved: neverOpened, byKind: neverOpened > 0 ? { 'never reached upstream': neverOpened } : {} });
+  f.push({
+    test: 'disconnect',
+    failed: neverOpened,
+    timeouts: 0,
+    unserved: neverOpened,
+    byKind: neverOpened > 0 ? { 'never reached upstream': neverOpened } : {},
+  });
   v.disconnectCloseMs = median([...delays, ...Array.from({ length: neverClosed }, () => DISCONNECT_WAIT_MS)]);
 }
 
@@ -455,9 +573,27 @@ const ROWS: MetricRow[] = [
   { key: 'c16Cpu10k', label: 'proxy CPU s per 10k req, c=16', higherBetter: false, digits: 3 },
   { key: 'c64Cpu10k', label: 'proxy CPU s per 10k req, c=64', higherBetter: false, digits: 3 },
   { key: 'mockCpuPer10k', label: 'mock upstream CPU s per 10k req, c=64', higherBetter: false, digits: 3 },
-  { key: 'c1UpConnPer1k', label: 'upstream connections per 1k req, c=1', higherBetter: false, digits: 2, noRatio: true },
-  { key: 'c16UpConnPer1k', label: 'upstream connections per 1k req, c=16', higherBetter: false, digits: 2, noRatio: true },
-  { key: 'c64UpConnPer1k', label: 'upstream connections per 1k req, c=64', higherBetter: false, digits: 2, noRatio: true },
+  {
+    key: 'c1UpConnPer1k',
+    label: 'upstream connections per 1k req, c=1',
+    higherBetter: false,
+    digits: 2,
+    noRatio: true,
+  },
+  {
+    key: 'c16UpConnPer1k',
+    label: 'upstream connections per 1k req, c=16',
+    higherBetter: false,
+    digits: 2,
+    noRatio: true,
+  },
+  {
+    key: 'c64UpConnPer1k',
+    label: 'upstream connections per 1k req, c=64',
+    higherBetter: false,
+    digits: 2,
+    noRatio: true,
+  },
   { key: 'c1P50Ms', label: 'latency p50 ms, c=1', higherBetter: false, digits: 3 },
   { key: 'c1P99Ms', label: 'latency p99 ms, c=1', higherBetter: false, digits: 3 },
   { key: 'c16P50Ms', label: 'latency p50 ms, c=16', higherBetter: false, digits: 3 },
@@ -490,7 +626,13 @@ const ROWS: MetricRow[] = [
   { key: 'burstChildPssMb', label: '  its children', higherBetter: false },
   { key: 'burstRssMb', label: 'tree RSS MiB, 10 s after the slow streams', higherBetter: false },
   { key: 'slowOk', label: 'slow streams completed', higherBetter: true, digits: 0, noRatio: true },
-  { key: 'slowMinLiveEvents', label: '  min live events per stream (of 8)', higherBetter: true, digits: 0, noRatio: true },
+  {
+    key: 'slowMinLiveEvents',
+    label: '  min live events per stream (of 8)',
+    higherBetter: true,
+    digits: 0,
+    noRatio: true,
+  },
   { key: 'slowNoProgress', label: '  streams with < 2 live events', higherBetter: false, digits: 0, noRatio: true },
   { key: 'slowAllFirstByteMs', label: '  ms until every stream had a byte', higherBetter: false },
   { key: 'readersMBps', label: 'MB/s, 20 readers', higherBetter: true },
@@ -539,13 +681,26 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
         } catch (err) {
           // A test that cannot finish is reported, never silently dropped.
           (result.notes[name] as string[]).push(`${testName}: ${err instanceof Error ? err.message : String(err)}`);
-          (result.failures[name] as TestFailures[]).push({ test: testName, failed: 1, timeouts: 1, unserved: 0, byKind: { aborted: 1 } });
+          (result.failures[name] as TestFailures[]).push({
+            test: testName,
+            failed: 1,
+            timeouts: 1,
+            unserved: 0,
+            byKind: { aborted: 1 },
+          });
         }
         await sleep(150);
       }
     }
     for (const [name, t] of targets) {
-      if (t.log.warnOrWorse > 0) (result.notes[name] as string[]).push(`${t.log.warnOrWorse} warn/error log line(s); last: ${t.log.tail.filter((l) => l !== '').slice(-2).join(' | ').slice(0, 300)}`);
+      if (t.log.warnOrWorse > 0)
+        (result.notes[name] as string[]).push(
+          `${t.log.warnOrWorse} warn/error log line(s); last: ${t.log.tail
+            .filter((l) => l !== '')
+            .slice(-2)
+            .join(' | ')
+            .slice(0, 300)}`,
+        );
     }
   } finally {
     for (const t of targets.values()) await t.stop();
@@ -568,7 +723,14 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
 }
 
 /** Start one target afresh; ours and the floor from their copies of the chosen node. */
-function startTarget(name: TargetName, opts: Options, mock: Mock, mockUrl: string, key: string, nodeFlags: readonly string[] = []): Promise<Target> {
+function startTarget(
+  name: TargetName,
+  opts: Options,
+  mock: Mock,
+  mockUrl: string,
+  key: string,
+  nodeFlags: readonly string[] = [],
+): Promise<Target> {
   if (name === 'direct') return Promise.resolve(direct(mock.port, key));
   if (name === 'ours') return startOurs(nodeCopies().pathFor('ours'), mockUrl, key, opts.oursArgs, nodeFlags);
   if (name === 'floor') return startFloor(nodeCopies().pathFor('floor'), mock.port, key);
@@ -610,10 +772,19 @@ function spliceSummary(trials: readonly SpliceTrial[]) {
 async function runSplice(mock: Mock, key: string, s: ReturnType<typeof sizes>): Promise<SpliceTrial[]> {
   const child = forkChild('spliceBench.js');
   const result = new Promise<SpliceTrial[]>((resolve, reject) => {
-    child.once('message', (m: { trials?: SpliceTrial[]; error?: string }) => (m.trials ? resolve(m.trials) : reject(new Error(m.error))));
+    child.once('message', (m: { trials?: SpliceTrial[]; error?: string }) =>
+      m.trials ? resolve(m.trials) : reject(new Error(m.error)),
+    );
     child.once('exit', (code) => reject(new Error(`splice benchmark exited (${code})`)));
   });
-  child.send({ port: mock.port, key, concurrency: 16, requests: s.spliceRequests, trials: s.spliceTrials, timeoutMs: 10_000 });
+  child.send({
+    port: mock.port,
+    key,
+    concurrency: 16,
+    requests: s.spliceRequests,
+    trials: s.spliceTrials,
+    timeoutMs: 10_000,
+  });
   try {
     return await withTimeout(result, 120_000, 'splice benchmark');
   } finally {
@@ -635,22 +806,39 @@ function processLabel(target: TargetName, isRoot: boolean): string {
  * --cpu-prof under the permission model: perf is its only view here). Also
  * each process's CPU per request, from /proc.
  */
-async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: string, key: string, s: ReturnType<typeof sizes>): Promise<string[]> {
+async function profilePhase(
+  opts: Options,
+  client: Client,
+  mock: Mock,
+  mockUrl: string,
+  key: string,
+  s: ReturnType<typeof sizes>,
+): Promise<string[]> {
   const dir = opts.profile as string;
   const out: string[] = [];
   const perf = perfAvailable();
-  if (!perf) out.push('perf is not available: only the supervisor\'s --cpu-prof profile is taken');
+  if (!perf) out.push("perf is not available: only the supervisor's --cpu-prof profile is taken");
   for (const name of opts.targets.filter((t) => t !== 'direct')) {
     const profDir = join(dir, name);
     mkdirSync(profDir, { recursive: true });
     // Ours twice: perf alone (unbiased), then --cpu-prof alone (its sampling
     // thread would otherwise turn every mprotect into a cross-CPU TLB shootdown).
-    const passes = name === 'ours' ? [{ perf, cpuProf: false }, { perf: false, cpuProf: true }] : [{ perf, cpuProf: false }];
+    const passes =
+      name === 'ours'
+        ? [
+            { perf, cpuProf: false },
+            { perf: false, cpuProf: true },
+          ]
+        : [{ perf, cpuProf: false }];
     for (const pass of passes) {
       if (!pass.perf && !pass.cpuProf) continue;
       progress(opts, `profile: ${name}${pass.cpuProf ? ' (--cpu-prof)' : ' (perf)'}`);
       // Newer V8s also open their log file with --perf-basic-prof: into profDir, not the current directory.
-      const perfFlags = ['--perf-basic-prof-only-functions', '--no-logfile-per-isolate', `--logfile=${join(profDir, 'supervisor-v8.log')}`];
+      const perfFlags = [
+        '--perf-basic-prof-only-functions',
+        '--no-logfile-per-isolate',
+        `--logfile=${join(profDir, 'supervisor-v8.log')}`,
+      ];
       const nodeFlags = pass.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : perfFlags;
       const t = await startTarget(name, opts, mock, mockUrl, key, nodeFlags);
       const c = opts.profileConcurrency;
@@ -669,19 +857,28 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
           await sleep(500); // let perf attach
         }
         for (const pid of processTree(root)) cpu.set(pid, cpuSeconds(pid));
-        load = await client.run<LoadResult>({ kind: 'load', params: { ...base, count: c === 1 ? s.c1Count : s.profileRequests } }, 70_000);
+        load = await client.run<LoadResult>(
+          { kind: 'load', params: { ...base, count: c === 1 ? s.c1Count : s.profileRequests } },
+          70_000,
+        );
         for (const [pid, before] of cpu) cpu.set(pid, cpuSeconds(pid) - before);
       } finally {
         for (const session of sessions) await stopPerf(session);
         await t.stop(); // our supervisor writes its .cpuprofile as it exits
       }
-      const perRequest = [...cpu].map(([pid, cs], i) => `${processLabel(name, i === 0)} ${fmt((cs / Math.max(1, load.ok)) * 1e6)} µs (pid ${pid})`);
-      out.push(`${name}${pass.cpuProf ? ' under --cpu-prof' : ''}: ${load.ok} requests at c=${c}, ${fmt(load.rps)} req/s, ${load.failed} failed (files in ${profDir})`);
+      const perRequest = [...cpu].map(
+        ([pid, cs], i) => `${processLabel(name, i === 0)} ${fmt((cs / Math.max(1, load.ok)) * 1e6)} µs (pid ${pid})`,
+      );
+      out.push(
+        `${name}${pass.cpuProf ? ' under --cpu-prof' : ''}: ${load.ok} requests at c=${c}, ${fmt(load.rps)} req/s, ${load.failed} failed (files in ${profDir})`,
+      );
       out.push(`  CPU per request (/proc): ${perRequest.join(', ')}`);
       for (const session of sessions) {
         for (const c of session.children) {
           const sum = perfSummary(c.file);
-          out.push(`  perf, ${c.label} (pid ${c.pid}, ${sum.samples} samples at 999 Hz) — self time by shared object: ${sum.byDso.join('; ')}`);
+          out.push(
+            `  perf, ${c.label} (pid ${c.pid}, ${sum.samples} samples at 999 Hz) — self time by shared object: ${sum.byDso.join('; ')}`,
+          );
           out.push(`    inclusive: ${sum.inclusive.join('; ')}`);
           for (const l of sum.bySymbol) out.push(`      ${l}`);
           if (name === 'ours' && c.label === 'supervisor') {
@@ -695,7 +892,9 @@ async function profilePhase(opts: Options, client: Client, mock: Mock, mockUrl: 
         const cp = cpuProfileSummary(profDir);
         if (cp === null) out.push('  supervisor --cpu-prof: no profile written');
         else {
-          out.push(`  supervisor --cpu-prof (${cp.file}) — self time, % of busy samples, by origin: ${cp.byOrigin.join('; ')}`);
+          out.push(
+            `  supervisor --cpu-prof (${cp.file}) — self time, % of busy samples, by origin: ${cp.byOrigin.join('; ')}`,
+          );
           for (const l of cp.byFunction) out.push(`      ${l}`);
         }
       }
@@ -709,7 +908,11 @@ function codeVersion(): string {
   try {
     const cwd = fileURLToPath(new URL('../../../', import.meta.url));
     const head = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, encoding: 'utf8', timeout: 5000 }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd, encoding: 'utf8', timeout: 5000 }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], {
+      cwd,
+      encoding: 'utf8',
+      timeout: 5000,
+    }).trim();
     return `git ${head}${dirty === '' ? ', src/ clean' : `, src/ with uncommitted changes (${dirty.split('\n').length} file(s))`}`;
   } catch {
     return 'unknown (no git)';
@@ -722,7 +925,10 @@ function machineCpu(): { busy: number; steal: number; own: number } {
   const f = (readFileSync('/proc/stat', 'latin1').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
   const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0, steal = 0] = f;
   const st = readFileSync('/proc/self/stat', 'latin1');
-  const p = st.slice(st.lastIndexOf(')') + 2).split(' ').map(Number);
+  const p = st
+    .slice(st.lastIndexOf(')') + 2)
+    .split(' ')
+    .map(Number);
   const own = (p[11] ?? 0) + (p[12] ?? 0) + (p[13] ?? 0) + (p[14] ?? 0);
   return { busy: (user + nice + system + irq + softirq) / ticks, steal: steal / ticks, own: own / ticks };
 }
@@ -765,14 +971,29 @@ async function main(): Promise<void> {
   const client = await Client.start();
   const mockUrl = `http://127.0.0.1:${mock.port}/v1/responses`;
   if (!opts.json) {
-    console.log(`responses-api-proxy benchmark — ${opts.quick ? 'QUICK (reduced) ' : ''}${opts.rounds} round(s); targets: ${opts.targets.join(', ')}`);
+    console.log(
+      `responses-api-proxy benchmark — ${opts.quick ? 'QUICK (reduced) ' : ''}${opts.rounds} round(s); targets: ${opts.targets.join(', ')}`,
+    );
     console.log(`code: ${codeVersion()}`);
-    console.log(`machine: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), load ${loadavg().map((x) => x.toFixed(2)).join(' ')}`);
-    console.log(`node: ours and the floor on ${copies.version} (${copies.source}, each from its own copy); harness, mock upstream and load client on ${process.version}`);
-    console.log('note: mock upstream, load client and proxy share these cores; the load client is one lean Node process (raw keep-alive sockets, no pipelining).');
-    console.log(`ours: ${oursCommandLine(mockUrl, oursArgs)}  (--max-concurrent 1024: the default 256 would answer 503 to the slow-stream test)`);
+    console.log(
+      `machine: ${cpus().length} CPU(s) (${cpus()[0]?.model ?? '?'}), load ${loadavg()
+        .map((x) => x.toFixed(2))
+        .join(' ')}`,
+    );
+    console.log(
+      `node: ours and the floor on ${copies.version} (${copies.source}, each from its own copy); harness, mock upstream and load client on ${process.version}`,
+    );
+    console.log(
+      'note: mock upstream, load client and proxy share these cores; the load client is one lean Node process (raw keep-alive sockets, no pipelining).',
+    );
+    console.log(
+      `ours: ${oursCommandLine(mockUrl, oursArgs)}  (--max-concurrent 1024: the default 256 would answer 503 to the slow-stream test)`,
+    );
     const oc = originalCommand();
-    if (oc) console.log(`original: ${oc.file.replace(/^.*node_modules\//, 'node_modules/')} ${oc.args.join(' ')} --upstream-url ${mockUrl}${oc.native ? ' (the native binary, without the node wrapper)' : ''}`);
+    if (oc)
+      console.log(
+        `original: ${oc.file.replace(/^.*node_modules\//, 'node_modules/')} ${oc.args.join(' ')} --upstream-url ${mockUrl}${oc.native ? ' (the native binary, without the node wrapper)' : ''}`,
+      );
     console.log('');
   }
   const rounds: RoundResult[] = [];
@@ -789,7 +1010,9 @@ async function main(): Promise<void> {
   let conversation: ConversationResult | null = null;
   if (opts.rounds > 0 && opts.targets.includes('ours')) {
     progress(opts, `${TURNS}-turn conversation, WebSocket vs HTTP`);
-    conversation = await runConversations(key, s.conversationRounds, (url) => startOurs(nodeCopies().pathFor('ours'), url, key, [...opts.oursArgs, '--websocket']));
+    conversation = await runConversations(key, s.conversationRounds, (url) =>
+      startOurs(nodeCopies().pathFor('ours'), url, key, [...opts.oursArgs, '--websocket']),
+    );
   }
   const profile = opts.profile === null ? [] : await profilePhase(opts, client, mock, mockUrl, key, s);
   const mockStats = await mock.stats();
@@ -801,23 +1024,57 @@ async function main(): Promise<void> {
 
   if (opts.json) {
     const medians: Record<string, Record<string, number>> = {};
-    for (const t of opts.targets) medians[t] = Object.fromEntries(ROWS.map((r) => [r.key, median(valuesOf(rounds, t, r.key))]));
-    const perRoundRatios: Record<string, Record<string, number[]>> = { 'ours/original': {}, 'ours/floor': {}, 'ours/direct': {} };
+    for (const t of opts.targets)
+      medians[t] = Object.fromEntries(ROWS.map((r) => [r.key, median(valuesOf(rounds, t, r.key))]));
+    const perRoundRatios: Record<string, Record<string, number[]>> = {
+      'ours/original': {},
+      'ours/floor': {},
+      'ours/direct': {},
+    };
     for (const r of ROWS) {
-      for (const b of ['original', 'floor', 'direct'] as const) (perRoundRatios[`ours/${b}`] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', b, r.key);
+      for (const b of ['original', 'floor', 'direct'] as const)
+        (perRoundRatios[`ours/${b}`] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', b, r.key);
     }
     const node = { proxy: copies.version, source: copies.source, harness: process.version };
-    console.log(JSON.stringify({ code: codeVersion(), options: opts, sizes: s, machine: { cpus: cpus().length, node }, rounds, medians, perRoundRatios, targets: checks, splice: { ...splice, trials: spliceTrials }, conversation, profile, mock: mockStats, noise, elapsedS }, (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
+    console.log(
+      JSON.stringify(
+        {
+          code: codeVersion(),
+          options: opts,
+          sizes: s,
+          machine: { cpus: cpus().length, node },
+          rounds,
+          medians,
+          perRoundRatios,
+          targets: checks,
+          splice: { ...splice, trials: spliceTrials },
+          conversation,
+          profile,
+          mock: mockStats,
+          noise,
+          elapsedS,
+        },
+        (_k, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? null : v),
+        2,
+      ),
+    );
     return;
   }
 
   if (rounds.length > 0) printTables(opts, rounds, mockStats, splice, checks);
   if (conversation !== null) printConversation(conversation);
-  if (profile.length > 0) console.log(['', `CPU profile under c=${opts.profileConcurrency} small-request load:`, ...profile].join('\n'));
+  if (profile.length > 0)
+    console.log(['', `CPU profile under c=${opts.profileConcurrency} small-request load:`, ...profile].join('\n'));
   console.log(`\n${elapsedS.toFixed(0)} s in all. ${noiseLine(noise, elapsedS)}`);
 }
 
-function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: MockStats, splice: ReturnType<typeof spliceSummary> | null, checks: readonly TargetCheck[]): void {
+function printTables(
+  opts: Options,
+  rounds: readonly RoundResult[],
+  mockStats: MockStats,
+  splice: ReturnType<typeof spliceSummary> | null,
+  checks: readonly TargetCheck[],
+): void {
   const targets = opts.targets;
   const against = (['original', 'floor', 'direct'] as const).filter((b) => targets.includes(b));
   const header = ['metric (median of rounds)', ...targets, ...against.map((b) => `ours/${b} per round`)];
@@ -840,7 +1097,15 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
     const byTest = new Map<string, TestFailures[]>();
     rounds.forEach((r, i) => {
       for (const f of r.failures[t] ?? []) {
-        const list = byTest.get(f.test) ?? rounds.map(() => ({ test: f.test, failed: 0, timeouts: 0, unserved: 0, byKind: {} as Record<string, number> }));
+        const list =
+          byTest.get(f.test) ??
+          rounds.map(() => ({
+            test: f.test,
+            failed: 0,
+            timeouts: 0,
+            unserved: 0,
+            byKind: {} as Record<string, number>,
+          }));
         const x = list[i] as TestFailures;
         x.failed += f.failed;
         x.timeouts += f.timeouts;
@@ -849,18 +1114,31 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
         byTest.set(f.test, list);
       }
     });
-    const cell = (x: TestFailures): string => (x.failed === 0 ? '0' : `${x.failed}/${x.timeouts}/${x.unserved} ${JSON.stringify(x.byKind)}`);
-    const bad = [...byTest].map(([test, l]) => [test, l.map(cell)] as const).filter(([, l]) => l.some((x) => x !== '0'));
-    console.log(`  ${t}: ${bad.length === 0 ? 'none' : bad.map(([test, l]) => `${test}: ${l.join(' | ')}`).join('; ')}`);
+    const cell = (x: TestFailures): string =>
+      x.failed === 0 ? '0' : `${x.failed}/${x.timeouts}/${x.unserved} ${JSON.stringify(x.byKind)}`;
+    const bad = [...byTest]
+      .map(([test, l]) => [test, l.map(cell)] as const)
+      .filter(([, l]) => l.some((x) => x !== '0'));
+    console.log(
+      `  ${t}: ${bad.length === 0 ? 'none' : bad.map(([test, l]) => `${test}: ${l.join(' | ')}`).join('; ')}`,
+    );
   }
-  const notes = rounds.flatMap((r) => targets.flatMap((t) => (r.notes[t] ?? []).map((n) => `  round ${r.round} ${t}: ${n}`)));
+  const notes = rounds.flatMap((r) =>
+    targets.flatMap((t) => (r.notes[t] ?? []).map((n) => `  round ${r.round} ${t}: ${n}`)),
+  );
   if (notes.length > 0) console.log(['notes:', ...notes].join('\n'));
-  console.log(`mock upstream: ${mockStats.requests} requests, ${mockStats.authMismatches} Authorization mismatches${mockStats.mismatchSamples.length > 0 ? ` (e.g. ${mockStats.mismatchSamples.join(', ')})` : ''}`);
+  console.log(
+    `mock upstream: ${mockStats.requests} requests, ${mockStats.authMismatches} Authorization mismatches${mockStats.mismatchSamples.length > 0 ? ` (e.g. ${mockStats.mismatchSamples.join(', ')})` : ''}`,
+  );
   console.log('');
   if (splice !== null) {
     console.log('issue 8 — splice cost (undici to the mock, c=16, interleaved trials):');
-    console.log(`  plain header ${fmt(splice.plainRps)} req/s, ${fmt(splice.plainCpuUs)} µs CPU/req; KeySplicer ${fmt(splice.spliceRps)} req/s, ${fmt(splice.spliceCpuUs)} µs CPU/req; failed ${splice.failed}`);
-    console.log(`  splice/plain throughput ${fmt(splice.ratio, 3)} (per trial pair: ${splice.perTrial.map((x) => fmt(x, 3)).join(' ')}), CPU/req ${fmt(splice.cpuRatio, 3)} -> target ≥ 0.95: ${splice.ratio >= 0.95 ? 'MET' : 'MISSED'}`);
+    console.log(
+      `  plain header ${fmt(splice.plainRps)} req/s, ${fmt(splice.plainCpuUs)} µs CPU/req; KeySplicer ${fmt(splice.spliceRps)} req/s, ${fmt(splice.spliceCpuUs)} µs CPU/req; failed ${splice.failed}`,
+    );
+    console.log(
+      `  splice/plain throughput ${fmt(splice.ratio, 3)} (per trial pair: ${splice.perTrial.map((x) => fmt(x, 3)).join(' ')}), CPU/req ${fmt(splice.cpuRatio, 3)} -> target ≥ 0.95: ${splice.ratio >= 0.95 ? 'MET' : 'MISSED'}`,
+    );
     console.log('');
   }
   printChecks(checks);
@@ -869,9 +1147,15 @@ function printTables(opts: Options, rounds: readonly RoundResult[], mockStats: M
 function printConversation(c: ConversationResult): void {
   const ms = (label: string): string => fmt(c.medians[label] ?? NaN, 1);
   console.log('');
-  console.log(`issue 9 — a ${TURNS}-turn conversation (median ms per conversation; HTTP resends the growing history each turn, WebSocket sends previous_response_id and the new input):`);
-  console.log(`  direct: HTTP ${ms('direct/http')}, WebSocket ${ms('direct/websocket')};  ours: HTTP ${ms('ours/http')}, WebSocket ${ms('ours/websocket')}`);
-  console.log(`  ours WebSocket/HTTP time ${fmt(median(c.wsOverHttp), 3)} (per round: ${c.wsOverHttp.map((x) => fmt(x, 2)).join(' ')}); upstream saw ${c.upstream.httpTurns} HTTP and ${c.upstream.webSocketTurns} WebSocket turns, ${c.upstream.refused} refused; failures: ${c.failures.length === 0 ? 'none' : c.failures.join('; ')}`);
+  console.log(
+    `issue 9 — a ${TURNS}-turn conversation (median ms per conversation; HTTP resends the growing history each turn, WebSocket sends previous_response_id and the new input):`,
+  );
+  console.log(
+    `  direct: HTTP ${ms('direct/http')}, WebSocket ${ms('direct/websocket')};  ours: HTTP ${ms('ours/http')}, WebSocket ${ms('ours/websocket')}`,
+  );
+  console.log(
+    `  ours WebSocket/HTTP time ${fmt(median(c.wsOverHttp), 3)} (per round: ${c.wsOverHttp.map((x) => fmt(x, 2)).join(' ')}); upstream saw ${c.upstream.httpTurns} HTTP and ${c.upstream.webSocketTurns} WebSocket turns, ${c.upstream.refused} refused; failures: ${c.failures.length === 0 ? 'none' : c.failures.join('; ')}`,
+  );
 }
 
 let stopping = false;

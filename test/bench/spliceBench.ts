@@ -28,7 +28,12 @@ export interface SpliceTrial {
   readonly cpuUsPerRequest: number;
 }
 
-async function trial(pool: Pool, variant: 'plain' | 'splice', authorization: string, p: SpliceParams): Promise<SpliceTrial> {
+async function trial(
+  pool: Pool,
+  variant: 'plain' | 'splice',
+  authorization: string,
+  p: SpliceParams,
+): Promise<SpliceTrial> {
   const headers = { 'content-type': 'application/json', 'x-bench-mode': 'small', authorization };
   let issued = 0;
   let ok = 0;
@@ -40,7 +45,14 @@ async function trial(pool: Pool, variant: 'plain' | 'splice', authorization: str
     while (issued < p.requests && nowUs() < deadline) {
       issued++;
       try {
-        const res = await pool.request({ path: '/v1/responses', method: 'POST', headers, body: SMALL_REQUEST, headersTimeout: p.timeoutMs, bodyTimeout: p.timeoutMs });
+        const res = await pool.request({
+          path: '/v1/responses',
+          method: 'POST',
+          headers,
+          body: SMALL_REQUEST,
+          headersTimeout: p.timeoutMs,
+          bodyTimeout: p.timeoutMs,
+        });
         const body = Buffer.from(await res.body.arrayBuffer());
         if (res.statusCode === 200 && body.length === SMALL_REPLY.length) ok++;
         else failed++;
@@ -52,7 +64,13 @@ async function trial(pool: Pool, variant: 'plain' | 'splice', authorization: str
   await Promise.all(Array.from({ length: p.concurrency }, worker));
   const elapsedUs = nowUs() - start;
   const cpu = process.cpuUsage(cpu0);
-  return { variant, ok, failed, rps: ok / (elapsedUs / 1e6), cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, ok + failed) };
+  return {
+    variant,
+    ok,
+    failed,
+    rps: ok / (elapsedUs / 1e6),
+    cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, ok + failed),
+  };
 }
 
 async function main(p: SpliceParams): Promise<SpliceTrial[]> {
@@ -70,7 +88,9 @@ async function main(p: SpliceParams): Promise<SpliceTrial[]> {
   const spliced = new Pool(origin, { connections: p.concurrency, connect: splicer.connector({}) });
   const plainValue = `Bearer ${p.key}`;
   const run = (v: 'plain' | 'splice', n?: number): Promise<SpliceTrial> =>
-    v === 'plain' ? trial(plain, v, plainValue, n === undefined ? p : { ...p, requests: n }) : trial(spliced, v, splicer.placeholder, n === undefined ? p : { ...p, requests: n });
+    v === 'plain'
+      ? trial(plain, v, plainValue, n === undefined ? p : { ...p, requests: n })
+      : trial(spliced, v, splicer.placeholder, n === undefined ? p : { ...p, requests: n });
   // Warm both (connections, JIT), then alternate ABBA so drift hits both alike.
   for (let i = 0; i < 3; i++) {
     await run('plain', 3000);

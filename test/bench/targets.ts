@@ -114,7 +114,14 @@ async function stopChild(child: ChildProcess): Promise<void> {
   started.delete(child);
 }
 
-function startProxy(name: TargetName, file: string, args: string[], env: NodeJS.ProcessEnv, key: string, cleanup: () => void): Promise<Target> {
+function startProxy(
+  name: TargetName,
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  key: string,
+  cleanup: () => void,
+): Promise<Target> {
   const child = spawn(file, args, { stdio: ['pipe', 'ignore', 'pipe'], env });
   started.add(child);
   const log = { warnOrWorse: 0, tail: [] as string[] };
@@ -165,7 +172,13 @@ function startProxy(name: TargetName, file: string, args: string[], env: NodeJS.
  * `node` runs the supervisor, which spawns the worker from the same binary;
  * `nodeFlags` go to the supervisor only (e.g. --cpu-prof).
  */
-export function startOurs(node: string, upstreamUrl: string, key: string, extraArgs: readonly string[], nodeFlags: readonly string[] = []): Promise<Target> {
+export function startOurs(
+  node: string,
+  upstreamUrl: string,
+  key: string,
+  extraArgs: readonly string[],
+  nodeFlags: readonly string[] = [],
+): Promise<Target> {
   const args = [...nodeFlags, OURS_MAIN, '--upstream-url', upstreamUrl, ...extraArgs];
   return startProxy('ours', node, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
 }
@@ -180,16 +193,32 @@ export function startOriginal(upstreamUrl: string, key: string): Promise<Target>
   // The original wants a CODEX_HOME it can write to; a fresh one per start.
   const home = mkdtempSync(join(tmpdir(), 'rap-bench-codex-home-'));
   const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', CODEX_HOME: home, RUST_LOG: 'error' };
-  return startProxy('original', cmd.file, [...cmd.args, '--upstream-url', upstreamUrl], env, key, () => rmSync(home, { recursive: true, force: true }));
+  return startProxy('original', cmd.file, [...cmd.args, '--upstream-url', upstreamUrl], env, key, () =>
+    rmSync(home, { recursive: true, force: true }),
+  );
 }
 
 /** The floor relay, in front of the mock at `upstreamPort`; the client adds Authorization, as for direct. */
 export async function startFloor(node: string, upstreamPort: number, key: string): Promise<Target> {
   const entry = fileURLToPath(new URL('./relayFloor.js', import.meta.url));
-  const t = await startProxy('floor', node, [entry, 'back', String(upstreamPort)], { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+  const t = await startProxy(
+    'floor',
+    node,
+    [entry, 'back', String(upstreamPort)],
+    { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    key,
+    () => {},
+  );
   return { ...t, headers: { authorization: `Bearer ${key}` } };
 }
 
 export function direct(port: number, key: string): Target {
-  return { name: 'direct', port, pid: null, headers: { authorization: `Bearer ${key}` }, log: { warnOrWorse: 0, tail: [] }, stop: async () => {} };
+  return {
+    name: 'direct',
+    port,
+    pid: null,
+    headers: { authorization: `Bearer ${key}` },
+    log: { warnOrWorse: 0, tail: [] },
+    stop: async () => {},
+  };
 }

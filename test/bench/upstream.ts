@@ -10,7 +10,20 @@
 
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { H_BYTES, H_DELAY, H_EVENTS, H_EVENT_SIZE, H_ID, H_MODE, SMALL_REPLY, nowUs, sseEvent, type FromMock, type StreamTimes, type ToMock } from './common.js';
+import {
+  H_BYTES,
+  H_DELAY,
+  H_EVENTS,
+  H_EVENT_SIZE,
+  H_ID,
+  H_MODE,
+  SMALL_REPLY,
+  nowUs,
+  sseEvent,
+  type FromMock,
+  type StreamTimes,
+  type ToMock,
+} from './common.js';
 
 const expectedAuth = process.env.BENCH_AUTH ?? '';
 const LARGE_CHUNK = Buffer.alloc(64 * 1024, 0x61);
@@ -120,7 +133,11 @@ server.on('clientError', (_err, socket) => socket.destroy());
 process.on('message', (raw: unknown) => {
   const msg = raw as ToMock;
   if (msg.type === 'stats') {
-    send({ type: 'stats', seq: msg.seq, stats: { requests, connections, authMismatches, mismatchSamples: [...mismatchSamples], open, aborted } });
+    send({
+      type: 'stats',
+      seq: msg.seq,
+      stats: { requests, connections, authMismatches, mismatchSamples: [...mismatchSamples], open, aborted },
+    });
   } else if (msg.type === 'times') {
     const out: StreamTimes[] = [];
     for (const id of msg.ids) {

@@ -17,15 +17,27 @@ describe('Codex CLI through the proxy', { timeout: 180_000 }, () => {
   let upstream: MockUpstream;
   let proxy: ProxyProcess;
   let home: string;
-  const seen: Array<{ authorization: string | undefined; accept: string | undefined; stream: unknown; originator: string | undefined }> = [];
+  const seen: Array<{
+    authorization: string | undefined;
+    accept: string | undefined;
+    stream: unknown;
+    originator: string | undefined;
+  }> = [];
 
   before(async () => {
     upstream = await MockUpstream.start((req, res, body) => {
       const parsed = JSON.parse(body.toString()) as { stream?: unknown };
-      seen.push({ authorization: req.headers.authorization, accept: req.headers.accept, stream: parsed.stream, originator: req.headers.originator as string | undefined });
+      seen.push({
+        authorization: req.headers.authorization,
+        accept: req.headers.accept,
+        stream: parsed.stream,
+        originator: req.headers.originator as string | undefined,
+      });
       if (req.headers.authorization !== `Bearer ${TEST_KEY}`) {
         res.writeHead(401, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { message: 'bad key', type: 'invalid_request_error', code: 'invalid_api_key' } }));
+        res.end(
+          JSON.stringify({ error: { message: 'bad key', type: 'invalid_request_error', code: 'invalid_api_key' } }),
+        );
         return;
       }
       res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -44,7 +56,10 @@ describe('Codex CLI through the proxy', { timeout: 180_000 }, () => {
   test('codex exec with -c model_providers… as in the README prints the answer', async () => {
     const before = seen.length;
     const provider = `model_providers.openai-proxy={ name = 'OpenAI Proxy', base_url = 'http://127.0.0.1:${proxy.port}/v1', wire_api='responses' }`;
-    const run = await runCodex(['exec', '--skip-git-repo-check', '-c', provider, '-c', 'model_provider="openai-proxy"', 'Your prompt here'], home);
+    const run = await runCodex(
+      ['exec', '--skip-git-repo-check', '-c', provider, '-c', 'model_provider="openai-proxy"', 'Your prompt here'],
+      home,
+    );
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout.trim(), ANSWER, 'the final message is the mock upstream answer');
     const turn = seen.slice(before);

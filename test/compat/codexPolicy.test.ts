@@ -33,7 +33,9 @@ describe('Codex CLI with --client-token-file and --allow-model', { timeout: 300_
     });
     home = mkdtempSync(join(tmpdir(), 'rap-codex-policy-'));
     const tokenFile = join(home, 'proxy-token');
-    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--client-token-file', tokenFile, '--allow-model', 'gpt-5*'] });
+    proxy = await ProxyProcess.start({
+      args: ['--upstream-url', upstream.url(), '--client-token-file', tokenFile, '--allow-model', 'gpt-5*'],
+    });
     token = readFileSync(tokenFile, 'utf8');
     writeFileSync(
       join(home, 'config.toml'),
@@ -52,7 +54,12 @@ env_key = 'PROXY_CLIENT_TOKEN'
   });
 
   const codex = (model: string, env: Record<string, string>) =>
-    runCodex(['exec', '--skip-git-repo-check', '-c', 'model_provider="proxy"', '-c', `model="${model}"`, 'Your prompt here'], home, 120_000, env);
+    runCodex(
+      ['exec', '--skip-git-repo-check', '-c', 'model_provider="proxy"', '-c', `model="${model}"`, 'Your prompt here'],
+      home,
+      120_000,
+      env,
+    );
 
   test('an allowed model with the token from env_key completes the turn', async () => {
     const run = await codex('gpt-5-codex', { PROXY_CLIENT_TOKEN: token });
@@ -69,7 +76,7 @@ env_key = 'PROXY_CLIENT_TOKEN'
     assert.equal(models.length, before);
   });
 
-  test('a wrong token fails with the proxy\'s 401, and nothing reaches the upstream', async () => {
+  test("a wrong token fails with the proxy's 401, and nothing reaches the upstream", async () => {
     const before = models.length;
     const run = await codex('gpt-5-codex', { PROXY_CLIENT_TOKEN: 'not-the-token' });
     assert.notEqual(run.code, 0);

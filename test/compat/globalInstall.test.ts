@@ -26,7 +26,11 @@ describe(`npm install -g of the packed proxy, on Node ${process.version}`, { tim
     chmodSync(work, 0o755); // as root, the worker's user reads the installed program
     const prefix = join(work, 'global');
     const options = { env: { ...process.env, PATH }, timeout: 180_000, stdio: 'ignore' } as const;
-    execFileSync('npm', ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', packProxy(work)], options);
+    execFileSync(
+      'npm',
+      ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--prefer-offline', packProxy(work)],
+      options,
+    );
     program = join(prefix, 'bin', 'codex-responses-api-proxy');
   });
   after(() => {

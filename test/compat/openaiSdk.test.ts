@@ -19,13 +19,19 @@ describe('OpenAI SDK through the proxy', { timeout: 60_000 }, () => {
     upstream = await MockUpstream.start((req, res, body) => {
       if (req.headers.authorization !== `Bearer ${TEST_KEY}`) {
         res.writeHead(401, { 'content-type': 'application/json' });
-        return res.end(JSON.stringify({ error: { message: 'key not injected', type: 'invalid_request_error', code: 'invalid_api_key' } }));
+        return res.end(
+          JSON.stringify({
+            error: { message: 'key not injected', type: 'invalid_request_error', code: 'invalid_api_key' },
+          }),
+        );
       }
       const request = JSON.parse(body.toString()) as { input: string; stream?: boolean };
       if (request.input === 'rate-limit' || request.input === 'crash') {
         const status = request.input === 'rate-limit' ? 429 : 500;
         res.writeHead(status, { 'content-type': 'application/json', 'x-request-id': 'req_err' });
-        return res.end(JSON.stringify({ error: { message: `upstream says ${status}`, type: 'server_error', code: null } }));
+        return res.end(
+          JSON.stringify({ error: { message: `upstream says ${status}`, type: 'server_error', code: null } }),
+        );
       }
       const events = responseEvents(TEXT);
       if (request.stream === true) {
@@ -39,7 +45,11 @@ describe('OpenAI SDK through the proxy', { timeout: 60_000 }, () => {
     });
     proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url()] });
     // The SDK insists on a key; the proxy replaces whatever it sends.
-    client = new OpenAI({ apiKey: 'sk-client-side-placeholder', baseURL: `http://127.0.0.1:${proxy.port}/v1`, maxRetries: 0 });
+    client = new OpenAI({
+      apiKey: 'sk-client-side-placeholder',
+      baseURL: `http://127.0.0.1:${proxy.port}/v1`,
+      maxRetries: 0,
+    });
   });
   after(async () => {
     await proxy?.stop();
@@ -66,7 +76,10 @@ describe('OpenAI SDK through the proxy', { timeout: 60_000 }, () => {
     assert.equal(types.at(-1), 'response.completed');
   });
 
-  for (const [input, status] of [['rate-limit', 429], ['crash', 500]] as const) {
+  for (const [input, status] of [
+    ['rate-limit', 429],
+    ['crash', 500],
+  ] as const) {
     test(`an upstream ${status} surfaces as APIError ${status} with the upstream's message`, async () => {
       await assert.rejects(client.responses.create({ model: 'mock-model', input }), (err: unknown) => {
         assert.ok(err instanceof APIError);
@@ -77,7 +90,7 @@ describe('OpenAI SDK through the proxy', { timeout: 60_000 }, () => {
     });
   }
 
-  test('upstream unreachable surfaces as APIError 502 with the proxy\'s message', async () => {
+  test("upstream unreachable surfaces as APIError 502 with the proxy's message", async () => {
     const dead = await ProxyProcess.start({ args: ['--upstream-url', 'http://127.0.0.1:1/v1/responses'] });
     try {
       const deadClient = new OpenAI({ apiKey: 'x', baseURL: `http://127.0.0.1:${dead.port}/v1`, maxRetries: 0 });

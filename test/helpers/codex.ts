@@ -16,9 +16,18 @@ export interface CodexRun {
 }
 
 /** `codex <args>` with HOME and CODEX_HOME set to `home` (and `env`); SIGKILLed after timeoutMs. */
-export function runCodex(args: string[], home: string, timeoutMs = 60_000, env: Record<string, string> = {}): Promise<CodexRun> {
+export function runCodex(
+  args: string[],
+  home: string,
+  timeoutMs = 60_000,
+  env: Record<string, string> = {},
+): Promise<CodexRun> {
   return new Promise((resolve) => {
-    const child = spawn(CODEX, args, { cwd: home, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, CODEX_HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(CODEX, args, {
+      cwd: home,
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: home, CODEX_HOME: home, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));

@@ -46,7 +46,10 @@ export class ControlledUpstream {
   private constructor(private readonly server: Server) {}
 
   /** `keepAliveTimeoutMs`: how long an idle connection from the proxy is kept (Node's default 5 s). */
-  static async start(handler?: ExchangeHandler, options: { keepAliveTimeoutMs?: number } = {}): Promise<ControlledUpstream> {
+  static async start(
+    handler?: ExchangeHandler,
+    options: { keepAliveTimeoutMs?: number } = {},
+  ): Promise<ControlledUpstream> {
     const server = createServer({ keepAliveTimeout: options.keepAliveTimeoutMs ?? 5_000 });
     const upstream = new ControlledUpstream(server);
     if (handler) upstream.handler = handler;

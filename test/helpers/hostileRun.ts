@@ -52,8 +52,19 @@ export class HostileRun {
   }
 
   static start(options: HostileRunOptions): HostileRun {
-    const args = [SUPERVISOR_WITH_WORKER, options.workDir, options.mode, options.readyFirst ? 'ready' : 'silent', String(options.hostileInstances), '--', ...options.proxyArgs];
-    const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    const args = [
+      SUPERVISOR_WITH_WORKER,
+      options.workDir,
+      options.mode,
+      options.readyFirst ? 'ready' : 'silent',
+      String(options.hostileInstances),
+      '--',
+      ...options.proxyArgs,
+    ];
+    const child = spawn(process.execPath, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    });
     child.stdin?.on('error', () => {});
     child.stdin?.end(`${TEST_KEY}\n`);
     return new HostileRun(child, options.workDir);

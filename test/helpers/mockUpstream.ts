@@ -42,7 +42,13 @@ export class MockUpstream {
       req.on('data', (c: Buffer) => chunks.push(c));
       req.on('end', () => {
         const body = Buffer.concat(chunks);
-        upstream.requests.push({ method: req.method ?? '', url: req.url ?? '', rawHeaders: req.rawHeaders, headers: req.headers, body });
+        upstream.requests.push({
+          method: req.method ?? '',
+          url: req.url ?? '',
+          rawHeaders: req.rawHeaders,
+          headers: req.headers,
+          body,
+        });
         upstream.handler(req, res, body);
       });
       res.on('close', () => {

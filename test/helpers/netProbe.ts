@@ -17,7 +17,9 @@ export function tryConnect(port: number, timeoutMs = 2_000): Promise<ConnectOutc
     };
     const timer = setTimeout(() => done('timeout'), timeoutMs);
     socket.once('connect', () => done('connected'));
-    socket.once('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' ? 'refused' : `error:${err.code ?? err.message}`));
+    socket.once('error', (err: NodeJS.ErrnoException) =>
+      done(err.code === 'ECONNREFUSED' ? 'refused' : `error:${err.code ?? err.message}`),
+    );
   });
 }
 

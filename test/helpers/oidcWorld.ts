@@ -305,7 +305,9 @@ export class OidcWorld {
   /** Records the token; answers JSON, or a stream of `stream_ms` (from the body) with an event every 100 ms. */
   private onResponses(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     if (!this.recordUpstream('http', req.headers.authorization)) {
-      return void res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"invalid token"}}');
+      return void res
+        .writeHead(401, { 'content-type': 'application/json' })
+        .end('{"error":{"message":"invalid token"}}');
     }
     let request: { stream_ms?: number; echo?: boolean; stream?: boolean } = {};
     try {

@@ -68,5 +68,7 @@ export class HoldingUpstream {
 }
 
 export function errorOf(body: Buffer): { message: string; type: string; code: string; param: unknown } {
-  return (JSON.parse(body.toString('utf8')) as { error: { message: string; type: string; code: string; param: unknown } }).error;
+  return (
+    JSON.parse(body.toString('utf8')) as { error: { message: string; type: string; code: string; param: unknown } }
+  ).error;
 }

@@ -101,7 +101,8 @@ export class ProxyProcess {
         this.port = Number(match[1]);
         return this.port;
       }
-      if (this.exitStatus !== null) throw new Error(`proxy exited ${JSON.stringify(this.exitStatus)} before listening:\n${this.stderr}`);
+      if (this.exitStatus !== null)
+        throw new Error(`proxy exited ${JSON.stringify(this.exitStatus)} before listening:\n${this.stderr}`);
       await sleep(10);
     }
     this.child.kill('SIGKILL');
@@ -184,7 +185,9 @@ export async function waitFor(check: () => boolean, timeoutMs = 5_000): Promise<
 }
 
 /** Run the proxy to completion (for startup failures). Killed after timeoutMs. */
-export async function runProxyToExit(options: StartOptions & { timeoutMs?: number }): Promise<ExitStatus & { stdout: string; stderr: string }> {
+export async function runProxyToExit(
+  options: StartOptions & { timeoutMs?: number },
+): Promise<ExitStatus & { stdout: string; stderr: string }> {
   const proxy = ProxyProcess.spawn(options);
   const status = (await proxy.waitForExit(options.timeoutMs ?? 10_000)) ?? (await proxy.stop('SIGKILL'));
   return { ...status, stdout: proxy.stdout, stderr: proxy.stderr };

@@ -22,7 +22,8 @@ export function headerValues(response: RawResponse, name: string): string[] {
 export function rawHeaderValues(rawHeaders: readonly string[], name: string): string[] {
   const lower = name.toLowerCase();
   const values: string[] = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === lower) values.push(rawHeaders[i + 1] as string);
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if ((rawHeaders[i] as string).toLowerCase() === lower) values.push(rawHeaders[i + 1] as string);
   return values;
 }
 
@@ -48,7 +49,8 @@ export function parseResponse(buf: Buffer, closed: boolean): { response: RawResp
   }
   const bodyStart = headEnd + CRLF2.length;
   const partial: RawResponse = { statusLine, status, headers, body: Buffer.alloc(0) };
-  if ((status >= 100 && status < 200) || status === 204 || status === 304) return { response: partial, consumed: bodyStart };
+  if ((status >= 100 && status < 200) || status === 204 || status === 304)
+    return { response: partial, consumed: bodyStart };
   const te = headerValues(partial, 'transfer-encoding').join(',').toLowerCase();
   if (te.includes('chunked')) {
     const chunks: Buffer[] = [];
@@ -63,7 +65,8 @@ export function parseResponse(buf: Buffer, closed: boolean): { response: RawResp
         // Trailer section ends with an empty line.
         const trailerEnd = buf.indexOf('\r\n', offset, 'latin1');
         if (trailerEnd === -1) return null;
-        if (trailerEnd === offset) return { response: { ...partial, body: Buffer.concat(chunks) }, consumed: offset + 2 };
+        if (trailerEnd === offset)
+          return { response: { ...partial, body: Buffer.concat(chunks) }, consumed: offset + 2 };
         const end = buf.indexOf(CRLF2, offset);
         if (end === -1) return null;
         return { response: { ...partial, body: Buffer.concat(chunks) }, consumed: end + 4 };
@@ -77,7 +80,10 @@ export function parseResponse(buf: Buffer, closed: boolean): { response: RawResp
   if (lengths.length > 0) {
     const length = Number(lengths[0]);
     if (buf.length < bodyStart + length) return null;
-    return { response: { ...partial, body: buf.subarray(bodyStart, bodyStart + length) }, consumed: bodyStart + length };
+    return {
+      response: { ...partial, body: buf.subarray(bodyStart, bodyStart + length) },
+      consumed: bodyStart + length,
+    };
   }
   if (!closed) return null;
   return { response: { ...partial, body: buf.subarray(bodyStart) }, consumed: buf.length };
@@ -149,9 +155,15 @@ export class RawConnection {
         this.buffered = this.buffered.subarray(parsed.consumed);
         return parsed.response;
       }
-      if (this.closedFlag) throw new Error(`connection closed before a complete response; got ${JSON.stringify(this.buffered.toString('latin1'))}`);
+      if (this.closedFlag)
+        throw new Error(
+          `connection closed before a complete response; got ${JSON.stringify(this.buffered.toString('latin1'))}`,
+        );
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no complete response within ${timeoutMs} ms; got ${JSON.stringify(this.buffered.toString('latin1'))}`);
+      if (left <= 0)
+        throw new Error(
+          `no complete response within ${timeoutMs} ms; got ${JSON.stringify(this.buffered.toString('latin1'))}`,
+        );
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.waiters.push(() => {

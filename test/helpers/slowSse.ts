@@ -15,7 +15,10 @@ export class SlowSseUpstream {
   private readonly sockets = new Set<Socket>();
   private readonly ticker: NodeJS.Timeout;
 
-  private constructor(private readonly server: Server, tickMs: number) {
+  private constructor(
+    private readonly server: Server,
+    tickMs: number,
+  ) {
     this.ticker = setInterval(() => {
       for (const res of this.open) res.write(EVENT);
     }, tickMs);

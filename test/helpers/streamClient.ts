@@ -47,7 +47,14 @@ export class StreamClient {
       if (this.settled) return;
       this.settled = true;
       clearTimeout(timer);
-      resolveDone({ outcome: this.destroyedByTest ? 'destroyed by test' : outcome, detail, status: this.status, headers: this.headers, body: this.body, at: performance.now() });
+      resolveDone({
+        outcome: this.destroyedByTest ? 'destroyed by test' : outcome,
+        detail,
+        status: this.status,
+        headers: this.headers,
+        body: this.body,
+        at: performance.now(),
+      });
       this.wake();
     };
     this.req = request(

@@ -37,7 +37,8 @@ export class WsRefusedError extends Error {
   }
 }
 
-type Outcome = { kind: 'open'; client: WsClient } | { kind: 'refused'; refused: Refused } | { kind: 'error'; error: Error };
+type Outcome =
+  { kind: 'open'; client: WsClient } | { kind: 'refused'; refused: Refused } | { kind: 'error'; error: Error };
 
 export class WsClient {
   readonly messages: WsMessage[] = [];
@@ -103,15 +104,23 @@ export class WsClient {
 
   /** Waits for the next `count` messages after the first `from`; rejects naming what arrived. */
   async next(from: number, count: number, timeoutMs: number): Promise<WsMessage[]> {
-    if (!(await until(() => this.messages.length >= from + count || this.closed !== null, timeoutMs)) || this.messages.length < from + count) {
-      throw new Error(`expected ${count} message(s) after #${from} within ${timeoutMs} ms; got ${this.messages.length - from}${this.closed ? `, then close ${this.closed.code} ${JSON.stringify(this.closed.reason)}` : ''}`);
+    if (
+      !(await until(() => this.messages.length >= from + count || this.closed !== null, timeoutMs)) ||
+      this.messages.length < from + count
+    ) {
+      throw new Error(
+        `expected ${count} message(s) after #${from} within ${timeoutMs} ms; got ${this.messages.length - from}${this.closed ? `, then close ${this.closed.code} ${JSON.stringify(this.closed.reason)}` : ''}`,
+      );
     }
     return this.messages.slice(from, from + count);
   }
 
   /** Messages parsed as JSON (text only). */
   json(from = 0): Array<Record<string, unknown>> {
-    return this.messages.slice(from).filter((m) => !m.isBinary).map((m) => JSON.parse(m.data.toString('utf8')) as Record<string, unknown>);
+    return this.messages
+      .slice(from)
+      .filter((m) => !m.isBinary)
+      .map((m) => JSON.parse(m.data.toString('utf8')) as Record<string, unknown>);
   }
 
   /** Send a response.create and wait until the messages up to its response.completed arrived; returns them parsed. */
@@ -120,7 +129,9 @@ export class WsClient {
     this.sendJson({ type: 'response.create', ...create });
     const done = (): boolean => this.json(from).some((e) => e.type === 'response.completed' || e.type === 'error');
     if (!(await until(() => done() || this.closed !== null, timeoutMs)) || !done()) {
-      throw new Error(`no response.completed within ${timeoutMs} ms; got ${JSON.stringify(this.json(from).map((e) => e.type))}${this.closed ? `, then close ${this.closed.code}` : ''}`);
+      throw new Error(
+        `no response.completed within ${timeoutMs} ms; got ${JSON.stringify(this.json(from).map((e) => e.type))}${this.closed ? `, then close ${this.closed.code}` : ''}`,
+      );
     }
     return this.json(from);
   }
@@ -151,13 +162,17 @@ function attempt(port: number, options: OpenOptions): Promise<Outcome> {
       clearTimeout(timer);
       resolve(outcome);
     };
-    const ws = new WebSocket(`ws://127.0.0.1:${port}${options.path ?? '/v1/responses'}`, [...(options.protocols ?? [])], {
-      headers: options.headers ?? {},
-      perMessageDeflate: options.perMessageDeflate ?? true,
-      maxPayload: options.maxPayload ?? 256 * 1024 * 1024,
-      handshakeTimeout: timeoutMs,
-      skipUTF8Validation: options.skipUTF8Validation ?? false,
-    });
+    const ws = new WebSocket(
+      `ws://127.0.0.1:${port}${options.path ?? '/v1/responses'}`,
+      [...(options.protocols ?? [])],
+      {
+        headers: options.headers ?? {},
+        perMessageDeflate: options.perMessageDeflate ?? true,
+        maxPayload: options.maxPayload ?? 256 * 1024 * 1024,
+        handshakeTimeout: timeoutMs,
+        skipUTF8Validation: options.skipUTF8Validation ?? false,
+      },
+    );
     const timer = setTimeout(() => {
       ws.terminate();
       settle({ kind: 'error', error: new Error(`no answer to the upgrade within ${timeoutMs} ms`) });
@@ -169,7 +184,10 @@ function attempt(port: number, options: OpenOptions): Promise<Outcome> {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       const finish = (): void => {
-        settle({ kind: 'refused', refused: { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') } });
+        settle({
+          kind: 'refused',
+          refused: { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') },
+        });
         req.destroy();
       };
       res.on('end', finish);
@@ -190,10 +208,21 @@ export const SAMPLE_ACCEPT = 's3pPLMBiTxaQ9kYGzzhZRbK+xOo=';
  * lines as given (a complete valid upgrade unless `bare`), then the head of
  * the answer. The connection is returned open (a 101 leaves a WebSocket on it).
  */
-export async function rawUpgrade(port: number, target: string, extraLines: readonly string[] = [], options: { bare?: boolean; timeoutMs?: number } = {}): Promise<{ response: RawResponse; conn: RawConnection }> {
+export async function rawUpgrade(
+  port: number,
+  target: string,
+  extraLines: readonly string[] = [],
+  options: { bare?: boolean; timeoutMs?: number } = {},
+): Promise<{ response: RawResponse; conn: RawConnection }> {
   const conn = await RawConnection.open(port);
   const lines = [`GET ${target} HTTP/1.1`, `Host: 127.0.0.1:${port}`];
-  if (options.bare !== true) lines.push('Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', `Sec-WebSocket-Key: ${SAMPLE_KEY}`);
+  if (options.bare !== true)
+    lines.push(
+      'Connection: Upgrade',
+      'Upgrade: websocket',
+      'Sec-WebSocket-Version: 13',
+      `Sec-WebSocket-Key: ${SAMPLE_KEY}`,
+    );
   lines.push(...extraLines);
   conn.write(`${lines.join('\r\n')}\r\n\r\n`);
   try {

@@ -18,7 +18,14 @@
 // comparable to the test's own (same process). `onSession` and `onMessage`
 // let a test drive a session itself.
 
-import { createServer, STATUS_CODES, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
@@ -73,7 +80,8 @@ export interface HttpTurn {
 export function headerValues(rawHeaders: readonly string[], name: string): string[] {
   const lower = name.toLowerCase();
   const values: string[] = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if ((rawHeaders[i] as string).toLowerCase() === lower) values.push(rawHeaders[i + 1] as string);
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if ((rawHeaders[i] as string).toLowerCase() === lower) values.push(rawHeaders[i + 1] as string);
   return values;
 }
 
@@ -140,10 +148,19 @@ export type MessageHandler = (session: WsSession, message: WsMessage, upstream: 
 /** The events of one response to a `response.create` (one WS text message, or one SSE event, each). */
 export function eventsFor(create: Record<string, unknown>, id: string, answer: string): SseEvent[] {
   if (create.generate === false) {
-    const response = { id, object: 'response', model: String(create.model ?? 'mock-model'), status: 'in_progress', output: [] as unknown[] };
+    const response = {
+      id,
+      object: 'response',
+      model: String(create.model ?? 'mock-model'),
+      status: 'in_progress',
+      output: [] as unknown[],
+    };
     return [
       { type: 'response.created', response },
-      { type: 'response.completed', response: { ...response, status: 'completed', usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 } } },
+      {
+        type: 'response.completed',
+        response: { ...response, status: 'completed', usage: { input_tokens: 0, output_tokens: 0, total_tokens: 0 } },
+      },
     ];
   }
   return responseEvents(answer, id);
@@ -153,7 +170,13 @@ function parseCreate(message: WsMessage): Record<string, unknown> | null {
   if (message.isBinary) return null;
   try {
     const value: unknown = JSON.parse(message.data.toString('utf8'));
-    if (value !== null && typeof value === 'object' && !Array.isArray(value) && (value as { type?: unknown }).type === 'response.create') return value as Record<string, unknown>;
+    if (
+      value !== null &&
+      typeof value === 'object' &&
+      !Array.isArray(value) &&
+      (value as { type?: unknown }).type === 'response.create'
+    )
+      return value as Record<string, unknown>;
   } catch {
     // not JSON: echoed
   }
@@ -210,7 +233,8 @@ export class WsUpstream {
       noServer: true,
       perMessageDeflate: options.perMessageDeflate ?? false,
       maxPayload: options.maxPayload ?? 128 * 1024 * 1024,
-      handleProtocols: (offered: Set<string>) => (this.selectProtocol !== null ? this.selectProtocol(offered) : (offered.values().next().value ?? false)),
+      handleProtocols: (offered: Set<string>) =>
+        this.selectProtocol !== null ? this.selectProtocol(offered) : (offered.values().next().value ?? false),
     });
     this.wss.on('headers', (headers: string[], req: IncomingMessage) => {
       headers.push(`x-request-id: req_ws_${this.byRequest.get(req)?.seq ?? 0}`);
@@ -274,7 +298,13 @@ export class WsUpstream {
     this.byRequest.set(req, handshake);
     const path = handshake.url.split('?')[0];
     if (path !== WS_PATH) {
-      this.refuse(socket, handshake, { status: 404, body: JSON.stringify({ error: { message: `no route ${path}`, type: 'invalid_request_error', code: 'not_found', param: null } }), headers: { 'content-type': 'application/json' } });
+      this.refuse(socket, handshake, {
+        status: 404,
+        body: JSON.stringify({
+          error: { message: `no route ${path}`, type: 'invalid_request_error', code: 'not_found', param: null },
+        }),
+        headers: { 'content-type': 'application/json' },
+      });
       return;
     }
     if (this.refusal !== null) {
@@ -322,20 +352,41 @@ export class WsUpstream {
       if (req.method !== 'POST' || path !== WS_PATH) {
         this.otherRequests.push({ method: req.method ?? '', url: req.url ?? '' });
         res.writeHead(404, { 'content-type': 'application/json' });
-        res.end(JSON.stringify({ error: { message: `no route ${req.method} ${path}`, type: 'invalid_request_error', code: 'not_found', param: null } }));
+        res.end(
+          JSON.stringify({
+            error: {
+              message: `no route ${req.method} ${path}`,
+              type: 'invalid_request_error',
+              code: 'not_found',
+              param: null,
+            },
+          }),
+        );
         return;
       }
       const body = Buffer.concat(chunks);
-      this.httpTurns.push({ url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body, at: performance.now() });
+      this.httpTurns.push({
+        url: req.url ?? '',
+        headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        body,
+        at: performance.now(),
+      });
       let create: Record<string, unknown> = {};
       try {
         const parsed: unknown = JSON.parse(body.toString('utf8'));
-        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) create = parsed as Record<string, unknown>;
+        if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed))
+          create = parsed as Record<string, unknown>;
       } catch {
         // answered anyway
       }
       res.writeHead(200, { 'content-type': 'text/event-stream', 'x-request-id': `req_http_${this.httpTurns.length}` });
-      for (const event of eventsFor({ ...create, generate: true }, `resp_http_${this.httpTurns.length}`, this.answerFor(create, 'http'))) res.write(encodeSse(event));
+      for (const event of eventsFor(
+        { ...create, generate: true },
+        `resp_http_${this.httpTurns.length}`,
+        this.answerFor(create, 'http'),
+      ))
+        res.write(encodeSse(event));
       res.end();
     });
   }

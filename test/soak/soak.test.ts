@@ -76,7 +76,6 @@ function bodyFor(seed: number, size: number): Buffer {
   return buf.subarray(0, size);
 }
 
-
 function makeSpecs(count: number, seed: number): Spec[] {
   const next = prng(seed);
   const rand = (): number => next() / 0x100000000;
@@ -91,7 +90,13 @@ function makeSpecs(count: number, seed: number): Spec[] {
     else if (r < 0.13) mode = 'big';
     const size = mode === 'big' ? 300 * 1024 + Math.floor(rand() * 100 * 1024) : 256 + Math.floor(rand() * 48 * 1024);
     const bodySeed = next();
-    const requestBody = Buffer.from(JSON.stringify({ model: 'gpt-soak', input: 'x'.repeat(Math.floor(rand() * (rand() < 0.05 ? 200_000 : 3_000))), id }));
+    const requestBody = Buffer.from(
+      JSON.stringify({
+        model: 'gpt-soak',
+        input: 'x'.repeat(Math.floor(rand() * (rand() < 0.05 ? 200_000 : 3_000))),
+        id,
+      }),
+    );
     specs.push({
       id,
       mode,
@@ -108,9 +113,17 @@ function makeSpecs(count: number, seed: number): Spec[] {
 
 // ---------------------------------------------------------------- the upstream's side
 
-const UPSTREAM_ERROR = Buffer.from('{"error":{"message":"soak: upstream failure","type":"server_error","code":"soak_500"}}');
+const UPSTREAM_ERROR = Buffer.from(
+  '{"error":{"message":"soak: upstream failure","type":"server_error","code":"soak_500"}}',
+);
 
-async function writeInChunks(ex: Exchange, body: Buffer, chunks: number, gapMs: number, stopAfter = Infinity): Promise<void> {
+async function writeInChunks(
+  ex: Exchange,
+  body: Buffer,
+  chunks: number,
+  gapMs: number,
+  stopAfter = Infinity,
+): Promise<void> {
   const per = Math.ceil(body.length / chunks);
   for (let i = 0, offset = 0; offset < body.length && i < stopAfter; i++, offset += per) {
     if (ex.res.destroyed || ex.closedAt !== null) return;
@@ -179,7 +192,13 @@ function runOne(port: number, agent: Agent, spec: Spec): Promise<Result> {
       settled = true;
       clearTimeout(timeout);
       clearTimeout(abortTimer);
-      resolve({ spec, outcome: aborted && outcome !== 'BAD' ? 'client-abort' : outcome, detail, startedAt, endedAt: performance.now() });
+      resolve({
+        spec,
+        outcome: aborted && outcome !== 'BAD' ? 'client-abort' : outcome,
+        detail,
+        startedAt,
+        endedAt: performance.now(),
+      });
     };
     const req = request(
       {
@@ -219,13 +238,17 @@ function runOne(port: number, agent: Agent, spec: Spec): Promise<Result> {
           if (status === 200) {
             const digest = hash.digest('hex');
             if (digest === spec.sha256 && bytes === spec.size) return finish('exact');
-            return finish('BAD', `200 complete but ${bytes}/${spec.size} bytes, sha ${digest === spec.sha256 ? 'ok' : 'differs'}`);
+            return finish(
+              'BAD',
+              `200 complete but ${bytes}/${spec.size} bytes, sha ${digest === spec.sha256 ? 'ok' : 'differs'}`,
+            );
           }
           if (status === 500 && body.equals(UPSTREAM_ERROR)) return finish('mirrored-500');
           if ((status === 502 || status === 504) && /^application\/json/.test(contentType)) {
             try {
               const parsed = JSON.parse(body.toString('utf8')) as { error?: { message?: unknown; code?: unknown } };
-              if (typeof parsed.error?.message === 'string' && typeof parsed.error.code === 'string') return finish('gateway-json', `${status} ${parsed.error.code}`);
+              if (typeof parsed.error?.message === 'string' && typeof parsed.error.code === 'string')
+                return finish('gateway-json', `${status} ${parsed.error.code}`);
             } catch {
               // falls through
             }
@@ -237,7 +260,9 @@ function runOne(port: number, agent: Agent, spec: Spec): Promise<Result> {
         res.on('close', () => finish('cut', 'closed'));
       },
     );
-    req.on('error', (err: NodeJS.ErrnoException) => finish(aborted ? 'client-abort' : 'cut', `request: ${err.code ?? err.message}`));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      finish(aborted ? 'client-abort' : 'cut', `request: ${err.code ?? err.message}`),
+    );
     const timeout = setTimeout(() => {
       finish('BAD', `no outcome within ${REQUEST_TIMEOUT_MS} ms`);
       req.destroy();
@@ -255,7 +280,6 @@ function runOne(port: number, agent: Agent, spec: Spec): Promise<Result> {
 
 // ---------------------------------------------------------------- /proc figures
 
-
 describe('soak', { timeout: 180_000, concurrency: true }, () => {
   const proxies: ProxyProcess[] = [];
   const strayPids = new StrayPids();
@@ -263,10 +287,13 @@ describe('soak', { timeout: 180_000, concurrency: true }, () => {
 
   before(async () => {
     // Idle upstream connections are closed by undici ~1 s after use (3 s hint - 2 s threshold).
-    upstream = await ControlledUpstream.start((ex) => {
-      if (ex.tag.startsWith('soak-')) void serveSoak(ex);
-      else if (!ex.res.destroyed) ex.res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    }, { keepAliveTimeoutMs: 3_000 });
+    upstream = await ControlledUpstream.start(
+      (ex) => {
+        if (ex.tag.startsWith('soak-')) void serveSoak(ex);
+        else if (!ex.res.destroyed) ex.res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      },
+      { keepAliveTimeoutMs: 3_000 },
+    );
   });
 
   after(async () => {
@@ -282,105 +309,139 @@ describe('soak', { timeout: 180_000, concurrency: true }, () => {
     return proxy;
   }
 
-  test(`${REQUESTS} requests, ${CONCURRENCY} at a time, random aborts and upstream failures, one worker SIGKILL: byte-exact or clean errors, no leaks`, { timeout: 170_000 }, async (t) => {
-    const seed = process.env.SOAK_SEED !== undefined ? Number(process.env.SOAK_SEED) : Date.now() % 0x7fffffff;
-    t.diagnostic(`seed ${seed} (rerun: SOAK_SEED=${seed} npm run test:soak)`);
-    const specs = makeSpecs(REQUESTS, seed);
-    const proxy = await startProxy();
-    const pid = proxy.pid;
-    await sleep(200);
-    const baseline = { fds: fdCount(pid), sockets: upstream.openSockets, rss: rssMb(pid), fdList: fdList(pid) };
-    t.diagnostic(`baseline: supervisor fds ${baseline.fds}, upstream sockets ${baseline.sockets}, supervisor RSS ${baseline.rss.toFixed(1)} MB`);
-
-    const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
-    let run: LaneRun<Result>;
-    try {
-      run = await runLanes({
-        specs,
-        concurrency: CONCURRENCY,
-        killAfter: KILL_AFTER,
-        supervisorPid: pid,
-        baselineRss: baseline.rss,
-        run: (spec) => runOne(proxy.port, agent, spec),
-        workerPid: () => proxy.workerPid(),
-        onKill: (worker) => strayPids.add(worker),
-      });
-    } finally {
-      agent.destroy();
-    }
-    const { results, startedAt, elapsed, killAt, killedWorker, peakRss, warmRss, checkpoints } = run;
-
-    // ---- every request: exact or a clean error
-    const counts: Record<string, number> = {};
-    for (const r of results) counts[`${r.spec.mode}→${r.outcome}`] = (counts[`${r.spec.mode}→${r.outcome}`] ?? 0) + 1;
-    t.diagnostic(`${results.length} requests in ${(elapsed / 1000).toFixed(1)} s; worker ${killedWorker} killed at ${((killAt - startedAt) / 1000).toFixed(1)} s`);
-    t.diagnostic(`outcomes: ${JSON.stringify(counts)}`);
-    assert.equal(results.length, REQUESTS);
-    assert.ok(killAt > 0, 'the worker was killed');
-    const overlapsKill = (r: Result): boolean => r.startedAt <= killAt + 100 && r.endedAt >= killAt;
-    const problems: string[] = [];
-    let hitByKill = 0;
-    for (const r of results) {
-      const { mode } = r.spec;
-      const clean: Outcome[] =
-        mode === 'ok' || mode === 'big'
-          ? ['exact']
-          : mode === 'upstream-500'
-            ? ['mirrored-500']
-            : mode === 'reset-before-head'
-              ? ['gateway-json']
-              : mode === 'destroy-mid'
-                ? ['cut', 'gateway-json']
-                : ['client-abort', 'exact'];
-      if (clean.includes(r.outcome)) continue;
-      if (r.outcome !== 'BAD' && overlapsKill(r) && ['cut', 'gateway-json'].includes(r.outcome)) {
-        hitByKill++;
-        continue;
-      }
-      problems.push(`#${r.spec.id} ${mode}: ${r.outcome} ${r.detail}`);
-    }
-    t.diagnostic(`requests in flight at the kill that ended in a clean error: ${hitByKill}`);
-    assert.deepEqual(problems.slice(0, 20), [], `${problems.length} requests ended neither byte-exact nor in a clean error`);
-    assert.ok(hitByKill <= CONCURRENCY * 2, `the kill affected only requests in flight around it (${hitByKill})`);
-
-    // The worker was replaced and the proxy still serves.
-    assert.equal(proxy.exitStatus, null, `the supervisor survived; stderr:\n${proxy.stderr.slice(-2000)}`);
-    const replacement = proxy.workerPid();
-    strayPids.add(replacement);
-    assert.notEqual(replacement, killedWorker);
-    assert.ok(!isAlive(killedWorker));
-
-    // ---- afterwards: no leaked upstream request, descriptors and sockets back to baseline
-    const settleStart = performance.now();
-    const pending = (): Exchange[] => upstream.exchanges.filter((e) => e.tag.startsWith('soak-') && e.closedAt === null && e.finishedAt === null);
-    let now = { fds: fdCount(pid), sockets: upstream.openSockets };
-    while (performance.now() - settleStart < SETTLE_LIMIT_MS) {
-      now = { fds: fdCount(pid), sockets: upstream.openSockets };
-      if (now.fds <= baseline.fds && now.sockets <= baseline.sockets && pending().length === 0) break;
+  test(
+    `${REQUESTS} requests, ${CONCURRENCY} at a time, random aborts and upstream failures, one worker SIGKILL: byte-exact or clean errors, no leaks`,
+    { timeout: 170_000 },
+    async (t) => {
+      const seed = process.env.SOAK_SEED !== undefined ? Number(process.env.SOAK_SEED) : Date.now() % 0x7fffffff;
+      t.diagnostic(`seed ${seed} (rerun: SOAK_SEED=${seed} npm run test:soak)`);
+      const specs = makeSpecs(REQUESTS, seed);
+      const proxy = await startProxy();
+      const pid = proxy.pid;
       await sleep(200);
-    }
-    const settledIn = performance.now() - settleStart;
-    const rssAfter = rssMb(pid);
-    t.diagnostic(`after ${(settledIn / 1000).toFixed(1)} s settle: supervisor fds ${now.fds} (baseline ${baseline.fds}), upstream sockets ${now.sockets} (baseline ${baseline.sockets}), upstream exchanges still open ${pending().length}`);
-    t.diagnostic(`supervisor RSS after n requests: ${checkpoints.join(', ')}`);
-    const warm = warmRss ?? baseline.rss;
-    t.diagnostic(
-      `supervisor RSS: idle ${baseline.rss.toFixed(1)} MB, warm ${warm.toFixed(1)} MB, peak ${peakRss.toFixed(1)} MB, after ${rssAfter.toFixed(1)} MB; ` +
-        `growth over idle ${(rssAfter - baseline.rss).toFixed(1)} MB (limit +${RSS_GROWTH_LIMIT_MB} MB), since the first quarter ${(rssAfter - warm).toFixed(1)} MB`,
-    );
-    assert.deepEqual(pending().map((e) => e.tag).slice(0, 10), [], 'upstream requests left open (neither finished nor closed)');
-    assert.equal(now.sockets, baseline.sockets, 'upstream sockets back to the starting count');
-    assert.equal(now.fds, baseline.fds, `supervisor descriptors back to the starting count\nbefore: ${baseline.fdList}\nafter:  ${fdList(pid)}`);
-    assert.ok(rssAfter - baseline.rss <= RSS_GROWTH_LIMIT_MB, `supervisor RSS grew by ${(rssAfter - baseline.rss).toFixed(1)} MB over idle (limit ${RSS_GROWTH_LIMIT_MB} MB)`);
+      const baseline = { fds: fdCount(pid), sockets: upstream.openSockets, rss: rssMb(pid), fdList: fdList(pid) };
+      t.diagnostic(
+        `baseline: supervisor fds ${baseline.fds}, upstream sockets ${baseline.sockets}, supervisor RSS ${baseline.rss.toFixed(1)} MB`,
+      );
 
-    // Every upstream request of an aborted client was closed or had finished.
-    const abortedUpstream = results.filter((r) => r.outcome === 'client-abort').flatMap((r) => upstream.withTag(`soak-${r.spec.id}`));
-    for (const ex of abortedUpstream) assert.ok(ex.closedAt !== null || ex.finishedAt !== null, `upstream of aborted ${ex.tag} still open`);
-    await proxy.stop();
-  });
+      const agent = new Agent({ keepAlive: true, maxSockets: CONCURRENCY });
+      let run: LaneRun<Result>;
+      try {
+        run = await runLanes({
+          specs,
+          concurrency: CONCURRENCY,
+          killAfter: KILL_AFTER,
+          supervisorPid: pid,
+          baselineRss: baseline.rss,
+          run: (spec) => runOne(proxy.port, agent, spec),
+          workerPid: () => proxy.workerPid(),
+          onKill: (worker) => strayPids.add(worker),
+        });
+      } finally {
+        agent.destroy();
+      }
+      const { results, startedAt, elapsed, killAt, killedWorker, peakRss, warmRss, checkpoints } = run;
+
+      // ---- every request: exact or a clean error
+      const counts: Record<string, number> = {};
+      for (const r of results) counts[`${r.spec.mode}→${r.outcome}`] = (counts[`${r.spec.mode}→${r.outcome}`] ?? 0) + 1;
+      t.diagnostic(
+        `${results.length} requests in ${(elapsed / 1000).toFixed(1)} s; worker ${killedWorker} killed at ${((killAt - startedAt) / 1000).toFixed(1)} s`,
+      );
+      t.diagnostic(`outcomes: ${JSON.stringify(counts)}`);
+      assert.equal(results.length, REQUESTS);
+      assert.ok(killAt > 0, 'the worker was killed');
+      const overlapsKill = (r: Result): boolean => r.startedAt <= killAt + 100 && r.endedAt >= killAt;
+      const problems: string[] = [];
+      let hitByKill = 0;
+      for (const r of results) {
+        const { mode } = r.spec;
+        const clean: Outcome[] =
+          mode === 'ok' || mode === 'big'
+            ? ['exact']
+            : mode === 'upstream-500'
+              ? ['mirrored-500']
+              : mode === 'reset-before-head'
+                ? ['gateway-json']
+                : mode === 'destroy-mid'
+                  ? ['cut', 'gateway-json']
+                  : ['client-abort', 'exact'];
+        if (clean.includes(r.outcome)) continue;
+        if (r.outcome !== 'BAD' && overlapsKill(r) && ['cut', 'gateway-json'].includes(r.outcome)) {
+          hitByKill++;
+          continue;
+        }
+        problems.push(`#${r.spec.id} ${mode}: ${r.outcome} ${r.detail}`);
+      }
+      t.diagnostic(`requests in flight at the kill that ended in a clean error: ${hitByKill}`);
+      assert.deepEqual(
+        problems.slice(0, 20),
+        [],
+        `${problems.length} requests ended neither byte-exact nor in a clean error`,
+      );
+      assert.ok(hitByKill <= CONCURRENCY * 2, `the kill affected only requests in flight around it (${hitByKill})`);
+
+      // The worker was replaced and the proxy still serves.
+      assert.equal(proxy.exitStatus, null, `the supervisor survived; stderr:\n${proxy.stderr.slice(-2000)}`);
+      const replacement = proxy.workerPid();
+      strayPids.add(replacement);
+      assert.notEqual(replacement, killedWorker);
+      assert.ok(!isAlive(killedWorker));
+
+      // ---- afterwards: no leaked upstream request, descriptors and sockets back to baseline
+      const settleStart = performance.now();
+      const pending = (): Exchange[] =>
+        upstream.exchanges.filter((e) => e.tag.startsWith('soak-') && e.closedAt === null && e.finishedAt === null);
+      let now = { fds: fdCount(pid), sockets: upstream.openSockets };
+      while (performance.now() - settleStart < SETTLE_LIMIT_MS) {
+        now = { fds: fdCount(pid), sockets: upstream.openSockets };
+        if (now.fds <= baseline.fds && now.sockets <= baseline.sockets && pending().length === 0) break;
+        await sleep(200);
+      }
+      const settledIn = performance.now() - settleStart;
+      const rssAfter = rssMb(pid);
+      t.diagnostic(
+        `after ${(settledIn / 1000).toFixed(1)} s settle: supervisor fds ${now.fds} (baseline ${baseline.fds}), upstream sockets ${now.sockets} (baseline ${baseline.sockets}), upstream exchanges still open ${pending().length}`,
+      );
+      t.diagnostic(`supervisor RSS after n requests: ${checkpoints.join(', ')}`);
+      const warm = warmRss ?? baseline.rss;
+      t.diagnostic(
+        `supervisor RSS: idle ${baseline.rss.toFixed(1)} MB, warm ${warm.toFixed(1)} MB, peak ${peakRss.toFixed(1)} MB, after ${rssAfter.toFixed(1)} MB; ` +
+          `growth over idle ${(rssAfter - baseline.rss).toFixed(1)} MB (limit +${RSS_GROWTH_LIMIT_MB} MB), since the first quarter ${(rssAfter - warm).toFixed(1)} MB`,
+      );
+      assert.deepEqual(
+        pending()
+          .map((e) => e.tag)
+          .slice(0, 10),
+        [],
+        'upstream requests left open (neither finished nor closed)',
+      );
+      assert.equal(now.sockets, baseline.sockets, 'upstream sockets back to the starting count');
+      assert.equal(
+        now.fds,
+        baseline.fds,
+        `supervisor descriptors back to the starting count\nbefore: ${baseline.fdList}\nafter:  ${fdList(pid)}`,
+      );
+      assert.ok(
+        rssAfter - baseline.rss <= RSS_GROWTH_LIMIT_MB,
+        `supervisor RSS grew by ${(rssAfter - baseline.rss).toFixed(1)} MB over idle (limit ${RSS_GROWTH_LIMIT_MB} MB)`,
+      );
+
+      // Every upstream request of an aborted client was closed or had finished.
+      const abortedUpstream = results
+        .filter((r) => r.outcome === 'client-abort')
+        .flatMap((r) => upstream.withTag(`soak-${r.spec.id}`));
+      for (const ex of abortedUpstream)
+        assert.ok(ex.closedAt !== null || ex.finishedAt !== null, `upstream of aborted ${ex.tag} still open`);
+      await proxy.stop();
+    },
+  );
 
   /** Open a connection, write `first` (if any), drip one header byte a second; resolves with when the proxy closed it. */
-  async function dropTime(port: number, first: string | null): Promise<{ after: number | null; drips: number; answer: string }> {
+  async function dropTime(
+    port: number,
+    first: string | null,
+  ): Promise<{ after: number | null; drips: number; answer: string }> {
     const socket = connect(port, '127.0.0.1');
     socket.on('error', () => {});
     const received: Buffer[] = [];
@@ -411,19 +472,40 @@ describe('soak', { timeout: 180_000, concurrency: true }, () => {
     return { after: closedAt === null ? null : (closedAt - startAt) / 1000, drips, answer };
   }
 
-  test('a client that sends its headers too slowly is dropped after about 30 s (29-35 s); so is one that sends nothing', { timeout: 60_000 }, async (t) => {
-    const proxy = await startProxy();
-    const before = upstream.exchanges.length;
-    const [slow, silent] = await Promise.all([dropTime(proxy.port, 'POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: '), dropTime(proxy.port, null)]);
-    t.diagnostic(`slow headers: dropped ${slow.after?.toFixed(2)} s after the first byte, ${slow.drips} header bytes dripped; answer ${JSON.stringify(slow.answer)}`);
-    t.diagnostic(`no bytes at all: dropped ${silent.after?.toFixed(2)} s after connecting; answer ${JSON.stringify(silent.answer)}`);
-    assert.notEqual(slow.after, null, 'the slow client was still connected after 40 s');
-    assert.ok((slow.after as number) >= 29 && (slow.after as number) <= 35, `slow headers dropped after ${slow.after} s`);
-    assert.ok(slow.drips >= 25, 'the client kept sending header bytes all along');
-    assert.notEqual(silent.after, null, 'the silent client was still connected after 40 s');
-    assert.ok((silent.after as number) >= 29 && (silent.after as number) <= 35, `silent client dropped after ${silent.after} s`);
-    assert.equal(upstream.exchanges.slice(before).filter((e) => 'x-slow' in e.req.headers).length, 0, 'nothing reached the upstream');
-    assert.equal(proxy.exitStatus, null);
-    await proxy.stop();
-  });
+  test(
+    'a client that sends its headers too slowly is dropped after about 30 s (29-35 s); so is one that sends nothing',
+    { timeout: 60_000 },
+    async (t) => {
+      const proxy = await startProxy();
+      const before = upstream.exchanges.length;
+      const [slow, silent] = await Promise.all([
+        dropTime(proxy.port, 'POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: '),
+        dropTime(proxy.port, null),
+      ]);
+      t.diagnostic(
+        `slow headers: dropped ${slow.after?.toFixed(2)} s after the first byte, ${slow.drips} header bytes dripped; answer ${JSON.stringify(slow.answer)}`,
+      );
+      t.diagnostic(
+        `no bytes at all: dropped ${silent.after?.toFixed(2)} s after connecting; answer ${JSON.stringify(silent.answer)}`,
+      );
+      assert.notEqual(slow.after, null, 'the slow client was still connected after 40 s');
+      assert.ok(
+        (slow.after as number) >= 29 && (slow.after as number) <= 35,
+        `slow headers dropped after ${slow.after} s`,
+      );
+      assert.ok(slow.drips >= 25, 'the client kept sending header bytes all along');
+      assert.notEqual(silent.after, null, 'the silent client was still connected after 40 s');
+      assert.ok(
+        (silent.after as number) >= 29 && (silent.after as number) <= 35,
+        `silent client dropped after ${silent.after} s`,
+      );
+      assert.equal(
+        upstream.exchanges.slice(before).filter((e) => 'x-slow' in e.req.headers).length,
+        0,
+        'nothing reached the upstream',
+      );
+      assert.equal(proxy.exitStatus, null);
+      await proxy.stop();
+    },
+  );
 });

@@ -93,7 +93,9 @@ export async function runLanes<S, R>(o: {
       if (results.length % quarter === 0) {
         const rss = rssMb(o.supervisorPid);
         if (warmRss === null) warmRss = rss;
-        checkpoints.push(`${results.length} (${((performance.now() - startedAt) / 1000).toFixed(1)} s): ${rss.toFixed(1)} MB`);
+        checkpoints.push(
+          `${results.length} (${((performance.now() - startedAt) / 1000).toFixed(1)} s): ${rss.toFixed(1)} MB`,
+        );
       }
       if (killAt < 0 && results.length >= o.killAfter) {
         killedWorker = o.workerPid();
@@ -108,5 +110,14 @@ export async function runLanes<S, R>(o: {
   } finally {
     clearInterval(rssSampler);
   }
-  return { results, startedAt, elapsed: performance.now() - startedAt, killAt, killedWorker, peakRss, warmRss, checkpoints };
+  return {
+    results,
+    startedAt,
+    elapsed: performance.now() - startedAt,
+    killAt,
+    killedWorker,
+    peakRss,
+    warmRss,
+    checkpoints,
+  };
 }

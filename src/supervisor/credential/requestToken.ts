@@ -26,7 +26,11 @@ export function readRequestToken(read: ReadFn = readStdin): SecureBytes {
     tooLarge: () => new WorkloadIdentityError(TOO_LARGE),
     unreadable: () => new WorkloadIdentityError(UNREADABLE),
     check(token) {
-      if (token.length === 0 || token.length > MAX_WORKLOAD_CREDENTIAL_BYTES || !onlyBytesOf(BEARER_TOKEN_BYTES, token)) {
+      if (
+        token.length === 0 ||
+        token.length > MAX_WORKLOAD_CREDENTIAL_BYTES ||
+        !onlyBytesOf(BEARER_TOKEN_BYTES, token)
+      ) {
         throw new WorkloadIdentityError(INVALID_CREDENTIAL);
       }
     },

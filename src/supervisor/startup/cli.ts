@@ -16,9 +16,7 @@ export type ProxyOptions = Omit<FlagValues, 'workloadIdentity'> & {
 };
 
 export type Command =
-  | { readonly kind: 'run'; readonly options: ProxyOptions }
-  | { readonly kind: 'help' }
-  | { readonly kind: 'version' };
+  { readonly kind: 'run'; readonly options: ProxyOptions } | { readonly kind: 'help' } | { readonly kind: 'version' };
 
 /** Flags that ask for something else than running the proxy; --help lists them last. */
 const COMMANDS = [

@@ -36,7 +36,6 @@ export class HardeningError extends LayerMissingError<HardeningLayer> {
   }
 }
 
-
 /** Make this process non-dumpable with a zero core limit; call before reading the key. */
 export function hardenSupervisor(options: HardeningOptions = {}): HardeningReport {
   const missing: { layer: HardeningLayer; reason: string }[] = [];

@@ -24,7 +24,8 @@ export function bindLoopback(port: number): ListenSocket {
   } catch (err) {
     if (!(err instanceof LibcError)) throw err;
     let hint = `: ${err.message}`;
-    if (err.errnoName === 'EADDRINUSE') hint = ': address already in use (choose another --port, or omit it for an ephemeral port)';
+    if (err.errnoName === 'EADDRINUSE')
+      hint = ': address already in use (choose another --port, or omit it for an ephemeral port)';
     else if (err.errnoName === 'EACCES') hint = ': permission denied (ports below 1024 need root)';
     throw new ProxyError('ERR_LISTEN', `cannot listen on 127.0.0.1:${port}${hint}`);
   }

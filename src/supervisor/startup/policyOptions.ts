@@ -19,7 +19,13 @@ export interface PolicyOptions {
 
 type PolicyFlags = Pick<
   FlagValues,
-  'clientTokenFile' | 'clientTokenOwner' | 'allowModels' | 'maxRequests' | 'maxRequestsPerMinute' | 'maxTokens' | 'usageFile'
+  | 'clientTokenFile'
+  | 'clientTokenOwner'
+  | 'allowModels'
+  | 'maxRequests'
+  | 'maxRequestsPerMinute'
+  | 'maxTokens'
+  | 'usageFile'
 >;
 
 export function policyOptionsOf(flags: PolicyFlags): PolicyOptions {

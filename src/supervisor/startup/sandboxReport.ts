@@ -76,7 +76,8 @@ function landlockRow(inputs: ReportInputs): { value: string; ok: boolean } {
 export function sandboxReport(inputs: ReportInputs): SandboxReport {
   const worker = readProcStatus(inputs.workerPid);
   const own = readProcStatus('self');
-  const field = (status: ReadonlyMap<string, string>, name: string): string => (status.get(name) ?? 'unknown').replace(/\s+/g, ' ');
+  const field = (status: ReadonlyMap<string, string>, name: string): string =>
+    (status.get(name) ?? 'unknown').replace(/\s+/g, ' ');
   const uids = field(worker, 'Uid').split(/\s+/);
   const gids = field(worker, 'Gid').split(/\s+/);
   const groups = field(worker, 'Groups');
@@ -86,7 +87,11 @@ export function sandboxReport(inputs: ReportInputs): SandboxReport {
     { layer: 'worker uid', value: field(worker, 'Uid'), ok: uids.every((id) => Number(id) === inputs.expectedUid) },
     { layer: 'worker gid', value: field(worker, 'Gid'), ok: gids.every((id) => Number(id) === inputs.expectedGid) },
     { layer: 'worker uid of its own', ...ownUid(inputs.workerPid, inputs.expectedUid, inputs.expectedGid) },
-    { layer: 'worker supplementary groups', value: groups === '' ? 'none' : groups, ok: groups === '' || !inputs.switchedUser },
+    {
+      layer: 'worker supplementary groups',
+      value: groups === '' ? 'none' : groups,
+      ok: groups === '' || !inputs.switchedUser,
+    },
     { layer: 'worker no_new_privs', value: field(worker, 'NoNewPrivs'), ok: field(worker, 'NoNewPrivs') === '1' },
     { layer: 'worker dumpable', ...dumpable(inputs.workerPid, Number(uids[1])) },
     {
@@ -95,18 +100,36 @@ export function sandboxReport(inputs: ReportInputs): SandboxReport {
       ok: seccomp === '2',
     },
     { layer: 'worker landlock', ...landlockRow(inputs) },
-    { layer: 'worker capabilities', value: `CapEff ${field(worker, 'CapEff')}`, ok: /^0+$/.test(field(worker, 'CapEff')) },
+    {
+      layer: 'worker capabilities',
+      value: `CapEff ${field(worker, 'CapEff')}`,
+      ok: /^0+$/.test(field(worker, 'CapEff')),
+    },
     { layer: 'worker permission model', value: inputs.permissionModel.detail, ok: inputs.permissionModel.inForce },
-    { layer: 'supervisor dumpable', value: String(inputs.hardening.dumpable ?? 'unknown'), ok: inputs.hardening.dumpable === 0 },
-    { layer: 'supervisor core limit', value: `${inputs.hardening.coreLimitSoft}/${inputs.hardening.coreLimitHard}`, ok: inputs.hardening.coreLimitSoft === '0' && inputs.hardening.coreLimitHard === '0' },
-    { layer: 'key memory locked', value: `VmLck ${Number.isNaN(lockedKb) ? 'unknown' : `${lockedKb} kB`}`, ok: lockedKb > 0 },
+    {
+      layer: 'supervisor dumpable',
+      value: String(inputs.hardening.dumpable ?? 'unknown'),
+      ok: inputs.hardening.dumpable === 0,
+    },
+    {
+      layer: 'supervisor core limit',
+      value: `${inputs.hardening.coreLimitSoft}/${inputs.hardening.coreLimitHard}`,
+      ok: inputs.hardening.coreLimitSoft === '0' && inputs.hardening.coreLimitHard === '0',
+    },
+    {
+      layer: 'key memory locked',
+      value: `VmLck ${Number.isNaN(lockedKb) ? 'unknown' : `${lockedKb} kB`}`,
+      ok: lockedKb > 0,
+    },
   ];
   return { rows, complete: rows.every((row) => row.ok) };
 }
 
 /** Fields for the one startup log line. */
 export function reportFields(report: SandboxReport): Record<string, string> {
-  return Object.fromEntries(report.rows.map((row) => [row.layer.replaceAll(' ', '_'), `${row.ok ? 'ok' : 'MISSING'}: ${row.value}`]));
+  return Object.fromEntries(
+    report.rows.map((row) => [row.layer.replaceAll(' ', '_'), `${row.ok ? 'ok' : 'MISSING'}: ${row.value}`]),
+  );
 }
 
 export function formatReport(report: SandboxReport): string {

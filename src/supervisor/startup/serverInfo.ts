@@ -30,7 +30,10 @@ export class ServerInfoFile {
     try {
       mkdirSync(dirname(absolute), { recursive: true });
     } catch (err) {
-      throw new ProxyError('ERR_SERVER_INFO', `cannot create the directory for --server-info ${absolute}: ${errnoCode(err) ?? String(err)}`);
+      throw new ProxyError(
+        'ERR_SERVER_INFO',
+        `cannot create the directory for --server-info ${absolute}: ${errnoCode(err) ?? String(err)}`,
+      );
     }
     const { default: lockfile } = await import('proper-lockfile');
     const lock = (): Promise<unknown> => lockfile.lock(absolute, { ...LOCK_OPTIONS, onCompromised });
@@ -38,12 +41,21 @@ export class ServerInfoFile {
       await lock();
     } catch (err) {
       if (errnoCode(err) !== 'ELOCKED') {
-        throw new ProxyError('ERR_SERVER_INFO', `cannot lock --server-info ${absolute}: ${errnoCode(err) ?? String(err)}`);
+        throw new ProxyError(
+          'ERR_SERVER_INFO',
+          `cannot lock --server-info ${absolute}: ${errnoCode(err) ?? String(err)}`,
+        );
       }
       const owner = ownerPid(absolute);
       if (owner === null || isAlive(owner)) {
-        const who = owner === null ? 'another responses-api-proxy (a stale lock expires within 10 s)' : `another responses-api-proxy (pid ${owner})`;
-        throw new ProxyError('ERR_SERVER_INFO', `--server-info ${absolute} is in use by ${who}; stop it or choose another file`);
+        const who =
+          owner === null
+            ? 'another responses-api-proxy (a stale lock expires within 10 s)'
+            : `another responses-api-proxy (pid ${owner})`;
+        throw new ProxyError(
+          'ERR_SERVER_INFO',
+          `--server-info ${absolute} is in use by ${who}; stop it or choose another file`,
+        );
       }
       // The owner is dead (killed before it could clean up): take the lock over.
       rmSync(`${absolute}.lock`, { recursive: true, force: true });

@@ -34,7 +34,9 @@ import {
 import { landlockSupport } from '../../shared/landlock.js';
 
 function version(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  const pkg = JSON.parse(readFileSync(new URL('../../../../package.json', import.meta.url), 'utf8')) as {
+    version: string;
+  };
   return pkg.version;
 }
 
@@ -80,7 +82,9 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const serverInfo =
     options.serverInfo === null || options.checkSandbox
       ? null
-      : await ServerInfoFile.claim(options.serverInfo, (err) => log.error({ err: err.message }, 'server-info lock compromised'));
+      : await ServerInfoFile.claim(options.serverInfo, (err) =>
+          log.error({ err: err.message }, 'server-info lock compromised'),
+        );
   let listen;
   try {
     listen = bindLoopback(options.checkSandbox ? 0 : options.port);
@@ -91,12 +95,14 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const permission = workerPermissionFlags(workerEntry, dumpDir);
   if (options.webSocket !== null) await loadWebSocketClient();
   // Said only now, so that a startup failure stays a single line.
-  for (const { layer, reason } of hardening.missing) log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
+  for (const { layer, reason } of hardening.missing)
+    log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
   for (const note of identity.notes) log.info(note);
   const derived = options.maxOpenStreams === null ? ' (derived from the open-file limit)' : '';
   log.info({ ...streamLimit }, `at most ${streamLimit.maxOpenStreams} concurrent requests and WebSockets${derived}`);
   for (const warning of identity.warnings) log.warn(warning);
-  if (!permission.supported) log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
+  if (!permission.supported)
+    log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
   const landlock = landlockSupport();
   const ioUring = denyIoUringToWorker();
   if (ioUring !== null) {
@@ -111,12 +117,15 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     shutdownTimeoutMs: options.shutdownTimeoutMs,
     serverInfo,
     policy,
-    workerConfig: workerConfigFor({ ...options, maxOpenStreams: streamLimit.maxOpenStreams }, {
-      dumpDir,
-      dumpSequenceStart: 1,
-      allowCapabilities: identity.uid === 0,
-      readPaths: workerReadPaths(workerEntry),
-    }),
+    workerConfig: workerConfigFor(
+      { ...options, maxOpenStreams: streamLimit.maxOpenStreams },
+      {
+        dumpDir,
+        dumpSequenceStart: 1,
+        allowCapabilities: identity.uid === 0,
+        readPaths: workerReadPaths(workerEntry),
+      },
+    ),
     worker: {
       entry: workerEntry,
       nodeFlags: permission.flags,
@@ -129,7 +138,10 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
         expectedUid: identity.uid,
         expectedGid: identity.gid,
         switchedUser: identity.switchUser,
-        permissionModel: { inForce: permission.supported, detail: permission.supported ? permission.reason : `off: ${permission.reason}` },
+        permissionModel: {
+          inForce: permission.supported,
+          detail: permission.supported ? permission.reason : `off: ${permission.reason}`,
+        },
         landlock,
         dumpDir,
         allowWeaker: options.allowWeakerSandbox,
@@ -137,7 +149,11 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
       });
       if (options.checkSandbox) {
         process.stdout.write(formatReport(report));
-        return supervisor.stop(report.complete ? 0 : 1, report.complete ? 'sandbox check passed' : 'sandbox check: some layers are missing', true);
+        return supervisor.stop(
+          report.complete ? 0 : 1,
+          report.complete ? 'sandbox check passed' : 'sandbox check: some layers are missing',
+          true,
+        );
       }
       logReport(log, report.complete, reportFields(report));
     },
@@ -151,7 +167,11 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   });
   // From here on a bug in one request must not take the proxy down: log it, keep serving.
   process.removeListener('uncaughtException', fail);
-  const survive = (err: unknown): void => log.error({ err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) }, 'unexpected error');
+  const survive = (err: unknown): void =>
+    log.error(
+      { err: err instanceof Error ? { message: err.message, stack: err.stack } : String(err) },
+      'unexpected error',
+    );
   process.on('uncaughtException', survive);
   process.on('unhandledRejection', survive);
   supervisor.start();
@@ -192,7 +212,10 @@ function createDumpDir(dir: string, identity: WorkerIdentity): string {
   if (identity.switchUser) {
     const blocked = findUnreadablePath([absolute], identity.uid, identity.gid);
     if (blocked !== null) {
-      throw new ProxyError('ERR_DUMP_DIR', `${unreadableMessage(identity, blocked).replace(/: install the proxy.*$/, '')}: choose a --dump-dir that user can reach, or pass --uid`);
+      throw new ProxyError(
+        'ERR_DUMP_DIR',
+        `${unreadableMessage(identity, blocked).replace(/: install the proxy.*$/, '')}: choose a --dump-dir that user can reach, or pass --uid`,
+      );
     }
   }
   return absolute;
@@ -207,4 +230,3 @@ function fail(err: unknown): never {
   writeStderr(`Error: internal error: ${messageOf(err)}\n`);
   process.exit(1);
 }
-

@@ -58,7 +58,11 @@ export function processIds(): Map<number, Set<number>> {
     const ids = new Set<number>();
     for (const line of status.split('\n')) {
       if (!/^(Uid|Gid|Groups):/.test(line)) continue;
-      for (const id of line.slice(line.indexOf(':') + 1).trim().split(/\s+/)) if (id !== '') ids.add(Number(id));
+      for (const id of line
+        .slice(line.indexOf(':') + 1)
+        .trim()
+        .split(/\s+/))
+        if (id !== '') ids.add(Number(id));
     }
     processes.set(Number(entry), ids);
   }

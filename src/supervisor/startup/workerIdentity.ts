@@ -65,7 +65,10 @@ export function resolveUser(spec: string): ResolvedUser {
     return { uid, name: entry?.name ?? null, primaryGid: entry?.gid ?? null };
   }
   const entry = getpwnam(spec);
-  if (entry === null) throw new WorkerIdentityError(`--uid ${spec}: no such user (not in the passwd database; pass a name that exists or a number)`);
+  if (entry === null)
+    throw new WorkerIdentityError(
+      `--uid ${spec}: no such user (not in the passwd database; pass a name that exists or a number)`,
+    );
   return { uid: entry.uid, name: entry.name, primaryGid: entry.gid };
 }
 
@@ -75,7 +78,10 @@ export function resolveGroup(spec: string): ResolvedGroup {
   const gid = parseId(spec, 'gid');
   if (gid !== null) return { gid, name: getgrgid(gid)?.name ?? null };
   const entry = getgrnam(spec);
-  if (entry === null) throw new WorkerIdentityError(`--gid ${spec}: no such group (not in the group database; pass a name that exists or a number)`);
+  if (entry === null)
+    throw new WorkerIdentityError(
+      `--gid ${spec}: no such group (not in the group database; pass a name that exists or a number)`,
+    );
   return { gid: entry.gid, name: entry.name };
 }
 
@@ -222,7 +228,13 @@ function prefixes(path: string): string[] {
   return out;
 }
 
-function checkWalk(path: string, walked: string, uid: number, gid: number, groups: readonly number[]): UnreadablePath | null {
+function checkWalk(
+  path: string,
+  walked: string,
+  uid: number,
+  gid: number,
+  groups: readonly number[],
+): UnreadablePath | null {
   const steps = prefixes(walked);
   for (const [index, step] of steps.entries()) {
     let st: Stats;
@@ -237,7 +249,11 @@ function checkWalk(path: string, walked: string, uid: number, gid: number, group
       const want = last ? R | X : X;
       if (!st.isDirectory()) return { path, blockedAt: step, reason: 'not a directory' };
       if (!permits(st, want, uid, gid, groups)) {
-        return { path, blockedAt: step, reason: `directory mode ${modeString(st)} gives no ${last ? 'read and search' : 'search (x)'} permission` };
+        return {
+          path,
+          blockedAt: step,
+          reason: `directory mode ${modeString(st)} gives no ${last ? 'read and search' : 'search (x)'} permission`,
+        };
       }
     } else if (!permits(st, R, uid, gid, groups)) {
       return { path, blockedAt: step, reason: `file mode ${modeString(st)} gives no read permission` };
