@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import { MAX_OPEN_STREAMS } from '../src/shared/constants.js';
 import { UsageError, WorkloadIdentityError } from '../src/shared/errors.js';
 import { FLAG_ENTRIES, FLAG_LIST, isOption, isSection } from '../src/shared/flags.js';
 import { parseCommandLine, USAGE, type ProxyOptions } from '../src/supervisor/startup/cli.js';
@@ -39,7 +40,7 @@ describe('flags: parseCommandLine', () => {
       dumpDir: null,
       dumpMaxBytes: 16 * 1024 * 1024,
       maxBodyBytes: 64 * 1024 * 1024,
-      maxOpenStreams: 256,
+      maxOpenStreams: null, // derived at startup from the open-file limit
       webSocket: null,
       upstreamTimeoutMs: 300_000,
       shutdownTimeoutMs: 10_000,
@@ -63,7 +64,7 @@ describe('flags: parseCommandLine', () => {
     const given = options([
       ...['--port', '8080', '--server-info', '/run/info.json', '--http-shutdown'],
       ...['--upstream-url', 'http://127.0.0.1:9/v1/x?a=1#frag', '--dump-dir', 'dumps', '--dump-max-bytes', '0'],
-      ...['--max-body-bytes', '1', '--max-concurrent', '1024', '--websocket', '--ws-max-message-bytes', '1'],
+      ...['--max-body-bytes', '1', '--max-concurrent', '16384', '--websocket', '--ws-max-message-bytes', '1'],
       ...['--ws-idle-timeout', '0.001', '--upstream-timeout', '1.5', '--shutdown-timeout', '2147483.647'],
       ...['--uid', 'nobody', '--gid', '65534', '--allow-weaker-sandbox', '--check-sandbox', '--log-level', 'silent'],
       ...['--client-token-file', '/run/t', '--client-token-owner', 'agent', '--allow-model', 'gpt-5*'],
@@ -78,7 +79,7 @@ describe('flags: parseCommandLine', () => {
       dumpDir: 'dumps',
       dumpMaxBytes: 0,
       maxBodyBytes: 1,
-      maxOpenStreams: 1024,
+      maxOpenStreams: 16384,
       webSocket: { maxMessageBytes: 1, idleTimeoutMs: 1 },
       upstreamTimeoutMs: 1500,
       shutdownTimeoutMs: 2 ** 31 - 1,
@@ -121,8 +122,8 @@ describe('flags: parseCommandLine', () => {
     [['--port', '65536'], invalid('65536', '--port <PORT>', PORT)],
     [['--port', '1.5'], invalid('1.5', '--port <PORT>', PORT)],
     [['--port', '000001'], invalid('000001', '--port <PORT>', PORT)],
-    [['--max-concurrent', '0'], invalid('0', '--max-concurrent <N>', whole(1, 1024))],
-    [['--max-concurrent', '1025'], invalid('1025', '--max-concurrent <N>', whole(1, 1024))],
+    [['--max-concurrent', '0'], invalid('0', '--max-concurrent <N>', whole(1, MAX_OPEN_STREAMS))],
+    [['--max-concurrent', '16385'], invalid('16385', '--max-concurrent <N>', whole(1, MAX_OPEN_STREAMS))],
     [['--max-body-bytes', '-1'], invalid('-1', '--max-body-bytes <N>', whole(0))],
     [['--dump-max-bytes', '1e3'], invalid('1e3', '--dump-max-bytes <N>', whole(0))],
     [['--websocket', '--ws-max-message-bytes', '0'], invalid('0', '--ws-max-message-bytes <N>', whole(1))],
@@ -287,7 +288,8 @@ describe('flags: --help', () => {
     for (const entry of FLAG_LIST.filter(isOption)) {
       assert.ok(USAGE.includes(`  --${entry.flag} <${entry.arg}>`), `--${entry.flag} <${entry.arg}>`);
       if (!entry.help.includes('{default}')) continue;
-      assert.ok(USAGE.includes(`(default: ${entry.default})`), `default of --${entry.flag}`);
+      const shown = (entry.derived ?? String(entry.default)).split('\n')[0] as string;
+      assert.ok(USAGE.includes(`(default: ${shown}`), `default of --${entry.flag}`);
     }
     assert.doesNotMatch(USAGE, /\{default\}/);
     const column = ' '.repeat(25);
@@ -296,6 +298,8 @@ describe('flags: --help', () => {
     const levels = 'fatal, error, warn, info, debug, trace, silent';
     assert.ok(USAGE.includes(`\n${urlLine}\n${column}(default: ${url})\n`));
     assert.ok(USAGE.includes(`\n  --log-level <LEVEL>    ${levels} (default: info)\n`));
+    const derived = `${column}(default: from the open-file limit,\n${column}(ulimit -n - 128) / 1.25, at most 16384)\n`;
+    assert.ok(USAGE.includes(derived), '--max-concurrent says how its default is derived');
   });
 
   test('help text starts in one column; a long flag puts it on the next line', () => {

@@ -125,9 +125,13 @@ interface CaseOptions {
   readonly webSocket?: boolean;
   /** The supervisor says DRAIN before the worker's first byte (DRAINED is permitted). */
   readonly draining?: boolean;
+  /** How long the supervisor end may take to read what was written (default CONSUME_TIMEOUT_MS). */
+  readonly consumeTimeoutMs?: number;
 }
 
 const CONSUME_TIMEOUT_MS = 5_000;
+/** A flood of MAX_OPEN_STREAMS OPENs starts as many upstream calls: slow on a loaded machine. */
+const FLOOD_CONSUME_TIMEOUT_MS = 30_000;
 
 /** Totals over the cases of one property, printed so a run shows what it exercised. */
 const stats = { cases: 0, bytes: 0, frames: 0, violations: 0, maxBuffered: 0, maxOpenStreams: 0 };
@@ -226,7 +230,7 @@ async function runCase(upstream: Upstream, chunks: readonly Buffer[], options: C
       const timer = setTimeout(() => {
         wake = null;
         resolve(received >= target);
-      }, CONSUME_TIMEOUT_MS);
+      }, options.consumeTimeoutMs ?? CONSUME_TIMEOUT_MS);
       wake = () => {
         if (received < target) return;
         clearTimeout(timer);
@@ -900,45 +904,47 @@ describe('IPC fuzzing: the supervisor Monitor over a real socketpair', { timeout
     },
   );
 
-  test(
-    'floods of OPENs: the 1025th open stream is a violation, never more than 1024 calls; opened-and-reset streams never accumulate',
-    { timeout: 60_000 },
-    async (t) => {
-      const held = fc.record({
-        n: fc.oneof(fc.integer({ min: 1, max: 1100 }), fc.integer({ min: 1020, max: 1100 })),
-        chunking: chunkingArb,
-      });
-      await check(t, 'flood of held OPENs', held, 24, async ({ n, chunking }) => {
-        const frames: Buffer[] = [frame(Msg.READY, 0)];
-        for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
-        frames.push(frame(Msg.DRAINED, 0)); // must be ignored after a violation
-        const options = { stepwise: chunking.stepwise, draining: true };
-        const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), options);
-        checkInvariants(report);
-        if (n > MAX_OPEN_STREAMS) {
-          assert.deepEqual(report.violations, [`more than ${MAX_OPEN_STREAMS} open streams`]);
-          assert.equal(report.maxOpenStreams, MAX_OPEN_STREAMS);
-          assert.equal(report.events.drained, 0);
-        } else {
-          assert.deepEqual(report.violations, []);
-          assert.equal(report.finalOpenStreams, n, 'every open request half is tracked');
-          assert.equal(report.events.drained, 1);
-        }
-      });
-      const churn = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS + 1, max: 1400 }), chunking: chunkingArb });
-      await check(t, 'flood of OPEN+RESET', churn, 16, async ({ n, chunking }) => {
-        const frames: Buffer[] = [frame(Msg.READY, 0)];
-        for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));
-        const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), {
-          stepwise: chunking.stepwise,
-        });
-        checkInvariants(report);
-        assert.deepEqual(report.violations, [], 'streams that were reset do not count as open');
-        assert.ok(report.maxOpenStreams <= 1, `reset calls were not forgotten (max ${report.maxOpenStreams})`);
-        assert.equal(report.finalOpenStreams, 0);
-      });
-    },
-  );
+  const floods =
+    `floods of OPENs: the ${MAX_OPEN_STREAMS + 1}th open stream is a violation, ` +
+    `never more than ${MAX_OPEN_STREAMS} calls; opened-and-reset streams never accumulate`;
+  test(floods, { timeout: 120_000 }, async (t) => {
+    // Each flood near the limit starts thousands of upstream calls: few of those, more small ones.
+    const few = fc.record({ n: fc.integer({ min: 1, max: 1100 }), chunking: chunkingArb });
+    const nearLimit = fc.integer({ min: MAX_OPEN_STREAMS - 2, max: MAX_OPEN_STREAMS + 40 });
+    const many = fc.record({ n: nearLimit, chunking: chunkingArb });
+    type Flood = { n: number; chunking: { cuts: number[]; stepwise: boolean } };
+    const floodOf = async ({ n, chunking }: Flood): Promise<void> => {
+      const frames: Buffer[] = [frame(Msg.READY, 0)];
+      for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
+      frames.push(frame(Msg.DRAINED, 0)); // must be ignored after a violation
+      const options = { stepwise: chunking.stepwise, draining: true, consumeTimeoutMs: FLOOD_CONSUME_TIMEOUT_MS };
+      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), options);
+      checkInvariants(report);
+      if (n > MAX_OPEN_STREAMS) {
+        assert.deepEqual(report.violations, [`more than ${MAX_OPEN_STREAMS} open streams`]);
+        assert.equal(report.maxOpenStreams, MAX_OPEN_STREAMS);
+        assert.equal(report.events.drained, 0);
+      } else {
+        assert.deepEqual(report.violations, []);
+        assert.equal(report.finalOpenStreams, n, 'every open request half is tracked');
+        assert.equal(report.events.drained, 1);
+      }
+    };
+    await check(t, 'flood of held OPENs', few, 16, floodOf);
+    await check(t, 'flood of held OPENs up to the limit and beyond', many, 3, floodOf);
+    const beyondLimit = fc.integer({ min: MAX_OPEN_STREAMS + 1, max: MAX_OPEN_STREAMS + 100 });
+    const churn = fc.record({ n: beyondLimit, chunking: chunkingArb });
+    await check(t, 'flood of OPEN+RESET', churn, 3, async ({ n, chunking }) => {
+      const frames: Buffer[] = [frame(Msg.READY, 0)];
+      for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));
+      const options = { stepwise: chunking.stepwise, consumeTimeoutMs: FLOOD_CONSUME_TIMEOUT_MS };
+      const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), options);
+      checkInvariants(report);
+      assert.deepEqual(report.violations, [], 'streams that were reset do not count as open');
+      assert.ok(report.maxOpenStreams <= 1, `reset calls were not forgotten (max ${report.maxOpenStreams})`);
+      assert.equal(report.finalOpenStreams, 0);
+    });
+  });
 
   test(
     'mixed valid and invalid frames, WebSockets too, against a real answering upstream: the invariants hold',

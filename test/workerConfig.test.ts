@@ -5,6 +5,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { MAX_OPEN_STREAMS } from '../src/shared/constants.js';
 import { ProtocolError } from '../src/shared/errors.js';
 import { WORKER_FLAG_ENTRIES } from '../src/shared/flags.js';
 import { MESSAGE_SPECS, Msg } from '../src/shared/ipcProtocol.js';
@@ -20,8 +21,13 @@ function flags(args: readonly string[]): ProxyOptions {
 
 const READ_PATHS = ['/opt/proxy', '/proc/self/status'];
 
+/** What the supervisor derives from the open-file limit when --max-concurrent is not given. */
+const DERIVED_MAX_OPEN_STREAMS = 15_897;
+
 function configFor(args: readonly string[], dumpDir: string | null = null): WorkerConfig {
-  return workerConfigFor(flags(args), { dumpDir, allowCapabilities: false, readPaths: READ_PATHS });
+  const given = flags(args);
+  const settled = { ...given, maxOpenStreams: given.maxOpenStreams ?? DERIVED_MAX_OPEN_STREAMS };
+  return workerConfigFor(settled, { dumpDir, allowCapabilities: false, readPaths: READ_PATHS });
 }
 
 const roundTrip = (config: unknown): WorkerConfig => decodeWorkerConfig(Buffer.from(JSON.stringify(config)));
@@ -45,7 +51,11 @@ describe('workerConfig: what the supervisor sends', () => {
     const config = configFor([]);
     const workerKeys = WORKER_FLAG_ENTRIES.map(([key]) => key);
     assert.deepEqual(Object.keys(config).sort(), [...workerKeys, 'allowCapabilities', 'readPaths'].sort());
-    for (const key of workerKeys) assert.deepEqual(config[key], flags([])[key], key);
+    for (const key of workerKeys) {
+      if (key !== 'maxOpenStreams') assert.deepEqual(config[key], flags([])[key], key);
+    }
+    assert.equal(flags([]).maxOpenStreams, null, 'not given: derived at startup');
+    assert.equal(config.maxOpenStreams, DERIVED_MAX_OPEN_STREAMS, 'the worker gets the derived value');
     for (const supervisorOnly of [
       'port',
       'serverInfo',
@@ -57,7 +67,8 @@ describe('workerConfig: what the supervisor sends', () => {
     ]) {
       assert.ok(!(supervisorOnly in config), supervisorOnly);
     }
-    assert.equal(config.maxOpenStreams, 256, '--max-concurrent goes by the name the worker has for it');
+    const given = configFor(['--max-concurrent', '300']).maxOpenStreams;
+    assert.equal(given, 300, '--max-concurrent goes by the name the worker has for it');
   });
 
   test('dumpDir is the directory the supervisor created, not the flag as typed', () => {
@@ -69,7 +80,7 @@ describe('workerConfig: what the supervisor sends', () => {
     const extremes = configFor(
       [
         ...['--websocket', '--ws-max-message-bytes', '999999999999999', '--ws-idle-timeout', '2147483.647'],
-        ...['--max-concurrent', '1024'],
+        ...['--max-concurrent', String(MAX_OPEN_STREAMS)],
         ...['--dump-max-bytes', '0', '--max-body-bytes', '0', '--allow-weaker-sandbox', '--log-level', 'silent'],
       ],
       '/'.repeat(4096),
@@ -102,7 +113,8 @@ describe('workerConfig: decodeWorkerConfig refuses', () => {
     ['logLevel', 'loud'],
     ['logLevel', null],
     ['maxOpenStreams', 0],
-    ['maxOpenStreams', 1025],
+    ['maxOpenStreams', MAX_OPEN_STREAMS + 1],
+    ['maxOpenStreams', null],
     ['maxOpenStreams', 1.5],
     ['maxOpenStreams', '256'],
     ['maxBodyBytes', -1],
@@ -150,7 +162,7 @@ describe('workerConfig: decodeWorkerConfig refuses', () => {
   });
 
   test('but takes a field at each bound', () => {
-    assert.equal(roundTrip({ ...BASE, maxOpenStreams: 1024 }).maxOpenStreams, 1024);
+    assert.equal(roundTrip({ ...BASE, maxOpenStreams: MAX_OPEN_STREAMS }).maxOpenStreams, MAX_OPEN_STREAMS);
     assert.equal(roundTrip({ ...BASE, dumpDir: 'é'.repeat(2048) }).dumpDir, 'é'.repeat(2048));
     assert.equal(roundTrip({ ...BASE, maxBodyBytes: Number.MAX_SAFE_INTEGER }).maxBodyBytes, Number.MAX_SAFE_INTEGER);
     assert.equal(roundTrip({ ...BASE, webSocket: null }).webSocket, null);

@@ -17,8 +17,11 @@ export const AUTH_SCHEME_PREFIX = 'Bearer ';
 export const WORKER_LISTEN_FD = 3;
 export const WORKER_IPC_FD = 4;
 
-/** Hard cap on concurrently open streams; the worker answers 503 beyond it. */
-export const MAX_OPEN_STREAMS = 1024;
+/**
+ * Hard cap on concurrently open streams: --max-concurrent is at most this, and
+ * the supervisor takes more open streams from the worker as a protocol violation.
+ */
+export const MAX_OPEN_STREAMS = 16384;
 
 /**
  * What the worker's sandbox reads about itself before Landlock closes /proc:

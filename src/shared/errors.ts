@@ -15,6 +15,7 @@ export const ERROR_CODES = {
   ERR_WORKER_ID_LEASE: 'no free uid of its own for the worker',
   ERR_WORKER_FILES: "the worker's uid cannot read its program",
   ERR_LISTEN: 'cannot listen on the port',
+  ERR_OPEN_FILE_LIMIT: 'the open-file limit (RLIMIT_NOFILE) is too low for --max-concurrent',
   ERR_SERVER_INFO: 'the --server-info file cannot be claimed or written',
   ERR_DUMP_DIR: 'the --dump-dir cannot be created or used',
   ERR_CLIENT_TOKEN: 'the --client-token-file cannot be made',

@@ -7,6 +7,7 @@
 import { DEFAULT_UPSTREAM_URL, MAX_OPEN_STREAMS } from './constants.js';
 import { UsageError } from './errors.js';
 import { LOG_LEVELS, type LogLevel } from './logger.js';
+import { DERIVED_STREAMS_HELP } from './openFileBudget.js';
 
 /** How a flag's text becomes its value; a bad text is a UsageError naming `--flag`. */
 interface Kind<T> {
@@ -41,8 +42,13 @@ export interface Option<K extends Kind<unknown> = Kind<unknown>> extends Describ
   /** Shown in --help as `<arg>`. */
   readonly arg: string;
   readonly kind: K;
-  /** As it would be typed (a number for a number); null: no value unless given. */
+  /** As it would be typed (a number for a number); null: no value unless given (or derived). */
   readonly default: string | number | null;
+  /**
+   * With default null: the supervisor works the value out at startup when it is
+   * not given; this says how, for --help. The worker always gets a value.
+   */
+  readonly derived?: string;
   /** May be given up to this many times; its value is then the list (or null when not given). */
   readonly repeatable?: number;
   /** The key of another flag this one needs. */
@@ -231,9 +237,10 @@ const FLAGS = {
     flag: 'max-concurrent',
     arg: 'N',
     kind: count(1, MAX_OPEN_STREAMS),
-    default: 256,
+    default: null,
     reader: 'worker',
-    help: 'Answer 503 beyond N open requests and WebSockets (default: {default})',
+    derived: DERIVED_STREAMS_HELP,
+    help: 'Answer 503 beyond N open requests and WebSockets\n(default: {default})',
   },
   webSocket: {
     flag: 'websocket',
@@ -432,8 +439,13 @@ export type FlagValues = { readonly [K in keyof Table]: ValueOf<Table[K]> };
 
 type WorkerFlagKey = { [K in keyof Table]: Table[K]['reader'] extends 'supervisor' ? never : K }[keyof Table];
 
-/** The values of the flags the worker reads. */
-export type WorkerFlagValues = Pick<FlagValues, WorkerFlagKey>;
+/** Flags whose value the supervisor works out when it is not given. */
+type DerivedKey = { [K in keyof Table]: Table[K] extends { readonly derived: string } ? K : never }[keyof Table];
+
+/** The values of the flags the worker reads, the derived ones worked out. */
+export type WorkerFlagValues = Omit<Pick<FlagValues, WorkerFlagKey>, DerivedKey> & {
+  readonly [K in DerivedKey & WorkerFlagKey]: NonNullable<FlagValues[K]>;
+};
 
 /** The table's entries in --help order. */
 export const FLAG_ENTRIES = Object.entries(FLAGS) as readonly (readonly [keyof Table, Entry])[];

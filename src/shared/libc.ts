@@ -41,6 +41,7 @@ export const PR_GET_NO_NEW_PRIVS = 39;
 
 // getrlimit(2) resources (same numbers on x86_64 and aarch64).
 export const RLIMIT_CORE = 4;
+export const RLIMIT_NOFILE = 7;
 /** RLIM_INFINITY: rlim_t is 64-bit unsigned on the 64-bit targets we support. */
 export const RLIM_INFINITY = 0xffff_ffff_ffff_ffffn;
 
@@ -120,7 +121,8 @@ function bind(): Bindings {
     // the only way to pass SECCOMP_FILTER_FLAG_TSYNC (prctl's seccomp mode
     // filters the calling thread only, and Node runs several threads).
     syscall: libc.func('long syscall(long number, ...)'),
-    // RLIMIT_CORE 0: a crash of the key holder must not write a core file.
+    // RLIMIT_CORE 0: a crash of the key holder must not write a core file;
+    // RLIMIT_NOFILE raised to its hard limit: the streams the proxy can hold.
     getrlimit: libc.func('int getrlimit(int resource, _Out_ uint8_t *rlim)'),
     setrlimit: libc.func('int setrlimit(int resource, const uint8_t *rlim)'),
     // --uid / --gid names resolved through NSS (the reentrant forms: no static buffers).

@@ -73,7 +73,10 @@ const CONFIG_RULES: Rules = new Map<string, ConfigRule<unknown>>([
       return [key, nullable(fields(new Map(members.map(([member, option]) => [member, option.kind]))))];
     }
     if (isOption(entry) && entry.repeatable !== undefined) return [key, nullable(listOf(entry.kind, entry.repeatable))];
-    if (isOption(entry)) return [key, entry.default === null ? nullable(entry.kind) : entry.kind];
+    if (isOption(entry)) {
+      const optional = entry.default === null && entry.derived === undefined;
+      return [key, optional ? nullable(entry.kind) : entry.kind];
+    }
     return [key, BOOLEAN_RULE];
   }),
   ['allowCapabilities', BOOLEAN_RULE],

@@ -40,7 +40,8 @@ function helpLines(label: string, help: string): string {
 
 function flagHelp(entry: Switch | Option): string {
   if (!isOption(entry)) return helpLines(`--${entry.flag}`, entry.help);
-  return helpLines(`--${entry.flag} <${entry.arg}>`, entry.help.replace('{default}', String(entry.default)));
+  const shown = entry.derived ?? String(entry.default);
+  return helpLines(`--${entry.flag} <${entry.arg}>`, entry.help.replace('{default}', shown));
 }
 
 export const USAGE = `Usage: ${PROGRAM_NAME} [OPTIONS] < key

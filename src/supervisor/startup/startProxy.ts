@@ -16,6 +16,7 @@ import { startWorkloadIdentity } from '../credential/workloadCredential.js';
 import { ClientPolicy } from '../clientPolicy.js';
 import { DumpDirectory } from '../dumpFiles.js';
 import { hardenSupervisor } from './hardening.js';
+import { settleStreamLimit } from './openFileLimit.js';
 import { policyOptionsOf } from './policyOptions.js';
 import { bindLoopback } from './listenSocket.js';
 import { ProxySupervisor } from '../proxySupervisor.js';
@@ -59,6 +60,7 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   const log = createLogger('supervisor', options.logLevel);
 
   const hardening = hardenSupervisor({ allowWeaker: options.allowWeakerSandbox });
+  const streamLimit = settleStreamLimit(options.maxOpenStreams);
   const identity = resolveWorkerIdentity({ uid: options.uid ?? undefined, gid: options.gid ?? undefined });
   if (identity.switchUser) {
     const unreadable = findUnreadablePath(workerProgramPaths(workerEntry), identity.uid, identity.gid);
@@ -97,6 +99,8 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
   for (const { layer, reason } of hardening.missing)
     log.warn({ layer, reason }, 'supervisor hardening layer missing (--allow-weaker-sandbox)');
   for (const note of identity.notes) log.info(note);
+  const derived = options.maxOpenStreams === null ? ' (derived from the open-file limit)' : '';
+  log.info({ ...streamLimit }, `at most ${streamLimit.maxOpenStreams} concurrent requests and WebSockets${derived}`);
   for (const warning of identity.warnings) log.warn(warning);
   if (!permission.supported)
     log.warn({ reason: permission.reason }, 'the worker runs without the Node permission model');
@@ -115,11 +119,14 @@ async function startProxy(options: ProxyOptions, workerEntry: string): Promise<v
     serverInfo,
     policy,
     dumpDirectory,
-    workerConfig: workerConfigFor(options, {
-      dumpDir: dumpDirectory?.path ?? null,
-      allowCapabilities: identity.uid === 0,
-      readPaths: workerReadPaths(workerEntry),
-    }),
+    workerConfig: workerConfigFor(
+      { ...options, maxOpenStreams: streamLimit.maxOpenStreams },
+      {
+        dumpDir: dumpDirectory?.path ?? null,
+        allowCapabilities: identity.uid === 0,
+        readPaths: workerReadPaths(workerEntry),
+      },
+    ),
     worker: {
       entry: workerEntry,
       nodeFlags: permission.flags,

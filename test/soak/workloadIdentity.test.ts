@@ -5,12 +5,14 @@
 // few seconds, a burst during a renewal, a failing and a hanging renewal, the
 // first token failing in every way the original names, and where every
 // credential lies in memory afterwards.
+//
+// In the soak suite: its tokens live seconds, so it runs alone rather than beside other suites.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { stackLines } from './helpers/netProbe.js';
-import { namespaceSkipReason, runScenario } from './helpers/oidcNamespace.js';
-import { AUDIENCE, GITHUB_HOST, GITHUB_PATH, IDENTITY_PROVIDER_ID, SERVICE_ACCOUNT_ID } from './helpers/oidcWorld.js';
+import { stackLines } from '../helpers/netProbe.js';
+import { namespaceSkipReason, runScenario } from '../helpers/oidcNamespace.js';
+import { AUDIENCE, GITHUB_HOST, GITHUB_PATH, IDENTITY_PROVIDER_ID, SERVICE_ACCOUNT_ID } from '../helpers/oidcWorld.js';
 
 const skip = namespaceSkipReason();
 const UNAVAILABLE_BODY = {
