@@ -220,14 +220,9 @@ const IO_URING_SETUP = 425;
 
 // clone(2) flags. A thread shares memory, files, signal handlers and thread group;
 // anything without all of these would be a new process.
-const CLONE_VM = 0x100;
-const CLONE_FS = 0x200;
-const CLONE_FILES = 0x400;
-const CLONE_SIGHAND = 0x800;
-const CLONE_THREAD = 0x10000;
-const CLONE_SYSVSEM = 0x40000;
+const CLONE = { VM: 0x100, FS: 0x200, FILES: 0x400, SIGHAND: 0x800, THREAD: 0x10000, SYSVSEM: 0x40000 } as const;
 /** What a thread must share (glibc's pthread_create passes all of them). */
-export const CLONE_THREAD_FLAGS = CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
+export const CLONE_THREAD_FLAGS = CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM;
 /** CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET: never, even for a thread. */
 export const CLONE_NAMESPACE_FLAGS =
   0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000;
