@@ -37,7 +37,7 @@ describeIpcFuzz({
 });
 
 /** Real supervisors, each with one hostile worker process; a few at a time. */
-const PROCESS_CASES = 30 * RUNS_FACTOR;
+const PROCESS_CASES = 24 * RUNS_FACTOR;
 const PROCESS_CONCURRENCY = 3;
 const VIOLATION_MSG = /broke the IPC protocol/;
 /** The supervisor's last-resort handler: an exception that escaped it (it would have crashed without the handler). */
