@@ -9,11 +9,13 @@ import fc from 'fast-check';
 import { MAX_OPEN_STREAMS } from '../../src/shared/constants.js';
 import {
   CONDITIONS,
+  DUMP_WINDOW_BYTES,
   FRAME_HEADER_BYTES,
   INITIAL_STREAM_WINDOW,
   MAX_DATA_PAYLOAD,
   MESSAGE_SPECS,
   Msg,
+  encodeDumpFile,
   encodeHead,
   type ChannelConfig,
   type MessageSpec,
@@ -71,11 +73,25 @@ export function split(bytes: Buffer, cuts: readonly number[]): Buffer[] {
 
 export const HEAD = encodeHead(['content-type', 'application/json']);
 export const WS_HEAD = encodeHead([
-  'upgrade', 'websocket', 'connection', 'Upgrade', 'sec-websocket-version', '13',
-  'sec-websocket-key', 'dGhlIHNhbXBsZSBub25jZQ==', 'openai-beta', 'responses_websockets=2026-02-06',
+  'upgrade',
+  'websocket',
+  'connection',
+  'Upgrade',
+  'sec-websocket-version',
+  '13',
+  'sec-websocket-key',
+  'dGhlIHNhbXBsZSBub25jZQ==',
+  'openai-beta',
+  'responses_websockets=2026-02-06',
 ]);
 export const WS_STREAM_TYPES = [
-  Msg.WS_TEXT_PART, Msg.WS_TEXT_END, Msg.WS_BINARY_PART, Msg.WS_BINARY_END, Msg.WS_CLOSE, Msg.WINDOW, Msg.RESET,
+  Msg.WS_TEXT_PART,
+  Msg.WS_TEXT_END,
+  Msg.WS_BINARY_PART,
+  Msg.WS_BINARY_END,
+  Msg.WS_CLOSE,
+  Msg.WINDOW,
+  Msg.RESET,
 ] as const;
 
 /** A payload of a length the spec accepts, for frames that must pass the decoder. */
@@ -92,11 +108,12 @@ export const chunkingArb = fc.record({ cuts: fc.array(fc.nat(), { maxLength: 16 
 export const u32Arb = fc.integer({ min: 0, max: 0xffffffff });
 export const bytesArb = (maxLength: number): fc.Arbitrary<Buffer> =>
   fc.uint8Array({ maxLength }).map((u) => Buffer.from(u));
-/** The flags that enable messages (--http-shutdown, --websocket, --dump-dir), each on or off. */
+/** The flags that enable messages (--http-shutdown, --websocket, --dump-dir, --allow-model), each on or off. */
 export const flagsArb: fc.Arbitrary<ChannelConfig> = fc.record({
   httpShutdown: fc.boolean(),
   webSocket: fc.boolean(),
   dumps: fc.boolean(),
+  allowModel: fc.boolean(),
 });
 
 /** Tags the follow-up requests of the suite (answered by the holding upstream): never generated. */
@@ -161,7 +178,10 @@ export type Op =
   | { readonly k: 'data'; readonly pick: number; readonly size: number }
   | { readonly k: 'end'; readonly pick: number }
   | { readonly k: 'reset'; readonly pick: number }
-  | { readonly k: 'shutdown' };
+  | { readonly k: 'shutdown' }
+  | { readonly k: 'modelRefused' }
+  /** A whole dump file (DUMP_FILE, DUMP_DATA, DUMP_END) for an opened stream. */
+  | { readonly k: 'dump'; readonly pick: number; readonly kind: 'request' | 'response'; readonly size: number };
 
 const startupFailedOpArb = fc
   .uint8Array({ minLength: 1, maxLength: 64 })
@@ -187,6 +207,16 @@ export const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ k: fc.constant('end' as const), pick: fc.nat() }) },
   { weight: 2, arbitrary: fc.record({ k: fc.constant('reset' as const), pick: fc.nat() }) },
   { weight: 1, arbitrary: fc.constant({ k: 'shutdown' as const }) },
+  { weight: 1, arbitrary: fc.constant({ k: 'modelRefused' as const }) },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      k: fc.constant('dump' as const),
+      pick: fc.nat(),
+      kind: fc.constantFrom('request' as const, 'response' as const),
+      size: fc.oneof(fc.integer({ min: 0, max: 512 }), fc.integer({ min: 1, max: MAX_DATA_PAYLOAD })),
+    }),
+  },
 );
 
 /** A well-behaved prefix: mostly after READY, sometimes one that stops before it. */
@@ -211,17 +241,19 @@ export interface Model {
   readonly passed: Set<number>;
   highest: number;
   readonly streams: Map<number, StreamModel>;
+  /** Dump bytes sent (credit comes back only as they reach the disk: stay within one window). */
+  dumpBytes: number;
   readonly frames: Buffer[];
   readonly expected: EventCounts;
 }
 
-const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, dumps: false };
+export const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, dumps: false, allowModel: false };
 
 /** `draining`: the supervisor said DRAIN before the worker's first frame (DRAINED is permitted). */
 export function newModel(flags: ChannelConfig = NO_FLAGS, draining = false): Model {
   const expected = { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 };
   const passed = new Set<number>(draining ? [Msg.DRAIN] : []);
-  return { flags, passed, highest: 0, streams: new Map(), frames: [], expected };
+  return { flags, passed, highest: 0, streams: new Map(), dumpBytes: 0, frames: [], expected };
 }
 
 function say(m: Model, event: keyof EventCounts, type: MsgType, payload?: Buffer): void {
@@ -269,6 +301,19 @@ export function applyValidOps(m: Model, ops: readonly Op[]): void {
       case 'shutdown':
         if (m.flags.httpShutdown && isReady(m)) say(m, 'shutdown', Msg.SHUTDOWN);
         break;
+      case 'modelRefused':
+        if (m.flags.allowModel && isReady(m)) m.frames.push(frame(Msg.MODEL_REFUSED, 0));
+        break;
+      case 'dump': {
+        if (!m.flags.dumps || m.highest === 0) break;
+        const id = 1 + (op.pick % m.highest);
+        const size = Math.min(op.size, MAX_DATA_PAYLOAD, DUMP_WINDOW_BYTES - m.dumpBytes);
+        m.dumpBytes += size;
+        m.frames.push(frame(Msg.DUMP_FILE, id, encodeDumpFile(op.kind, 1_700_000_000_000 + op.pick)));
+        if (size > 0) m.frames.push(frame(Msg.DUMP_DATA, id, Buffer.alloc(size, 0x7b)));
+        m.frames.push(frame(Msg.DUMP_END, id));
+        break;
+      }
       case 'open':
         if (!isReady(m) || m.streams.size >= MAX_OPEN_STREAMS) break;
         openStream(m, op.gap, encodeHead(op.headers));
@@ -329,7 +374,12 @@ export type Bad =
   | { readonly k: 'badHeaderField'; readonly name: string }
   | { readonly k: 'windowZero'; readonly pick: number }
   | { readonly k: 'windowEarly'; readonly pick: number; readonly increment: number }
-  | { readonly k: 'overrun'; readonly pick: number; readonly extra: number };
+  | { readonly k: 'overrun'; readonly pick: number; readonly extra: number }
+  /** The dump receiver's own checks (with --dump-dir; without it, the table's refusal). */
+  | { readonly k: 'dumpUnopened'; readonly gap: number }
+  | { readonly k: 'dumpTwice' }
+  | { readonly k: 'dumpWithoutFile'; readonly end: boolean }
+  | { readonly k: 'dumpBadFile'; readonly kindByte: number; readonly time: bigint };
 
 /** Kinds whose reason holds only if the upstream never answers nor takes the body (no credit comes back). */
 export const UPSTREAM_DEPENDENT: ReadonlySet<Bad['k']> = new Set(['windowEarly', 'overrun']);
@@ -381,6 +431,21 @@ export const badArb: fc.Arbitrary<Bad> = fc.oneof(
     increment: fc.integer({ min: 1, max: 0xffffffff }),
   }),
   fc.record({ k: fc.constant('overrun' as const), pick: fc.nat(), extra: fc.integer({ min: 1, max: 1000 }) }),
+  fc.record({ k: fc.constant('dumpUnopened' as const), gap: fc.integer({ min: 1, max: 1000 }) }),
+  fc.constant({ k: 'dumpTwice' as const }),
+  fc.record({ k: fc.constant('dumpWithoutFile' as const), end: fc.boolean() }),
+  fc.oneof(
+    fc.record({
+      k: fc.constant('dumpBadFile' as const),
+      kindByte: fc.integer({ min: 2, max: 255 }),
+      time: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+    }),
+    fc.record({
+      k: fc.constant('dumpBadFile' as const),
+      kindByte: fc.integer({ min: 0, max: 1 }),
+      time: fc.bigInt({ min: BigInt(Number.MAX_SAFE_INTEGER) + 1n, max: 2n ** 64n - 1n }),
+    }),
+  ),
 );
 
 const escapeRegExp = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -475,7 +540,44 @@ export function applyBad(m: Model, bad: Bad): RegExp {
       }
       return new RegExp(`^stream ${id} sent \\d+ bytes beyond its ${INITIAL_STREAM_WINDOW}-byte window$`);
     }
+    case 'dumpUnopened': {
+      ensureReady(m);
+      const id = m.highest + bad.gap;
+      return dumpFrames(
+        m,
+        [frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD)],
+        `DUMP_FILE for stream ${id}, which was never opened`,
+      );
+    }
+    case 'dumpTwice': {
+      const id = m.highest > 0 ? m.highest : openStream(m);
+      const twice = [frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD), frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD)];
+      return dumpFrames(m, twice, `DUMP_FILE on stream ${id} while another is open`);
+    }
+    case 'dumpWithoutFile': {
+      const id = m.highest > 0 ? m.highest : openStream(m);
+      const orphan = bad.end ? frame(Msg.DUMP_END, id) : frame(Msg.DUMP_DATA, id, Buffer.from('{}'));
+      return dumpFrames(m, [orphan], `${bad.end ? 'DUMP_END' : 'DUMP_DATA'} on stream ${id} without DUMP_FILE`);
+    }
+    case 'dumpBadFile': {
+      const id = m.highest > 0 ? m.highest : openStream(m);
+      const payload = Buffer.alloc(9);
+      payload[0] = bad.kindByte;
+      payload.writeBigUInt64BE(bad.time, 1);
+      const known = bad.kindByte < 2;
+      const reason = known ? 'DUMP_FILE time out of range' : `DUMP_FILE of unknown kind ${bad.kindByte}`;
+      return dumpFrames(m, [frame(Msg.DUMP_FILE, id, payload)], reason);
+    }
   }
+}
+
+const DUMP_FILE_PAYLOAD = encodeDumpFile('request', 1_700_000_000_000);
+
+/** Dump frames that break the receiver's rules; without --dump-dir the first is the table's refusal instead. */
+function dumpFrames(m: Model, frames: Buffer[], reason: string): RegExp {
+  m.frames.push(...frames);
+  const first = specOf((frames[0] as Buffer)[4] as number);
+  return new RegExp(`^${escapeRegExp(m.flags.dumps ? reason : `${first.name} without --dump-dir`)}$`);
 }
 
 /** After a violation: frames that would be dispatched (and open calls) if the Monitor still listened. */

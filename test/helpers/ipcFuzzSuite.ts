@@ -17,8 +17,11 @@
 // of cases (deeper local runs).
 
 import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -34,7 +37,10 @@ import {
 } from '../../src/shared/ipcProtocol.js';
 import { createLogger } from '../../src/shared/logger.js';
 import { readAuthHeader, type AuthHeader } from '../../src/supervisor/authHeader.js';
-import { Monitor, type MonitorEvents } from '../../src/supervisor/monitor.js';
+import { ClientPolicy } from '../../src/supervisor/clientPolicy.js';
+import { DumpDirectory, DumpReceiver } from '../../src/supervisor/dumpFiles.js';
+import { Monitor, type MonitorEvents, type MonitorOptions } from '../../src/supervisor/monitor.js';
+import type { PolicyOptions } from '../../src/supervisor/startup/policyOptions.js';
 import { Upstream } from '../../src/supervisor/upstream.js';
 import { loadWebSocketClient } from '../../src/supervisor/upstreamSocket.js';
 import { reserveClosedPort, type ClosedPort } from './closedPort.js';
@@ -43,6 +49,7 @@ import {
   FOLLOW_UP_TAG_HEADER,
   HEAD,
   LARGEST_FRAME,
+  NO_FLAGS,
   UPSTREAM_DEPENDENT,
   WS_HEAD,
   WS_STREAM_TYPES,
@@ -129,13 +136,16 @@ interface CaseOptions {
   readonly delayMs?: number;
   /** The supervisor says DRAIN before the worker's first byte (DRAINED is permitted). */
   readonly draining?: boolean;
+  /** How long the supervisor end may take to read what was written (default CONSUME_TIMEOUT_MS). */
+  readonly consumeTimeoutMs?: number;
   /** After the first `chunks` chunks: wait until `calls` calls have reached the watched upstream. */
   readonly settle?: { readonly chunks: number; readonly calls: number };
 }
 
 const CONSUME_TIMEOUT_MS = 5_000;
+/** A flood of MAX_OPEN_STREAMS OPENs starts as many upstream calls: slow on a loaded machine. */
+const FLOOD_CONSUME_TIMEOUT_MS = 30_000;
 const ABANDON_TIMEOUT_MS = 3_000;
-const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, dumps: false };
 
 /** Totals over the cases of one property, printed so a run shows what it exercised. */
 interface Stats {
@@ -172,11 +182,30 @@ function countKind(kind: string): void {
   stats.kinds.set(kind, (stats.kinds.get(kind) ?? 0) + 1);
 }
 
+/** The suite's dump directory (a temporary one): --dump-dir cases write there through a real DumpReceiver. */
+let dumpDirectory: DumpDirectory | null = null;
+
+/** A Monitor as the supervisor makes one for a worker started with these flags. */
 function monitorFor(writer: FrameWriter, upstream: Upstream, flags: ChannelConfig, events: MonitorEvents): Monitor {
-  const webSocketMaxMessageBytes = flags.webSocket ? 1024 * 1024 : null;
-  const options = { httpShutdown: flags.httpShutdown, scanRequests: flags.dumps, webSocketMaxMessageBytes };
+  if (flags.dumps && dumpDirectory === null) throw new Error('no dump directory');
+  const options: MonitorOptions = {
+    httpShutdown: flags.httpShutdown,
+    dumps: flags.dumps && dumpDirectory !== null ? new DumpReceiver(dumpDirectory, writer, 0) : null,
+    webSocketMaxMessageBytes: flags.webSocket ? 1024 * 1024 : null,
+    allowModel: flags.allowModel,
+    // --allow-model alone makes a policy (the supervisor records the worker's refusals).
+    policy: flags.allowModel ? ClientPolicy.create(ALLOW_MODEL_POLICY, silentLog) : null,
+  };
   return new Monitor(writer, upstream, options, silentLog, events);
 }
+
+const ALLOW_MODEL_POLICY: PolicyOptions = {
+  clientTokenFile: null,
+  clientTokenOwner: undefined,
+  allowModels: ['gpt-*'],
+  limits: { maxRequests: null, maxRequestsPerMinute: null, maxTokens: null },
+  usageFile: null,
+};
 
 /** Requests are open until answered in full or closed; the follow-up requests are not the hostile worker's. */
 function watchExchanges(server: ControlledUpstream): UpstreamWatch {
@@ -268,7 +297,7 @@ async function runCase(target: Target, chunks: readonly Buffer[], options: CaseO
       const timer = setTimeout(() => {
         wake = null;
         resolve(received >= target);
-      }, CONSUME_TIMEOUT_MS);
+      }, options.consumeTimeoutMs ?? CONSUME_TIMEOUT_MS);
       wake = () => {
         if (received < target) return;
         clearTimeout(timer);
@@ -318,7 +347,7 @@ async function runCase(target: Target, chunks: readonly Buffer[], options: CaseO
 
 /** What must hold whatever the worker wrote. */
 function checkInvariants(r: CaseReport): void {
-  const unread = `the supervisor end read ${r.received} of ${r.written} bytes within ${CONSUME_TIMEOUT_MS} ms`;
+  const unread = `the supervisor end read ${r.received} of ${r.written} bytes by the deadline`;
   assert.equal(r.timedOut, false, unread);
   assert.equal(r.received, r.written, 'every byte written was read');
   assert.deepEqual(r.throws.map(String), [], 'Monitor.receive() threw');
@@ -403,6 +432,7 @@ export type PropertyName =
   | 'invalidFrame'
   | 'mutated'
   | 'floodHeld'
+  | 'floodNearLimit'
   | 'floodChurn'
   | 'mixed';
 
@@ -421,6 +451,7 @@ export interface FuzzShare {
 
 export function describeIpcFuzz(share: FuzzShare): void {
   describe(`IPC fuzzing (${share.name} share): the supervisor Monitor over a real socketpair`, () => {
+    let dumpRoot: string;
     let closedPort: ClosedPort;
     let answeringServer: ControlledUpstream;
     let holdingServer: ControlledUpstream;
@@ -440,6 +471,8 @@ export function describeIpcFuzz(share: FuzzShare): void {
     let seedOffset = 0;
 
     before(async () => {
+      dumpRoot = mkdtempSync(join(tmpdir(), 'ipc-fuzz-dumps-'));
+      dumpDirectory = DumpDirectory.open(join(dumpRoot, 'dumps'), silentLog);
       closedPort = reserveClosedPort();
       answeringServer = await ControlledUpstream.start((ex) => {
         void ex.body.then(() => {
@@ -483,6 +516,8 @@ export function describeIpcFuzz(share: FuzzShare): void {
       await answeringServer?.close();
       closedPort?.release();
       auth?.destroy();
+      dumpDirectory = null;
+      if (dumpRoot) rmSync(dumpRoot, { recursive: true, force: true });
     });
 
     const rerun = `FUZZ_SEED=${FUZZ_SEED} ${share.rerun}`;
@@ -496,6 +531,7 @@ export function describeIpcFuzz(share: FuzzShare): void {
     ): Promise<void> {
       const seed = (FUZZ_SEED + seedOffset++) % 0x7fffffff;
       const numRuns = share.runs[property] * RUNS_FACTOR;
+      if (numRuns === 0) return t.diagnostic(`${property}: not in this share`);
       t.diagnostic(`${property}: ${numRuns} cases, seed ${seed} (rerun: ${rerun})`);
       const startedAt = Date.now();
       resetStats();
@@ -610,19 +646,16 @@ export function describeIpcFuzz(share: FuzzShare): void {
     });
 
     const floodName =
-      'floods of OPENs: the 1025th open stream is a violation, never more than 1024 calls; ' +
-      'opened-and-reset streams never accumulate';
+      `floods of OPENs: the ${MAX_OPEN_STREAMS + 1}th open stream is a violation, ` +
+      `never more than ${MAX_OPEN_STREAMS} calls; opened-and-reset streams never accumulate`;
     test(floodName, { timeout }, async (t) => {
-      const held = fc.record({
-        n: fc.oneof(fc.integer({ min: 1, max: 1100 }), fc.integer({ min: 1020, max: 1100 })),
-        chunking: chunkingArb,
-      });
-      await check(t, 'floodHeld', held, async ({ n, chunking }) => {
+      type Flood = { n: number; chunking: { cuts: number[]; stepwise: boolean } };
+      const heldFlood = async ({ n, chunking }: Flood): Promise<void> => {
         countKind(n > MAX_OPEN_STREAMS ? 'beyond the limit' : 'within the limit');
         const frames: Buffer[] = [frame(Msg.READY, 0)];
         for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD));
         frames.push(frame(Msg.DRAINED, 0)); // must be ignored after a violation
-        const options = { stepwise: chunking.stepwise, draining: true };
+        const options = { stepwise: chunking.stepwise, draining: true, consumeTimeoutMs: FLOOD_CONSUME_TIMEOUT_MS };
         const report = await runCase(refusing, split(Buffer.concat(frames), chunking.cuts), options);
         checkInvariants(report);
         if (n > MAX_OPEN_STREAMS) {
@@ -634,13 +667,19 @@ export function describeIpcFuzz(share: FuzzShare): void {
           assert.equal(report.finalOpenStreams, n, 'every open request half is tracked');
           assert.equal(report.events.drained, 1);
         }
-      });
-      const churn = fc.record({ n: fc.integer({ min: MAX_OPEN_STREAMS + 1, max: 1400 }), chunking: chunkingArb });
-      await check(t, 'floodChurn', churn, async ({ n, chunking }) => {
+      };
+      // A flood near the limit starts thousands of upstream calls: few of those, more small ones.
+      const small = fc.record({ n: fc.integer({ min: 1, max: 1100 }), chunking: chunkingArb });
+      await check(t, 'floodHeld', small, heldFlood);
+      const nearLimit = fc.integer({ min: MAX_OPEN_STREAMS - 2, max: MAX_OPEN_STREAMS + 40 });
+      await check(t, 'floodNearLimit', fc.record({ n: nearLimit, chunking: chunkingArb }), heldFlood);
+      const beyondLimit = fc.integer({ min: MAX_OPEN_STREAMS + 1, max: MAX_OPEN_STREAMS + 100 });
+      await check(t, 'floodChurn', fc.record({ n: beyondLimit, chunking: chunkingArb }), async ({ n, chunking }) => {
         const frames: Buffer[] = [frame(Msg.READY, 0)];
         for (let id = 1; id <= n; id++) frames.push(frame(Msg.OPEN, id, HEAD), frame(Msg.RESET, id));
         const chunks = split(Buffer.concat(frames), chunking.cuts);
-        const report = await runCase(refusing, chunks, { stepwise: chunking.stepwise });
+        const options = { stepwise: chunking.stepwise, consumeTimeoutMs: FLOOD_CONSUME_TIMEOUT_MS };
+        const report = await runCase(refusing, chunks, options);
         checkInvariants(report);
         assert.deepEqual(report.violations, [], 'streams that were reset do not count as open');
         assert.ok(report.maxOpenStreams <= 1, `reset calls were not forgotten (max ${report.maxOpenStreams})`);
@@ -668,15 +707,13 @@ export function describeIpcFuzz(share: FuzzShare): void {
       );
       const arb = fc.record({
         items: fc.array(itemArb, { minLength: 1, maxLength: 30, size: 'max' }),
-        httpShutdown: fc.boolean(),
-        dumps: fc.boolean(),
+        flags: flagsArb.map((flags) => ({ ...flags, webSocket: true })),
         delayMs: fc.integer({ min: 0, max: 1 }),
         echo: fc.boolean(),
       });
-      await check(t, 'mixed', arb, async ({ items, httpShutdown, dumps, delayMs, echo }) => {
+      await check(t, 'mixed', arb, async ({ items, flags, delayMs, echo }) => {
         countKind(echo ? 'WebSocket echo upstream' : 'HTTP answering upstream');
         // One chunk per item, written with pauses so the upstream's answers interleave with the worker's frames.
-        const flags = { httpShutdown, webSocket: true, dumps };
         const m = newModel(flags);
         ensureReady(m);
         const chunks: Buffer[] = [Buffer.concat(m.frames)];

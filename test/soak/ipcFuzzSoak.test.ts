@@ -12,6 +12,7 @@ import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { ChannelConfig } from '../../src/shared/ipcProtocol.js';
 import { processCase } from '../helpers/ipcFuzzCases.js';
 import { FUZZ_SEED, RUNS_FACTOR, describeIpcFuzz } from '../helpers/ipcFuzzSuite.js';
 import { HostileRun } from '../helpers/hostileRun.js';
@@ -28,8 +29,9 @@ describeIpcFuzz({
     validSequences: 1650,
     invalidFrame: 2400,
     mutated: 1850,
-    floodHeld: 55,
-    floodChurn: 35,
+    floodHeld: 50,
+    floodNearLimit: 2,
+    floodChurn: 4,
     mixed: 1410,
   },
   minimum: 9_000,
@@ -63,14 +65,19 @@ describe('hostile worker processes: each fuzzed case ends only that worker; the 
 
   /** One case: its kind, and what went wrong (null: nothing). */
   async function runProcessCase(seed: number): Promise<{ kind: string; failure: string | null }> {
-    // The flags the worker's CONFIG enables (--dump-dir is always on: supervisorWithWorker writes there).
+    // The flags the worker's CONFIG enables, as the hostile worker reads them.
     const random = prng(seed);
-    const httpShutdown = random() % 2 === 0;
-    const webSocket = random() % 2 === 0;
-    const expected = processCase(seed, { httpShutdown, webSocket, dumps: true });
-    const flagArgs = [...(httpShutdown ? ['--http-shutdown'] : []), ...(webSocket ? ['--websocket'] : [])];
-    const what = `seed ${seed} (${expected.kind}; ${flagArgs.join(' ') || 'no flags'})`;
+    const coin = (): boolean => random() % 2 === 0;
+    const flags: ChannelConfig = { httpShutdown: coin(), webSocket: coin(), dumps: coin(), allowModel: coin() };
+    const expected = processCase(seed, flags);
     const workDir = mkdtempSync(join(workRoot, `${seed}-`));
+    const flagArgs = [
+      ...(flags.httpShutdown ? ['--http-shutdown'] : []),
+      ...(flags.webSocket ? ['--websocket'] : []),
+      ...(flags.dumps ? ['--dump-dir', join(workDir, 'dumps')] : []),
+      ...(flags.allowModel ? ['--allow-model', 'gpt-test'] : []),
+    ];
+    const what = `seed ${seed} (${expected.kind}; ${flagArgs.join(' ') || 'no flags'})`;
     const proxyArgs = ['--upstream-url', upstream.url(), ...flagArgs];
     const run = HostileRun.start({ workDir, mode: `fuzz:${seed}`, readyFirst: false, hostileInstances: 1, proxyArgs });
     try {
@@ -84,7 +91,11 @@ describe('hostile worker processes: each fuzzed case ends only that worker; the 
   /** The hostile worker was ended for `reason` and only it: the supervisor runs on and a fresh worker serves. */
   async function survived(run: HostileRun, seed: number, reason: RegExp): Promise<string | null> {
     const replaced = (): boolean => run.instances().length >= 2 && run.logRecords(VIOLATION_MSG).length > 0;
-    const escaped = (): string => run.logRecords(ESCAPED_MSG).map((r) => JSON.stringify(r.err)).join('; ');
+    const escaped = (): string =>
+      run
+        .logRecords(ESCAPED_MSG)
+        .map((r) => JSON.stringify(r.err))
+        .join('; ');
     if (!(await waitFor(() => replaced() || run.exitStatus !== null, REPLACED_WITHIN_MS))) {
       return `no violation and replacement within ${REPLACED_WITHIN_MS} ms; escaped exceptions: ${escaped() || 'none'}`;
     }
@@ -103,7 +114,8 @@ describe('hostile worker processes: each fuzzed case ends only that worker; the 
     const reply = await send(run.port, request);
     if (reply.status !== 200) return `the fresh worker answered ${reply.status}`;
     const served = upstream.requests.find((r) => r.headers['x-fuzz-seed'] === String(seed));
-    if (served?.headers.authorization !== `Bearer ${TEST_KEY}`) return 'the request reached the upstream without the key';
+    if (served?.headers.authorization !== `Bearer ${TEST_KEY}`)
+      return 'the request reached the upstream without the key';
     const failed = run.exitStatus !== null || run.humanLinesWith('Error:').length > 0;
     if (failed) return `the supervisor failed:\n${run.stderr}`;
     if (run.stderr.includes(TEST_KEY)) return 'the key is in the output';
@@ -128,7 +140,10 @@ describe('hostile worker processes: each fuzzed case ends only that worker; the 
       }
     };
     await Promise.all(Array.from({ length: PROCESS_CONCURRENCY }, lane));
-    const byKind = [...kinds].sort(([a], [b]) => a.localeCompare(b)).map(([k, n]) => `${k} ${n}`).join(', ');
+    const byKind = [...kinds]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
     t.diagnostic(`${seeds.length} process cases in ${Date.now() - startedAt} ms; by kind: ${byKind}`);
     assert.deepEqual(failures, []);
   });
