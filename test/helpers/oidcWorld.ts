@@ -316,11 +316,10 @@ export class OidcWorld {
       // not JSON: a plain answer
     }
     if (request.echo === true) {
-      // A misbehaving gateway that echoes credentials: the token this request carried and the one sent before
-      // it, which must reach the client masked.
-      const sent = this.upstreamRequests.map((u) => u.tokenIndex);
-      const current = sent.at(-1) as number;
-      const echoed = [current, sent.findLast((i) => i !== current) ?? -1].map((i) => this.accessTokens[i]?.token ?? '');
+      // A misbehaving gateway that echoes credentials: the token this request carried and the one issued before
+      // it (the proxy holds both; a token two renewals old it has let go), which must reach the client masked.
+      const current = this.upstreamRequests.at(-1)?.tokenIndex as number;
+      const echoed = [current, current - 1].map((i) => this.accessTokens[i]?.token ?? '');
       return void res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ echoed }));
     }
     if (request.stream === true && request.stream_ms === undefined) {
