@@ -45,14 +45,18 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
   start(body?: Buffer): void {
     const { req, res, record } = this;
     this.open(Msg.OPEN);
+    // A body complete by its Content-Length ends at once, not on 'end' a turn
+    // later: REQUEST_END then leaves in the same write as the last data.
+    const declared = req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
+    const onEnd = (): void => {
+      if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));
+    };
     const onData = (chunk: Buffer): void => {
       record.bytesIn += chunk.length;
       if (record.bytesIn > this.maxBodyBytes) return this.refuseBody();
       this.dump?.requestBody.add(chunk);
       this.toSupervisor.send(chunk, Msg.REQUEST_DATA);
-    };
-    const onEnd = (): void => {
-      if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));
+      if (record.bytesIn === declared) onEnd();
     };
     if (body === undefined) {
       req.on('data', onData);
