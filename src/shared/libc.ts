@@ -1,6 +1,6 @@
 // The libc calls Node does not expose, bound with koffi: a listening socket
 // the supervisor never accepts on, the hardening layers (prctl, seccomp,
-// Landlock) and flock for the worker's uid lease. Linux/glibc only.
+// Landlock), flock for the worker's uid lease and malloc_trim. Linux/glibc only.
 //
 // Every wrapper reads errno right after its call and throws LibcError (a
 // ProxyError) naming the call and the errno, so a caller can say which layer
@@ -86,6 +86,7 @@ interface Bindings {
   flock: CFunction;
   openat: CFunction;
   linkat: CFunction;
+  malloc_trim: CFunction;
 }
 
 let bindings: Bindings | null = null;
@@ -138,8 +139,6 @@ function bind(): Bindings {
     getgrgid_r: libc.func(
       'int getgrgid_r(uint32_t gid, _Out_ rap_group *grp, _Out_ uint8_t *buf, size_t buflen, _Out_ void **result)',
     ),
-    // Real and effective ids, straight from the kernel (reports and the
-    // "only root may switch users" rule).
     // A TCP socket bound and listening without libuv ever polling it: Node
     // cannot bind without accepting, and the supervisor must never accept.
     socket: libc.func('int socket(int domain, int type, int protocol)'),
@@ -153,6 +152,8 @@ function bind(): Bindings {
     // Dump files, created relative to the directory the supervisor holds open (Node has no openat).
     openat: libc.func('int openat(int dirfd, const char *path, int flags, ...)'),
     linkat: libc.func('int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)'),
+    // Both processes, once a burst is over (idleTrim.ts): freed heap returned to the kernel.
+    malloc_trim: libc.func('int malloc_trim(size_t pad)'),
   };
   return bindings;
 }
@@ -426,4 +427,9 @@ export function listenTcp4(
 
 export function closeFd(fd: number): void {
   bind().close(fd);
+}
+
+/** Return the free memory at the top and inside glibc's heaps to the kernel. */
+export function mallocTrim(): void {
+  bind().malloc_trim(0);
 }

@@ -18,6 +18,7 @@ import type { ClientPolicy } from './clientPolicy.js';
 import { DumpReceiver, type DumpDirectory } from './dumpFiles.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './startup/serverInfo.js';
+import { trimWhenIdle } from '../shared/idleTrim.js';
 import { Upstream } from './upstream.js';
 import { spawnWorker, type WorkerLaunch } from './workerProcess.js';
 
@@ -63,6 +64,10 @@ export class ProxySupervisor {
 
   constructor(private readonly setup: SupervisorSetup) {
     this.upstream = new Upstream(setup.upstreamUrl, setup.auth, setup.upstreamTimeoutMs);
+    trimWhenIdle(() => ({
+      openStreams: this.worker?.monitor.openStreams ?? 0,
+      streamsOpened: this.streamsOpenedBefore + (this.worker?.monitor.streamsOpened ?? 0),
+    }));
   }
 
   start(): void {

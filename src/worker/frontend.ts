@@ -194,6 +194,11 @@ export class Frontend {
     answerOnResponse(res, status, fields, body);
   }
 
+  /** Streams opened so far. */
+  get streamsOpened(): number {
+    return this.nextStreamId - 1;
+  }
+
   private onStreamClosed(stream: ClientExchange): void {
     this.streams.delete(stream.id);
     if (this.draining && this.streams.size === 0) this.drained();
