@@ -4,7 +4,9 @@
 // atomically (a new temporary file in the same directory, renamed over the
 // old one), so a reader polling it only ever sees a complete JSON document.
 // Writes while the proxy serves are asynchronous and coalesce: at most one is
-// in flight, and changes made meanwhile go out in the next.
+// in flight, and changes made meanwhile go out in the next, WRITE_SPACING_MS
+// after it, so a busy proxy rewrites the file a few times a second rather
+// than back to back; the first change after a quiet spell goes out at once.
 
 import { closeSync, fchmodSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { open, rename, unlink } from 'node:fs/promises';
@@ -13,6 +15,9 @@ import { ProxyError, errnoCode } from '../shared/errors.js';
 import type { Refusal } from '../shared/refusals.js';
 import type { Budget } from './budget.js';
 import type { ResponseUsage, TokenCounts } from './usageScan.js';
+
+/** The least time between the end of one write and the start of the next. */
+const WRITE_SPACING_MS = 100;
 
 const zero = (): TokenCounts => ({ input: 0, cachedInput: 0, output: 0, reasoning: 0, total: 0 });
 
@@ -146,6 +151,7 @@ export class UsageFile {
         await unlink(temporary).catch(() => {});
       }
       this.inFlight = null;
+      if (this.dirty) await new Promise((resolve) => setTimeout(resolve, WRITE_SPACING_MS).unref());
     }
     this.writing = false;
   }

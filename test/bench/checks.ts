@@ -1,7 +1,8 @@
 // The issue's targets, met or missed, from the figures of one run: each a
 // ratio against the original (or the floor) measured in the same rounds, the
 // verdict on the median of the per-round ratios, every round's ratio printed
-// so the noise shows. (targets.ts is the proxies under test; the name predates.)
+// so the noise shows; and issue 19's cost of the client policy (policy/ours).
+// (targets.ts is the proxies under test; the name predates.)
 
 import { fmt, median, ratios, valuesOf, type RoundResult } from './report.js';
 import type { TargetName } from './targets.js';
@@ -163,9 +164,73 @@ export function checkTargets(
   return out;
 }
 
-export function printChecks(checks: readonly TargetCheck[]): void {
+/** policy/ours on `key` per round and their median. */
+function policyRatio(rounds: readonly RoundResult[], key: string): { median: number; rounds: number[] } {
+  const rs = ratios(rounds, 'policy', 'ours', key);
+  return { median: median(rs), rounds: rs };
+}
+
+function showRatio(r: { median: number; rounds: number[] }): string {
+  return `${fmt(r.median, 3)} (rounds: ${r.rounds.map((x) => fmt(x, 3)).join(' ')})`;
+}
+
+/**
+ * Issue 19: ours with every policy flag on (policy) against ours with none,
+ * started alike and measured in the same rounds; and that the flags' limits
+ * were never reached, so what was measured is the policy's cost, not refusals.
+ */
+export function checkPolicy(rounds: readonly RoundResult[], measured: readonly TargetName[]): TargetCheck[] {
+  const target = 'all policy flags on, c=16/64 req/s within 5% of off';
+  const noRefusal = 'policy: no request refused or failed (no 401/403/429), its limits never reached';
+  if (!measured.includes('policy') || !measured.includes('ours')) {
+    const figure = `${measured.includes('ours') ? 'policy' : 'ours'} not measured (--targets)`;
+    return [
+      { item: '19', target, met: null, figure },
+      { item: '19', target: noRefusal, met: null, figure },
+    ];
+  }
+  const [c16, c64] = [policyRatio(rounds, 'c16Rps'), policyRatio(rounds, 'c64Rps')];
+  const within = Number.isFinite(c16.median) && Number.isFinite(c64.median);
+  const per = (key: string): string => valuesOf(rounds, 'policy', key).join('/');
+  const failed = valuesOf(rounds, 'policy', 'failures');
+  const refused = [...valuesOf(rounds, 'policy', 'refusals'), ...valuesOf(rounds, 'policy', 'policyRefused')];
+  const forwarded = valuesOf(rounds, 'policy', 'policyForwarded');
+  return [
+    {
+      item: '19',
+      target,
+      met: within ? c16.median >= 0.95 && c64.median >= 0.95 : null,
+      figure: `policy/ours c=16 ${showRatio(c16)}, c=64 ${showRatio(c64)}`,
+    },
+    {
+      item: '19',
+      target: noRefusal,
+      met: [...failed, ...refused].every((x) => x === 0) && forwarded.every((x) => x > 0),
+      figure:
+        `failed ${failed.join('/')}, answered 401/403/429 ${per('refusals')} per round; its usage file: ` +
+        `refusals ${per('policyRefused')}, forwarded ${per('policyForwarded')}, tokens ${per('policyTokens')}`,
+    },
+  ];
+}
+
+export function printChecks(rounds: readonly RoundResult[], checks: readonly TargetCheck[]): void {
   console.log('issue 20 targets (ours against the original or the floor, same run; verdict on the median of rounds):');
-  for (const c of checks.filter((x) => x.item !== '')) console.log(`  ${tag(c)} ${c.item}. ${c.target}: ${c.figure}`);
+  for (const c of checks.filter((x) => x.item !== '' && x.item !== '19'))
+    console.log(`  ${tag(c)} ${c.item}. ${c.target}: ${c.figure}`);
+  const policy = checks.filter((x) => x.item === '19');
+  if (policy.length > 0) {
+    console.log(
+      'issue 19 — every policy flag on (policy) against none (ours), same rounds, median of per-round ratios:',
+    );
+    for (const [what, key] of [
+      ['req/s', 'Rps'],
+      ['CPU per request', 'Cpu10k'],
+    ] as const) {
+      const cs = [1, 16, 64].map((c) => `c=${c} ${showRatio(policyRatio(rounds, `c${c}${key}`))}`);
+      console.log(`  policy/ours ${what}: ${cs.join('; ')}`);
+    }
+    for (const c of policy) console.log(`  ${tag(c)} issue ${c.item}: ${c.target}: ${c.figure}`);
+  }
   console.log('earlier targets, kept as guards:');
   for (const c of checks.filter((x) => x.item === '')) console.log(`  ${tag(c)} ${c.target}: ${c.figure}`);
 }

@@ -13,18 +13,32 @@ export const H_ID = 'x-bench-id';
 
 export type MockMode = 'small' | 'sse' | 'large';
 
-/** The small JSON reply: a fixed body, so every reply's length can be checked. */
+/** The model every request names and the mock answers with (the policy target's allow-list matches it). */
+export const BENCH_MODEL = 'gpt-5-codex';
+
+/**
+ * The small JSON reply: a fixed body, so every reply's length can be checked;
+ * with a usage, as the API's, for the policy target's token count and record.
+ */
 export const SMALL_REPLY = Buffer.from(
   JSON.stringify({
     id: 'resp_bench',
     object: 'response',
+    model: BENCH_MODEL,
     status: 'completed',
     output: [{ type: 'message', content: [{ type: 'output_text', text: 'ok' }] }],
+    usage: {
+      input_tokens: 12,
+      input_tokens_details: { cached_tokens: 0 },
+      output_tokens: 2,
+      output_tokens_details: { reasoning_tokens: 0 },
+      total_tokens: 14,
+    },
   }),
 );
 
 /** The small request body every load request sends. */
-export const SMALL_REQUEST = Buffer.from(JSON.stringify({ model: 'bench', input: 'hi', stream: false }));
+export const SMALL_REQUEST = Buffer.from(JSON.stringify({ model: BENCH_MODEL, input: 'hi', stream: false }));
 
 /** One SSE event of exactly `size` bytes (at least 16): `data: {"n":…,"p":"xxx"}\n\n`. */
 export function sseEvent(n: number, size: number): Buffer {

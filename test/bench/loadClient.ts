@@ -106,7 +106,9 @@ function countFailure(f: Failures, r: ExchangeResult): void {
   f.failed++;
   if (r.error === 'timeout') f.timeouts++;
   if (r.unserved) f.unserved++;
-  f.byKind[r.error] = (f.byKind[r.error] ?? 0) + 1;
+  // By status for a wrong one, so a refusal (401, 403, 429) shows as itself.
+  const kind = r.error === 'status' ? `status ${r.status}` : r.error;
+  f.byKind[kind] = (f.byKind[kind] ?? 0) + 1;
 }
 
 function percentile(sorted: readonly number[], p: number): number {

@@ -1,15 +1,16 @@
 // `npm run bench`: the benchmark (figures, not assertions).
 //
 // Starts the mock upstream (upstream.ts) and the load client (loadClient.ts),
-// each in its own process, then for every round starts `ours`, `original` and
-// `floor` afresh and runs each test against `direct` and each of them in turn
-// (the order rotates per round). Prints medians and per-round ratios, the
-// issue-20 targets met or missed (checks.ts) and the issue-9 conversation over
+// each in its own process, then for every round starts `ours`, `policy`,
+// `original` and `floor` afresh and runs each test against `direct` and each
+// of them in turn (the order rotates per round; `policy` only in POLICY_TESTS).
+// Prints medians and per-round ratios, the issue-20 targets met or missed and
+// issue 19's policy cost (checks.ts) and the issue-9 conversation over
 // WebSocket vs HTTP (conversation.ts); the retired issue-8 splice
 // micro-benchmark runs only with --splice.
 //
 //   node dist/test/bench/run.js [--rounds N] [--quick] [--json]
-//        [--node PATH] [--targets direct,ours,original,floor]
+//        [--node PATH] [--targets direct,ours,policy,original,floor]
 //        [--ours-args "--log-level warn"] [--splice] [--profile DIR [--profile-c N]]
 //
 // --node PATH runs ours and the floor under that node binary (each from its
@@ -41,7 +42,7 @@ import {
   cpuSeconds,
 } from './procTree.js';
 import { fmt, median, ratios, table, valuesOf, type RoundResult, type TestFailures, type Values } from './report.js';
-import { checkTargets, printChecks, type TargetCheck } from './checks.js';
+import { checkPolicy, checkTargets, printChecks, type TargetCheck } from './checks.js';
 import {
   cpuProfileSummary,
   perfAvailable,
@@ -52,6 +53,7 @@ import {
   stopPerf,
 } from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
+import { streamsFor } from '../../src/shared/openFileBudget.js';
 import { TURNS, runConversations, type ConversationResult } from './conversation.js';
 import {
   NodeCopies,
@@ -62,6 +64,8 @@ import {
   startFloor,
   startOriginal,
   startOurs,
+  startPolicy,
+  policyArgs,
   started,
   type Target,
   type TargetName,
@@ -89,7 +93,7 @@ function parseArgs(argv: readonly string[]): Options {
     rounds: 3,
     quick: false,
     json: false,
-    targets: ['direct', 'ours', 'original', 'floor'],
+    targets: ['direct', 'ours', 'policy', 'original', 'floor'],
     oursArgs: [],
     splice: false,
     profile: null,
@@ -127,7 +131,8 @@ function parseArgs(argv: readonly string[]): Options {
         .filter((s) => s !== '');
     else if (a === '-h' || a === '--help') {
       console.log(
-        'usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--node PATH] [--targets direct,ours,original,floor] [--ours-args "ARGS"] [--splice] [--profile DIR [--profile-c N]]',
+        'usage: node dist/test/bench/run.js [--rounds N] [--quick] [--json] [--node PATH] [--splice]\n' +
+          '  [--targets direct,ours,policy,original,floor] [--ours-args "ARGS"] [--profile DIR [--profile-c N]]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -565,6 +570,14 @@ interface MetricRow {
   noRatio?: boolean;
 }
 
+/** The per-round ratios the table shows: ours against each baseline, and issue 19's policy cost. */
+const RATIOS: readonly (readonly [TargetName, TargetName])[] = [
+  ['ours', 'original'],
+  ['ours', 'floor'],
+  ['ours', 'direct'],
+  ['policy', 'ours'],
+];
+
 const ROWS: MetricRow[] = [
   { key: 'c1Rps', label: 'small req/s, c=1', higherBetter: true },
   { key: 'c16Rps', label: 'small req/s, c=16', higherBetter: true },
@@ -646,6 +659,26 @@ const ROWS: MetricRow[] = [
   { key: 'unserved', label: '  of which unserved (no byte)', higherBetter: false, digits: 0, noRatio: true },
 ];
 
+/** The tests the policy target runs: its cost shows on these; the stream tests would only lengthen the run. */
+const POLICY_TESTS: ReadonlySet<string> = new Set(['idle', 'small requests', 'ttfb']);
+
+/** What policy's --usage-file says was forwarded, refused and used (rewritten atomically: always whole). */
+function readUsageFile(path: string, v: Values, notes: string[]): void {
+  try {
+    const u = JSON.parse(readFileSync(path, 'utf8')) as {
+      requests: { forwarded: number };
+      refusals: Record<string, number>;
+      tokens: { total: number };
+    };
+    v.policyForwarded = u.requests.forwarded;
+    v.policyRefused = Object.values(u.refusals).reduce((n, x) => n + x, 0);
+    v.policyTokens = u.tokens.total;
+    if (v.policyRefused > 0) notes.push(`usage file refusals: ${JSON.stringify(u.refusals)}`);
+  } catch (err) {
+    notes.push(`cannot read the usage file: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): Promise<RoundResult> {
   const names = opts.targets;
   const order = names.map((_, i) => names[(i + ctx.round - 1) % names.length] as TargetName);
@@ -673,6 +706,7 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
     ];
     for (const [testName, test] of tests) {
       for (const name of order) {
+        if (name === 'policy' && !POLICY_TESTS.has(testName)) continue;
         const t = targets.get(name) as Target;
         progress(opts, `round ${ctx.round}: ${testName} / ${name}`);
         const v = result.values[name] as Values;
@@ -693,6 +727,8 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
       }
     }
     for (const [name, t] of targets) {
+      if (t.usageFile !== null)
+        readUsageFile(t.usageFile, result.values[name] as Values, result.notes[name] as string[]);
       if (t.log.warnOrWorse > 0)
         (result.notes[name] as string[]).push(
           `${t.log.warnOrWorse} warn/error log line(s); last: ${t.log.tail
@@ -718,6 +754,8 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
     v.failures = fl.reduce((n, x) => n + x.failed, 0);
     v.timeouts = fl.reduce((n, x) => n + x.timeouts, 0);
     v.unserved = fl.reduce((n, x) => n + x.unserved, 0);
+    const refusedKinds = ['status 401', 'status 403', 'status 429'];
+    v.refusals = fl.reduce((n, x) => n + refusedKinds.reduce((m, k) => m + (x.byKind[k] ?? 0), 0), 0);
   }
   return result;
 }
@@ -733,6 +771,7 @@ function startTarget(
 ): Promise<Target> {
   if (name === 'direct') return Promise.resolve(direct(mock.port, key));
   if (name === 'ours') return startOurs(nodeCopies().pathFor('ours'), mockUrl, key, opts.oursArgs, nodeFlags);
+  if (name === 'policy') return startPolicy(nodeCopies().pathFor('policy'), mockUrl, key, opts.oursArgs, nodeFlags);
   if (name === 'floor') return startFloor(nodeCopies().pathFor('floor'), mock.port, key);
   return startOriginal(mockUrl, key);
 }
@@ -824,7 +863,7 @@ async function profilePhase(
     // Ours twice: perf alone (unbiased), then --cpu-prof alone (its sampling
     // thread would otherwise turn every mprotect into a cross-CPU TLB shootdown).
     const passes =
-      name === 'ours'
+      name === 'ours' || name === 'policy'
         ? [
             { perf, cpuProf: false },
             { perf: false, cpuProf: true },
@@ -881,7 +920,7 @@ async function profilePhase(
           );
           out.push(`    inclusive: ${sum.inclusive.join('; ')}`);
           for (const l of sum.bySymbol) out.push(`      ${l}`);
-          if (name === 'ours' && c.label === 'supervisor') {
+          if ((name === 'ours' || name === 'policy') && c.label === 'supervisor') {
             out.push('    by the nearest JavaScript frame (its system calls included):');
             for (const l of perfByOwner(c.file)) out.push(`      ${l}`);
           }
@@ -901,6 +940,15 @@ async function profilePhase(
     }
   }
   return out;
+}
+
+/** What the default --max-concurrent is here: the proxy derives it from the hard open-file limit it inherits. */
+function defaultStreamsNote(slowN: number): string {
+  const m = /^Max open files\s+\S+\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'latin1'));
+  if (m === null) return 'default --max-concurrent, from the open-file limit';
+  const streams = streamsFor(Number(m[1]));
+  const short = streams < slowN ? `: fewer than the ${slowN} slow streams, expect 503s` : '';
+  return `default --max-concurrent: ${streams} from the hard open-file limit ${m[1]}${short}`;
 }
 
 /** The commit measured, and whether src/ had uncommitted changes (others edit it concurrently). */
@@ -962,7 +1010,7 @@ async function main(): Promise<void> {
   const haveOriginal = originalCommand() !== null;
   if (!haveOriginal) opts.targets = opts.targets.filter((t) => t !== 'original');
   const key = `sk-bench-${Math.random().toString(36).slice(2)}${Date.now().toString(36)}`;
-  const oursArgs = ['--max-concurrent', '1024', '--shutdown-timeout', '1', ...opts.oursArgs];
+  const oursArgs = ['--shutdown-timeout', '1', ...opts.oursArgs];
   opts.oursArgs = oursArgs;
   copies = new NodeCopies(opts.node);
   const started0 = Date.now();
@@ -986,9 +1034,12 @@ async function main(): Promise<void> {
     console.log(
       'note: mock upstream, load client and proxy share these cores; the load client is one lean Node process (raw keep-alive sockets, no pipelining).',
     );
-    console.log(
-      `ours: ${oursCommandLine(mockUrl, oursArgs)}  (--max-concurrent 1024: the default 256 would answer 503 to the slow-stream test)`,
-    );
+    console.log(`ours: ${oursCommandLine(mockUrl, oursArgs)}  (${defaultStreamsNote(s.slowN)})`);
+    if (opts.targets.includes('policy'))
+      console.log(
+        `policy: ours + ${policyArgs('DIR').join(' ')} (DIR a new temporary directory);\n` +
+          `  the client sends "Authorization: Bearer <token>"; policy runs only: ${[...POLICY_TESTS].join(', ')}`,
+      );
     const oc = originalCommand();
     if (oc)
       console.log(
@@ -1016,7 +1067,7 @@ async function main(): Promise<void> {
   }
   const profile = opts.profile === null ? [] : await profilePhase(opts, client, mock, mockUrl, key, s);
   const mockStats = await mock.stats();
-  const checks = checkTargets(rounds, opts.targets, s.slowN);
+  const checks = [...checkTargets(rounds, opts.targets, s.slowN), ...checkPolicy(rounds, opts.targets)];
   const elapsedS = (Date.now() - started0) / 1000;
   // Every process started here has exited (and been reaped) before the machine's CPU is read again.
   await stopAll();
@@ -1026,15 +1077,9 @@ async function main(): Promise<void> {
     const medians: Record<string, Record<string, number>> = {};
     for (const t of opts.targets)
       medians[t] = Object.fromEntries(ROWS.map((r) => [r.key, median(valuesOf(rounds, t, r.key))]));
-    const perRoundRatios: Record<string, Record<string, number[]>> = {
-      'ours/original': {},
-      'ours/floor': {},
-      'ours/direct': {},
-    };
-    for (const r of ROWS) {
-      for (const b of ['original', 'floor', 'direct'] as const)
-        (perRoundRatios[`ours/${b}`] as Record<string, number[]>)[r.key] = ratios(rounds, 'ours', b, r.key);
-    }
+    const perRoundRatios: Record<string, Record<string, number[]>> = {};
+    for (const [a, b] of RATIOS)
+      perRoundRatios[`${a}/${b}`] = Object.fromEntries(ROWS.map((r) => [r.key, ratios(rounds, a, b, r.key)]));
     const node = { proxy: copies.version, source: copies.source, harness: process.version };
     console.log(
       JSON.stringify(
@@ -1076,14 +1121,13 @@ function printTables(
   checks: readonly TargetCheck[],
 ): void {
   const targets = opts.targets;
-  const against = (['original', 'floor', 'direct'] as const).filter((b) => targets.includes(b));
-  const header = ['metric (median of rounds)', ...targets, ...against.map((b) => `ours/${b} per round`)];
+  const against = RATIOS.filter(([a, b]) => targets.includes(a) && targets.includes(b));
+  const header = ['metric (median of rounds)', ...targets, ...against.map(([a, b]) => `${a}/${b} per round`)];
   const rows = ROWS.map((r) => {
     const cells = targets.map((t) => fmt(median(valuesOf(rounds, t, r.key)), r.digits));
-    const per = (b: TargetName): string => {
-      if (!targets.includes(b)) return '';
+    const per = ([a, b]: readonly [TargetName, TargetName]): string => {
       if (r.noRatio === true) return '';
-      const rs = ratios(rounds, 'ours', b, r.key);
+      const rs = ratios(rounds, a, b, r.key);
       if (rs.every((x) => !Number.isFinite(x))) return '—';
       return `${fmt(median(rs), 2)} (${rs.map((x) => fmt(x, 2)).join(' ')})`;
     };
@@ -1141,7 +1185,7 @@ function printTables(
     );
     console.log('');
   }
-  printChecks(checks);
+  printChecks(rounds, checks);
 }
 
 function printConversation(c: ConversationResult): void {

@@ -1,8 +1,9 @@
 // What the load client talks to: `ours` (this proxy, both processes),
 // `original` (the pinned @openai/codex's native responses-api-proxy),
 // `direct` (the mock upstream itself, the client adding Authorization), or
-// `floor` (two Node processes relaying bytes in our shape: relayFloor.ts).
-// Proxies are started and stopped by pid.
+// `floor` (two Node processes relaying bytes in our shape: relayFloor.ts), or
+// `policy` (ours started the same way with every client-policy flag of issue
+// 19 on, limits set never to trip). Proxies are started and stopped by pid.
 //
 // `ours` and `floor` run under a chosen node binary (--node), each from its
 // own copy of it (NodeCopies): processes mapping the same file share its pages,
@@ -11,22 +12,33 @@
 // when deployed.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { processTree } from './procTree.js';
 import { sleep } from './common.js';
 
-export type TargetName = 'direct' | 'ours' | 'original' | 'floor';
+export type TargetName = 'direct' | 'ours' | 'policy' | 'original' | 'floor';
 
 export interface Target {
   readonly name: TargetName;
   readonly port: number;
   /** Root of the proxy's process tree; null for direct. */
   readonly pid: number | null;
-  /** Headers the client adds (Authorization for direct). */
+  /** Headers the client adds (Authorization for direct, the floor and policy's client token). */
   readonly headers: Record<string, string>;
+  /** policy: its --usage-file (rewritten after each exchange); null for the others. */
+  readonly usageFile: string | null;
   /** warn/error lines the proxy logged so far, and its last stderr lines. */
   readonly log: { warnOrWorse: number; tail: string[] };
   stop(): Promise<void>;
@@ -158,6 +170,7 @@ function startProxy(
         port,
         pid: child.pid as number,
         headers: {},
+        usageFile: null,
         log,
         stop: async () => {
           await stopChild(child);
@@ -178,9 +191,52 @@ export function startOurs(
   key: string,
   extraArgs: readonly string[],
   nodeFlags: readonly string[] = [],
+  name: 'ours' | 'policy' = 'ours',
+  cleanup: () => void = () => {},
 ): Promise<Target> {
   const args = [...nodeFlags, OURS_MAIN, '--upstream-url', upstreamUrl, ...extraArgs];
-  return startProxy('ours', node, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, () => {});
+  return startProxy(name, node, args, { PATH: process.env.PATH ?? '/usr/bin:/bin' }, key, cleanup);
+}
+
+const POLICY_TOKEN_FILE = 'client-token';
+const POLICY_USAGE_FILE = 'usage.json';
+
+/**
+ * Every client-policy flag, the files in `dir`. The allow-list's pattern for
+ * the model every request names (BENCH_MODEL) comes last, so each request is
+ * tried against all three; the limits
+ * are far above what a run sends (tens of thousands of requests per proxy, a
+ * few tokens each), so none is ever reached: the bench counts policy's refusals.
+ */
+export function policyArgs(dir: string): string[] {
+  return [
+    ...['--client-token-file', join(dir, POLICY_TOKEN_FILE)],
+    ...['--allow-model', 'o4-mini', '--allow-model', 'gpt-4.1*', '--allow-model', 'gpt-5*'],
+    ...['--max-requests', '1000000000', '--max-requests-per-minute', '1000000', '--max-tokens', '1000000000000'],
+    ...['--usage-file', join(dir, POLICY_USAGE_FILE)],
+  ];
+}
+
+/** Ours with every policy flag on: the same start, its files in a fresh directory, the client sending the token. */
+export async function startPolicy(
+  node: string,
+  upstreamUrl: string,
+  key: string,
+  extraArgs: readonly string[],
+  nodeFlags: readonly string[] = [],
+): Promise<Target> {
+  const dir = mkdtempSync(join(tmpdir(), 'rap-bench-policy-'));
+  const removeDir = (): void => rmSync(dir, { recursive: true, force: true });
+  const t = await startOurs(node, upstreamUrl, key, [...extraArgs, ...policyArgs(dir)], nodeFlags, 'policy', removeDir);
+  let token: string;
+  try {
+    // Written before the proxy listens, owned by the user who started it: this one.
+    token = readFileSync(join(dir, POLICY_TOKEN_FILE), 'latin1').trim();
+  } catch (err) {
+    await t.stop();
+    throw err;
+  }
+  return { ...t, headers: { authorization: `Bearer ${token}` }, usageFile: join(dir, POLICY_USAGE_FILE) };
 }
 
 export function oursCommandLine(upstreamUrl: string, extraArgs: readonly string[]): string {
@@ -218,6 +274,7 @@ export function direct(port: number, key: string): Target {
     port,
     pid: null,
     headers: { authorization: `Bearer ${key}` },
+    usageFile: null,
     log: { warnOrWorse: 0, tail: [] },
     stop: async () => {},
   };
