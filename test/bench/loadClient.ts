@@ -6,6 +6,7 @@
 
 import { HttpConn, buildRequest, type ExchangeResult } from './httpConn.js';
 import { H_ID, SMALL_REQUEST, expectedLength, nowUs, specHeaders, type StreamSpec } from './common.js';
+import { percentile } from './report.js';
 
 export interface Failures {
   failed: number;
@@ -107,11 +108,6 @@ function countFailure(f: Failures, r: ExchangeResult): void {
   if (r.error === 'timeout') f.timeouts++;
   if (r.unserved) f.unserved++;
   f.byKind[r.error] = (f.byKind[r.error] ?? 0) + 1;
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
 function once(
