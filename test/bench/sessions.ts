@@ -16,7 +16,8 @@
 // the same agent's same turn sent directly to the mock over the same
 // transport in the same round; p50 and p99 are over every turn of the round.
 // Proxy CPU per session: the CPU seconds of the target's whole process tree
-// (/proc) while its sessions ran, divided by the number of sessions.
+// (/proc) while its sessions ran, divided by the sessions completed (turns
+// completed over turns per session: all of them unless some failed).
 
 import { fork } from 'node:child_process';
 import { Agent, request } from 'node:http';
@@ -283,7 +284,9 @@ async function runVariant(
       }
     }),
   );
-  const cpuSPerSession = t.pid === null ? null : (treeCpuSeconds(t.pid) - cpu0) / agents.length;
+  // Per session completed: a target that leaves sessions unserved is not credited with their share.
+  const sessions = overheadUs.size / turns;
+  const cpuSPerSession = t.pid === null || sessions === 0 ? null : (treeCpuSeconds(t.pid) - cpu0) / sessions;
   return { overheadUs, cpuSPerSession, failures };
 }
 
