@@ -11,6 +11,8 @@
 // seen (the last tool output). The answer is a message streamed as text
 // deltas and one function call, the events spaced by a seeded random gap.
 
+import { prng } from '../soak/soakKit.js';
+
 export interface SessionShape {
   readonly agents: number;
   readonly turns: number;
@@ -27,16 +29,10 @@ export interface SessionShape {
 const FIXED_EVENTS = 12;
 const MODEL = 'gpt-5-codex';
 
-/** mulberry32: small, fast, and the same sequence for a seed everywhere. */
+/** The soak suites' seeded PRNG, scaled to [0, 1). */
 function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = prng(seed);
+  return () => next() / 2 ** 32;
 }
 
 function seedOf(agent: number, turn: number, salt: number): number {
