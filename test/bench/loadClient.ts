@@ -6,6 +6,7 @@
 
 import { HttpConn, buildRequest, type ExchangeResult } from './httpConn.js';
 import { H_ID, SMALL_REQUEST, expectedLength, nowUs, specHeaders, type StreamSpec } from './common.js';
+import { percentile } from './report.js';
 
 export interface Failures {
   failed: number;
@@ -109,11 +110,6 @@ function countFailure(f: Failures, r: ExchangeResult): void {
   // By status for a wrong one, so a refusal (401, 403, 429) shows as itself.
   const kind = r.error === 'status' ? `status ${r.status}` : r.error;
   f.byKind[kind] = (f.byKind[kind] ?? 0) + 1;
-}
-
-function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number;
 }
 
 function once(

@@ -3,11 +3,13 @@
 // Starts the mock upstream (upstream.ts) and the load client (loadClient.ts),
 // each in its own process, then for every round starts `ours`, `policy`,
 // `original` and `floor` afresh and runs each test against `direct` and each
-// of them in turn (the order rotates per round; `policy` only in POLICY_TESTS).
+// of them in turn (the order rotates per round; `policy` only in POLICY_TESTS,
+// not in the sessions).
 // Prints medians and per-round ratios, the issue-20 targets met or missed and
-// issue 19's policy cost (checks.ts) and the issue-9 conversation over
-// WebSocket vs HTTP (conversation.ts); the retired issue-8 splice
-// micro-benchmark runs only with --splice.
+// issue 19's policy cost (checks.ts). Each round ends with Codex-like agent
+// sessions over HTTP and WebSocket against their own mock upstream
+// (sessions.ts); the retired issue-8 splice micro-benchmark runs only with
+// --splice.
 //
 //   node dist/test/bench/run.js [--rounds N] [--quick] [--json]
 //        [--node PATH] [--targets direct,ours,policy,original,floor]
@@ -54,7 +56,8 @@ import {
 } from './profile.js';
 import type { SpliceTrial } from './spliceBench.js';
 import { streamsFor } from '../../src/shared/openFileBudget.js';
-import { TURNS, runConversations, type ConversationResult } from './conversation.js';
+import { SessionsUpstream, runSessionRound, type SessionsUpstreamStats } from './sessions.js';
+import type { SessionShape } from './sessionWorkload.js';
 import {
   NodeCopies,
   direct,
@@ -171,7 +174,17 @@ function sizes(quick: boolean) {
     readerBytes: quick ? 4 * MB : 25 * MB,
     disconnectN: 3,
     profileRequests: quick ? 10_000 : 30_000,
-    conversationRounds: quick ? 3 : 10,
+    /** Codex-like sessions, every round; --quick keeps the body growth and shortens the sessions. */
+    sessions: {
+      agents: 8,
+      turns: quick ? 10 : 30,
+      events: quick ? 50 : 150,
+      minGapMs: 2,
+      maxGapMs: 20,
+      firstBodyBytes: 20_000,
+      lastBodyBytes: 600_000,
+    } as SessionShape,
+    sessionWarmupTurns: quick ? 2 : 3,
     spliceRequests: quick ? 8000 : 10_000,
     spliceTrials: quick ? 2 : 10,
   };
@@ -300,6 +313,7 @@ interface Ctx {
   readonly round: number;
   /** When each target's slow-stream burst ended (Date.now()). */
   readonly burstEndedAt: Map<TargetName, number>;
+  readonly sessions: SessionsUpstream;
 }
 
 /** Tree RSS and PSS now, and the root's and its descendants' shares ('' prefix: idle). */
@@ -654,6 +668,12 @@ const ROWS: MetricRow[] = [
   { key: 'stallPinnedMb', label: '  RSS pinned by stalled reader MiB', higherBetter: false, noRatio: true },
   { key: 'stallGrowthMb', label: '  its growth over 1.5 s more MiB', higherBetter: false, noRatio: true },
   { key: 'disconnectCloseMs', label: 'client gone -> upstream closed ms', higherBetter: false },
+  { key: 'sessHttpAddP50Ms', label: 'sessions, HTTP: added ms per turn, p50', higherBetter: false, digits: 3 },
+  { key: 'sessHttpAddP99Ms', label: '  added ms per turn, p99', higherBetter: false, digits: 3 },
+  { key: 'sessHttpCpuS', label: '  proxy CPU s per session', higherBetter: false, digits: 3 },
+  { key: 'sessWsAddP50Ms', label: 'sessions, WebSocket: added ms per turn, p50', higherBetter: false, digits: 3 },
+  { key: 'sessWsAddP99Ms', label: '  added ms per turn, p99', higherBetter: false, digits: 3 },
+  { key: 'sessWsCpuS', label: '  proxy CPU s per session', higherBetter: false, digits: 3 },
   { key: 'failures', label: 'failed requests (all tests)', higherBetter: false, digits: 0, noRatio: true },
   { key: 'timeouts', label: '  of which timeouts', higherBetter: false, digits: 0, noRatio: true },
   { key: 'unserved', label: '  of which unserved (no byte)', higherBetter: false, digits: 0, noRatio: true },
@@ -741,6 +761,16 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
   } finally {
     for (const t of targets.values()) await t.stop();
   }
+  await runSessionRound(
+    {
+      upstream: ctx.sessions,
+      warmupTurns: ctx.s.sessionWarmupTurns,
+      names: names.filter((name) => name !== 'policy'), // its cost is measured by POLICY_TESTS
+      start: (name, port) => startSessionTarget(name, opts, port, key),
+      progress: (m) => progress(opts, `round ${ctx.round}: ${m}`),
+    },
+    result,
+  );
   // Derived: added latency vs direct, failure totals.
   const d = result.values.direct as Values;
   for (const name of names) {
@@ -764,7 +794,7 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
 function startTarget(
   name: TargetName,
   opts: Options,
-  mock: Mock,
+  mock: { readonly port: number },
   mockUrl: string,
   key: string,
   nodeFlags: readonly string[] = [],
@@ -774,6 +804,13 @@ function startTarget(
   if (name === 'policy') return startPolicy(nodeCopies().pathFor('policy'), mockUrl, key, opts.oursArgs, nodeFlags);
   if (name === 'floor') return startFloor(nodeCopies().pathFor('floor'), mock.port, key);
   return startOriginal(mockUrl, key);
+}
+
+/** A target in front of the sessions' upstream: ours also relays the WebSocket mode there. */
+function startSessionTarget(name: TargetName, opts: Options, port: number, key: string): Promise<Target> {
+  const url = `http://127.0.0.1:${port}/v1/responses`;
+  if (name === 'ours') return startOurs(nodeCopies().pathFor('ours'), url, key, [...opts.oursArgs, '--websocket']);
+  return startTarget(name, opts, { port }, url, key);
 }
 
 let copies: NodeCopies | null = null;
@@ -1017,6 +1054,7 @@ async function main(): Promise<void> {
   const machine0 = machineCpu();
   const mock = await Mock.start(`Bearer ${key}`);
   const client = await Client.start();
+  const sessions = await SessionsUpstream.start(key, s.sessions);
   const mockUrl = `http://127.0.0.1:${mock.port}/v1/responses`;
   if (!opts.json) {
     console.log(
@@ -1049,7 +1087,7 @@ async function main(): Promise<void> {
   }
   const rounds: RoundResult[] = [];
   for (let round = 1; round <= opts.rounds; round++) {
-    rounds.push(await runRound({ client, mock, s, round, burstEndedAt: new Map() }, opts, mockUrl, key));
+    rounds.push(await runRound({ client, mock, s, round, burstEndedAt: new Map(), sessions }, opts, mockUrl, key));
   }
   let splice: ReturnType<typeof spliceSummary> | null = null;
   let spliceTrials: SpliceTrial[] = [];
@@ -1058,15 +1096,9 @@ async function main(): Promise<void> {
     spliceTrials = await runSplice(mock, key, s);
     splice = spliceSummary(spliceTrials);
   }
-  let conversation: ConversationResult | null = null;
-  if (opts.rounds > 0 && opts.targets.includes('ours')) {
-    progress(opts, `${TURNS}-turn conversation, WebSocket vs HTTP`);
-    conversation = await runConversations(key, s.conversationRounds, (url) =>
-      startOurs(nodeCopies().pathFor('ours'), url, key, [...opts.oursArgs, '--websocket']),
-    );
-  }
   const profile = opts.profile === null ? [] : await profilePhase(opts, client, mock, mockUrl, key, s);
   const mockStats = await mock.stats();
+  const sessionStats = await sessions.stats();
   const checks = [...checkTargets(rounds, opts.targets, s.slowN), ...checkPolicy(rounds, opts.targets)];
   const elapsedS = (Date.now() - started0) / 1000;
   // Every process started here has exited (and been reaped) before the machine's CPU is read again.
@@ -1093,7 +1125,7 @@ async function main(): Promise<void> {
           perRoundRatios,
           targets: checks,
           splice: { ...splice, trials: spliceTrials },
-          conversation,
+          sessions: { shape: s.sessions, upstream: sessionStats },
           profile,
           mock: mockStats,
           noise,
@@ -1107,7 +1139,7 @@ async function main(): Promise<void> {
   }
 
   if (rounds.length > 0) printTables(opts, rounds, mockStats, splice, checks);
-  if (conversation !== null) printConversation(conversation);
+  if (rounds.length > 0) printSessions(s.sessions, sessionStats);
   if (profile.length > 0)
     console.log(['', `CPU profile under c=${opts.profileConcurrency} small-request load:`, ...profile].join('\n'));
   console.log(`\n${elapsedS.toFixed(0)} s in all. ${noiseLine(noise, elapsedS)}`);
@@ -1188,17 +1220,18 @@ function printTables(
   printChecks(rounds, checks);
 }
 
-function printConversation(c: ConversationResult): void {
-  const ms = (label: string): string => fmt(c.medians[label] ?? NaN, 1);
+function printSessions(shape: SessionShape, stats: SessionsUpstreamStats): void {
+  const kb = (n: number): string => `${Math.round(n / 1000)} KB`;
   console.log('');
   console.log(
-    `issue 9 — a ${TURNS}-turn conversation (median ms per conversation; HTTP resends the growing history each turn, WebSocket sends previous_response_id and the new input):`,
+    `Codex-like sessions (item 7): ${shape.agents} agents at once, ${shape.turns} turns each, per target and ` +
+      `transport every round; HTTP bodies ${kb(shape.firstBodyBytes)} to ${kb(shape.lastBodyBytes)}, WebSocket: ` +
+      `previous_response_id and the new input; ${shape.events} events per answer, ` +
+      `${shape.minGapMs}–${shape.maxGapMs} ms apart (seeded, the same for every target)`,
   );
   console.log(
-    `  direct: HTTP ${ms('direct/http')}, WebSocket ${ms('direct/websocket')};  ours: HTTP ${ms('ours/http')}, WebSocket ${ms('ours/websocket')}`,
-  );
-  console.log(
-    `  ours WebSocket/HTTP time ${fmt(median(c.wsOverHttp), 3)} (per round: ${c.wsOverHttp.map((x) => fmt(x, 2)).join(' ')}); upstream saw ${c.upstream.httpTurns} HTTP and ${c.upstream.webSocketTurns} WebSocket turns, ${c.upstream.refused} refused; failures: ${c.failures.length === 0 ? 'none' : c.failures.join('; ')}`,
+    `  the sessions' upstream saw ${stats.httpTurns} HTTP and ${stats.webSocketTurns} WebSocket turns (warm-ups ` +
+      `included), ${stats.refused} refused for the key, ${stats.malformed} not the turn their agent was due to send`,
   );
 }
 
@@ -1212,9 +1245,9 @@ process.on('SIGINT', () => {
 
 // The whole run is bounded too.
 const watchdog = setTimeout(() => {
-  process.stderr.write('benchmark exceeded 20 minutes: stopping\n');
+  process.stderr.write('benchmark exceeded 60 minutes: stopping\n');
   void stopAll().then(() => process.exit(1));
-}, 20 * 60_000);
+}, 60 * 60_000);
 watchdog.unref();
 
 main().then(
