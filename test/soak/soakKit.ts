@@ -121,3 +121,69 @@ export async function runLanes<S, R>(o: {
     checkpoints,
   };
 }
+
+/** One TCP connection of a process, from its descriptors and its network namespace's /proc/net/tcp{,6}. */
+export interface TcpConnection {
+  readonly fd: string;
+  readonly localPort: number;
+  readonly remotePort: number;
+  /** The kernel's state name (ESTABLISHED, CLOSE_WAIT...). */
+  readonly state: string;
+  /** Bytes queued unsent and unread in the kernel. */
+  readonly txQueue: number;
+  readonly rxQueue: number;
+}
+
+const TCP_STATES = [
+  '',
+  'ESTABLISHED',
+  'SYN_SENT',
+  'SYN_RECV',
+  'FIN_WAIT1',
+  'FIN_WAIT2',
+  'TIME_WAIT',
+  'CLOSE',
+  'CLOSE_WAIT',
+  'LAST_ACK',
+  'LISTEN',
+  'CLOSING',
+];
+
+/** The TCP connections process `pid` holds to `remotePort` (loopback), named by their local ports. */
+export function tcpConnectionsTo(pid: number, remotePort: number): TcpConnection[] {
+  const byInode = new Map<string, Omit<TcpConnection, 'fd'>>();
+  for (const table of ['tcp', 'tcp6']) {
+    let text = '';
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      const [, local = '', remote = '', st = '', queues = ''] = f;
+      const [tx = '0', rx = '0'] = queues.split(':');
+      byInode.set(f[9] as string, {
+        localPort: parseInt(local.split(':')[1] ?? '0', 16),
+        remotePort: parseInt(remote.split(':')[1] ?? '0', 16),
+        state: TCP_STATES[parseInt(st, 16)] ?? st,
+        txQueue: parseInt(tx, 16),
+        rxQueue: parseInt(rx, 16),
+      });
+    }
+  }
+  const out: TcpConnection[] = [];
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = '';
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    const conn = inode === undefined ? undefined : byInode.get(inode);
+    if (conn !== undefined && conn.remotePort === remotePort) out.push({ fd, ...conn });
+  }
+  return out;
+}
