@@ -24,7 +24,8 @@ export function quotaExhausted(what: string): Refusal {
 }
 
 export function rateLimited(limit: number, retryAfter: number): Refusal {
-  const message = `The proxy's limit of ${limit} ${limit === 1 ? 'request' : 'requests'} per minute is reached; retry in ${retryAfter} s.`;
+  const requests = limit === 1 ? 'request' : 'requests';
+  const message = `The proxy's limit of ${limit} ${requests} per minute is reached; retry in ${retryAfter} s.`;
   return { reason: 'rate', retryAfter, ...openAiError(429, message, 'rate_limit_error', 'rate_limit_exceeded') };
 }
 

@@ -46,7 +46,9 @@ export class Upstream {
     // healthy stream is never cut, only one that goes silent. keepAliveTimeout:
     // how long an idle connection is kept when the upstream does not say (as
     // the original's client does; undici's own 4 s is shorter than an agent's
-    // pause between turns, and each new connection is a TLS handshake).
+    // pause between turns, and each new connection is a TLS handshake). A
+    // request cancelled before its head can leave a fresh connection idle here
+    // until then (undici #5845); the next request reuses it.
     this.pool = new Pool(url.origin, {
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
