@@ -204,13 +204,16 @@ describe('--github-oidc in a namespace of its own', { skip, concurrency: true, t
       'a burst of 100 POSTs and 5 WebSockets during a renewal: answered at once with the old token, one exchange';
     test(BURST, async () => {
       interface Result {
+        warnings: string[];
         statuses: number[];
+        failures: string[];
         answeredWhileHeld: number;
         during: { exchanges: number; githubRequests: number; tokensWhileHeld: number[]; tokens: number[] };
         after: { status: number; token: number };
         exchanges: number;
       }
       const r = await runScenario<Result>('burst');
+      assert.deepEqual({ failures: r.failures, warnings: r.warnings }, { failures: [], warnings: [] });
       assert.deepEqual(r.statuses, [...Array(100).fill(200), ...Array(5).fill(101)]);
       assert.ok(
         r.answeredWhileHeld >= 1,
