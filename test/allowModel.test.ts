@@ -70,6 +70,8 @@ describe('--allow-model over HTTP', () => {
       '{"model":"gpt-4o","input":"x","model":"gpt-5"}',
       '{"mod\\u0065l":"gpt-4o","model":"gpt-5"}',
       '{"input":"x","input":"y","model":"gpt-5"}',
+      '{"model":"gpt-5","input":"a\\"b","input":1}',
+      '{"a\\\\":1,"a\\\\":2,"model":"gpt-5"}',
       '{"input":"no model"}',
       '{"model":5}',
       '{"model":null}',
@@ -94,6 +96,9 @@ describe('--allow-model over HTTP', () => {
   test("nested duplicate keys are the upstream parser's business, not a refusal", { timeout: 20_000 }, async () => {
     const reply = await post('{"model":"gpt-5","text":{"a":1,"a":2},"input":[{"x":1},{"x":2}]}');
     assert.equal(reply.status, 200);
+    // Quotes and backslashes inside strings are not structure.
+    const escapes = await post('{"model":"gpt-5","input":"x\\\\","text":"\\",\\"model\\":\\"y"}');
+    assert.equal(escapes.status, 200, escapes.body.toString());
   });
 
   test('refusals are counted in the usage file', async () => {
@@ -102,8 +107,8 @@ describe('--allow-model over HTTP', () => {
       refusals: { model: number };
       requests: { http: number };
     };
-    assert.equal(record.refusals.model, 8 + 13);
-    assert.equal(record.requests.http, 5);
+    assert.equal(record.refusals.model, 8 + 15);
+    assert.equal(record.requests.http, 6);
   });
 });
 

@@ -43,6 +43,13 @@ export function globMatch(pattern: string, text: string): boolean {
   return p === pattern.length;
 }
 
+/** Whether the character at `at` follows an odd run of backslashes. */
+function isEscaped(json: string, at: number): boolean {
+  let backslashes = 0;
+  while (json.charCodeAt(at - 1 - backslashes) === 0x5c) backslashes++;
+  return backslashes % 2 === 1;
+}
+
 /**
  * The first top-level key named twice in `json`, which must be a valid JSON
  * object (already checked by JSON.parse); null if none. Keys are compared as
@@ -55,8 +62,10 @@ export function duplicateTopLevelKey(json: string): string | null {
   for (let i = 0; i < json.length; i++) {
     const c = json.charCodeAt(i);
     if (c === 0x22) {
-      let j = i + 1;
-      while (json.charCodeAt(j) !== 0x22) j += json.charCodeAt(j) === 0x5c ? 2 : 1;
+      // The string's closing quote: the next one not escaped. indexOf skips the
+      // text in native code; bodies are mostly strings.
+      let j = json.indexOf('"', i + 1);
+      while (isEscaped(json, j)) j = json.indexOf('"', j + 1);
       if (depth === 1 && expectKey) {
         const key = JSON.parse(json.slice(i, j + 1)) as string;
         if (seen.has(key)) return key;
