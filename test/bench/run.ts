@@ -749,9 +749,10 @@ async function runRound(ctx: Ctx, opts: Options, mockUrl: string, key: string): 
     for (const [name, t] of targets) {
       if (t.usageFile !== null)
         readUsageFile(t.usageFile, result.values[name] as Values, result.notes[name] as string[]);
-      if (t.log.warnOrWorse > 0)
+      const log = t.log();
+      if (log.warnOrWorse > 0)
         (result.notes[name] as string[]).push(
-          `${t.log.warnOrWorse} warn/error log line(s); last: ${t.log.tail
+          `${log.warnOrWorse} warn/error log line(s); last: ${log.tail
             .filter((l) => l !== '')
             .slice(-2)
             .join(' | ')

@@ -14,10 +14,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import {
   chmodSync,
+  closeSync,
   copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readFileSync,
   realpathSync,
   rmSync,
@@ -39,8 +41,8 @@ export interface Target {
   readonly headers: Record<string, string>;
   /** policy: its --usage-file (rewritten after each exchange); null for the others. */
   readonly usageFile: string | null;
-  /** warn/error lines the proxy logged so far, and its last stderr lines. */
-  readonly log: { warnOrWorse: number; tail: string[] };
+  /** The warn/error lines the proxy has logged and its last stderr lines. */
+  readonly log: () => { warnOrWorse: number; tail: string[] };
   stop(): Promise<void>;
 }
 
@@ -126,6 +128,26 @@ async function stopChild(child: ChildProcess): Promise<void> {
   started.delete(child);
 }
 
+/** Count a proxy's warn/error lines and keep its last lines. */
+function readLog(file: string): { warnOrWorse: number; tail: string[] } {
+  let text = '';
+  try {
+    text = readFileSync(file, 'latin1');
+  } catch {
+    // not written yet
+  }
+  let warnOrWorse = 0;
+  for (const line of text.split('\n')) {
+    if (/"level":(4|5|6)\d/.test(line) || /\b(WARN|ERROR)\b/.test(line)) warnOrWorse++;
+  }
+  return { warnOrWorse, tail: text.split('\n').slice(-6) };
+}
+
+/**
+ * A proxy's stderr goes to a file, as a service's log does, and is read at
+ * startup (for its port) and when it stops. A pipe read by the benchmark would
+ * wake the load client at every log line and charge the proxy that logs more.
+ */
 function startProxy(
   name: TargetName,
   file: string,
@@ -134,50 +156,54 @@ function startProxy(
   key: string,
   cleanup: () => void,
 ): Promise<Target> {
-  const child = spawn(file, args, { stdio: ['pipe', 'ignore', 'pipe'], env });
+  const logDir = mkdtempSync(join(tmpdir(), `rap-bench-${name}-log-`));
+  const logFile = join(logDir, 'stderr.log');
+  const logFd = openSync(logFile, 'w', 0o600);
+  const child = spawn(file, args, { stdio: ['pipe', 'ignore', logFd], env });
+  closeSync(logFd);
   started.add(child);
-  const log = { warnOrWorse: 0, tail: [] as string[] };
-  let stderr = '';
-  let port = 0;
+  let finalLog: { warnOrWorse: number; tail: string[] } | null = null;
+  const stop = async (): Promise<void> => {
+    await stopChild(child);
+    finalLog ??= readLog(logFile);
+    rmSync(logDir, { recursive: true, force: true });
+    cleanup();
+  };
   child.stdin?.on('error', () => {});
   child.stdin?.end(`${key}\n`);
   return new Promise<Target>((resolve, reject) => {
-    const timer = setTimeout(() => {
-      void stopChild(child).then(cleanup);
-      reject(new Error(`${name} did not listen within 15 s:\n${stderr.slice(-2000)}`));
-    }, 15_000);
-    child.on('exit', (code, signal) => {
-      if (port === 0) {
-        clearTimeout(timer);
-        cleanup();
-        reject(new Error(`${name} exited (${code ?? signal}) before listening:\n${stderr.slice(-2000)}`));
+    const deadline = Date.now() + 15_000;
+    const fail = (why: string): void => {
+      const tail = readLog(logFile).tail.join('\n');
+      void stop().then(() => reject(new Error(`${name} ${why}:\n${tail.slice(-2000)}`)));
+    };
+    const poll = (): void => {
+      if (child.exitCode !== null || child.signalCode !== null) {
+        return fail(`exited (${child.exitCode ?? child.signalCode}) before listening`);
       }
-    });
-    child.stderr?.setEncoding('latin1').on('data', (s: string) => {
-      stderr = (stderr + s).slice(-8192);
-      for (const line of s.split('\n')) {
-        if (line === '') continue;
-        if (/"level":(4|5|6)\d/.test(line) || /\b(WARN|ERROR)\b/.test(line)) log.warnOrWorse++;
+      let m: RegExpExecArray | null = null;
+      try {
+        m = LISTENING.exec(readFileSync(logFile, 'latin1'));
+      } catch {
+        // not written yet
       }
-      log.tail = stderr.split('\n').slice(-6);
-      if (port !== 0) return;
-      const m = LISTENING.exec(stderr);
-      if (m === null) return;
-      port = Number(m[1]);
-      clearTimeout(timer);
-      resolve({
-        name,
-        port,
-        pid: child.pid as number,
-        headers: {},
-        usageFile: null,
-        log,
-        stop: async () => {
-          await stopChild(child);
-          cleanup();
-        },
-      });
-    });
+      if (m !== null) {
+        const port = Number(m[1]);
+        const target: Target = {
+          name,
+          port,
+          pid: child.pid as number,
+          headers: {},
+          usageFile: null,
+          log: () => finalLog ?? readLog(logFile),
+          stop,
+        };
+        return resolve(target);
+      }
+      if (Date.now() > deadline) return fail('did not listen within 15 s');
+      setTimeout(poll, 20);
+    };
+    poll();
   });
 }
 
@@ -275,7 +301,7 @@ export function direct(port: number, key: string): Target {
     pid: null,
     headers: { authorization: `Bearer ${key}` },
     usageFile: null,
-    log: { warnOrWorse: 0, tail: [] },
+    log: () => ({ warnOrWorse: 0, tail: [] }),
     stop: async () => {},
   };
 }
