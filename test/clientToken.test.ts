@@ -20,7 +20,8 @@ import { after, before, describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
 import { MockUpstream } from './helpers/mockUpstream.js';
 import { errorOf, sseAnswer, startProxy, tempDir } from './helpers/policyProxy.js';
-import { ProxyProcess, TEST_KEY, runProxyToExit, sleep, waitFor } from './helpers/proxyProcess.js';
+import { ProxyProcess, TEST_KEY, childPids, runProxyToExit, sleep, waitFor } from './helpers/proxyProcess.js';
+import { scanProcessMemory } from './helpers/memScan.js';
 import { WsClient } from './helpers/wsClient.js';
 import { WsUpstream } from './helpers/wsUpstream.js';
 
@@ -236,4 +237,45 @@ describe('--client-token-file refuses what is already there', () => {
     assert.equal(run.code, 2);
     assert.match(run.stderr, /--client-token-owner needs --client-token-file/);
   });
+});
+
+describe('--client-token-file: what memory holds', () => {
+  test(
+    'once the file is written, no memory of either process holds the token (the supervisor keeps a keyed digest)',
+    { timeout: 60_000, skip: IS_ROOT ? false : 'needs root: reading /proc/<pid>/mem of another process' },
+    async (t) => {
+      const upstream = await MockUpstream.start(sseAnswer);
+      const file = join(tempDir(), 'token');
+      const proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
+      try {
+        const token = Buffer.from(readFileSync(file, 'latin1'));
+        for (const [name, pid] of [
+          ['supervisor', proxy.pid],
+          ['worker', childPids(proxy.pid)[0] ?? -1],
+        ] as const) {
+          const scan = scanProcessMemory(pid, token, { includeInaccessible: true });
+          t.diagnostic(`${name}: ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB scanned`);
+          assert.ok(scan.bytesScanned > 10 * 2 ** 20, `${name}: the scan read its memory`);
+          assert.deepEqual(
+            scan.occurrences.map((o) => o.mapping),
+            [],
+            `${name}: the token in memory`,
+          );
+        }
+        // The digest still checks a client: the right token passes, a wrong one does not.
+        const authorization = `Bearer ${token.toString('latin1')}`;
+        const ok = await send(proxy.port, {
+          headers: { authorization, 'content-type': 'application/json' },
+          body: BODY,
+        });
+        assert.equal(ok.status, 200);
+        const wrong = `Bearer ${token.toString('latin1').replace(/.$/, (c) => (c === '0' ? '1' : '0'))}`;
+        const refused = await send(proxy.port, { headers: { authorization: wrong }, body: BODY });
+        assert.equal(refused.status, 401);
+      } finally {
+        await proxy.stop();
+        await upstream.close();
+      }
+    },
+  );
 });

@@ -1,10 +1,14 @@
 // --client-token-file: a random token the proxy makes at startup, writes to a
 // file only its owner can read, and then requires of every client as
-// "Authorization: Bearer <token>". The supervisor holds it in libsodium secure
-// memory (no JavaScript string ever holds it), compares in constant time, and
-// never forwards, logs or sends it to the worker. The file is created new
-// (O_EXCL|O_NOFOLLOW: a planted file or symlink is refused), 0400, owned by
-// --client-token-owner and that user's primary group, and removed at exit.
+// "Authorization: Bearer <token>". The supervisor keeps only a keyed BLAKE2b
+// digest of it (key and digest in libsodium secure memory, read-only): the
+// token itself lives in secure memory just long enough to be written, so no
+// memory of the proxy holds it afterwards, and checking a request needs no
+// mprotect. Offered tokens are digested with the same key and the digests
+// compared in constant time. The token is never forwarded, logged or sent to
+// the worker. The file is created new (O_EXCL|O_NOFOLLOW: a planted file or
+// symlink is refused), 0400, owned by --client-token-owner and that user's
+// primary group, and removed at exit.
 
 import {
   closeSync,
@@ -26,6 +30,7 @@ import { getpwnam, getpwuid } from '../shared/libc.js';
 
 /** 256 bits from the system CSPRNG, written as 64 hex digits. */
 const TOKEN_BYTES = 32;
+const DIGEST_BYTES = 32;
 const SCHEME = 'bearer ';
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
 
@@ -48,39 +53,49 @@ export function resolveTokenOwner(spec: string | undefined): TokenOwner {
 }
 
 export class ClientToken {
-  /** The token's hex digits, in guarded memory, no-access while idle. */
-  #secret: Buffer;
+  /** BLAKE2b key, random per process. */
+  #digestKey: Buffer;
+  /** The keyed digest of the token's hex digits. */
+  #digest: Buffer;
+  /** The digest of an offered token (reused: one check at a time). */
+  readonly #offeredDigest = Buffer.alloc(DIGEST_BYTES);
   readonly path: string;
   #file: { dev: number; ino: number } | null = null;
 
   private constructor(path: string) {
     this.path = path;
-    const raw = sodium.sodium_malloc(TOKEN_BYTES);
-    this.#secret = sodium.sodium_malloc(TOKEN_BYTES * 2);
-    sodium.randombytes_buf(raw);
-    for (let i = 0; i < TOKEN_BYTES; i++) {
-      this.#secret[2 * i] = HEX[(raw[i] as number) >> 4] as number;
-      this.#secret[2 * i + 1] = HEX[(raw[i] as number) & 15] as number;
-    }
-    sodium.sodium_memzero(raw);
-    sodium.sodium_free(raw);
-    sodium.sodium_mprotect_noaccess(this.#secret);
+    this.#digestKey = sodium.sodium_malloc(sodium.crypto_generichash_KEYBYTES);
+    this.#digest = sodium.sodium_malloc(DIGEST_BYTES);
+    sodium.randombytes_buf(this.#digestKey);
   }
 
   /** Make a token and write it to `path` for `owner`; the file is removed when the process exits. */
   static create(path: string, owner: TokenOwner): ClientToken {
     const token = new ClientToken(resolve(path));
+    const hex = sodium.sodium_malloc(TOKEN_BYTES * 2);
     try {
-      token.writeFile(owner);
+      const raw = sodium.sodium_malloc(TOKEN_BYTES);
+      sodium.randombytes_buf(raw);
+      for (let i = 0; i < TOKEN_BYTES; i++) {
+        hex[2 * i] = HEX[(raw[i] as number) >> 4] as number;
+        hex[2 * i + 1] = HEX[(raw[i] as number) & 15] as number;
+      }
+      sodium.sodium_free(raw); // zeroes it
+      sodium.crypto_generichash(token.#digest, hex, token.#digestKey);
+      sodium.sodium_mprotect_readonly(token.#digest);
+      sodium.sodium_mprotect_readonly(token.#digestKey);
+      token.writeFile(hex, owner);
     } catch (err) {
       token.destroy();
       throw err;
+    } finally {
+      sodium.sodium_free(hex);
     }
     process.once('exit', () => token.destroy());
     return token;
   }
 
-  private writeFile(owner: TokenOwner): void {
+  private writeFile(secret: Buffer, owner: TokenOwner): void {
     const fail = (what: string, err: unknown): ProxyError => {
       const code = errnoCode(err) ?? String(err);
       let hint = '';
@@ -108,13 +123,8 @@ export class ClientToken {
     try {
       fchownSync(fd, owner.uid, owner.gid);
       fchmodSync(fd, 0o400);
-      sodium.sodium_mprotect_readonly(this.#secret);
-      try {
-        const written = writeSync(fd, this.#secret);
-        if (written !== this.#secret.length) throw Object.assign(new Error('short write'), { code: 'EIO' });
-      } finally {
-        sodium.sodium_mprotect_noaccess(this.#secret);
-      }
+      const written = writeSync(fd, secret);
+      if (written !== secret.length) throw Object.assign(new Error('short write'), { code: 'EIO' });
     } catch (err) {
       this.removeFile();
       throw fail('write', err);
@@ -137,23 +147,18 @@ export class ClientToken {
     }
     if (value === null || value.length !== SCHEME.length + TOKEN_BYTES * 2) return false;
     if (value.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return false;
-    const offered = Buffer.from(value.slice(SCHEME.length), 'latin1');
-    sodium.sodium_mprotect_readonly(this.#secret);
-    try {
-      return sodium.sodium_memcmp(offered, this.#secret);
-    } finally {
-      sodium.sodium_mprotect_noaccess(this.#secret);
-    }
+    sodium.crypto_generichash(this.#offeredDigest, Buffer.from(value.slice(SCHEME.length), 'latin1'), this.#digestKey);
+    return sodium.sodium_memcmp(this.#offeredDigest, this.#digest);
   }
 
   /** Remove the file (if it is still ours) and free the secure memory. Runs once, at exit. */
   destroy(): void {
     this.removeFile();
-    if (this.#secret.length === 0) return;
-    sodium.sodium_mprotect_readwrite(this.#secret);
-    sodium.sodium_memzero(this.#secret);
-    sodium.sodium_free(this.#secret);
-    this.#secret = Buffer.alloc(0);
+    if (this.#digest.length === 0) return;
+    sodium.sodium_free(this.#digest); // sodium_free zeroes, whatever the protection
+    sodium.sodium_free(this.#digestKey);
+    this.#digest = Buffer.alloc(0);
+    this.#digestKey = Buffer.alloc(0);
   }
 
   private removeFile(): void {

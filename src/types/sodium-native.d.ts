@@ -19,4 +19,7 @@ declare module 'sodium-native' {
   export function crypto_secretbox_easy(c: Buffer, m: Buffer, n: Buffer, k: Buffer): void;
   /** m = c opened; false when c was not sealed with n and k. */
   export function crypto_secretbox_open_easy(m: Buffer, c: Buffer, n: Buffer, k: Buffer): boolean;
+  export const crypto_generichash_KEYBYTES: number;
+  /** output = BLAKE2b(input), keyed when `key` is given; output.length is the digest size. */
+  export function crypto_generichash(output: Buffer, input: Buffer, key?: Buffer): void;
 }
