@@ -1,8 +1,10 @@
 // --usage-file through the real proxy: a reader polling the file while
 // requests run always finds complete, valid JSON; the record counts requests,
 // refusals and tokens by kind, overall and per model, from HTTP streams,
-// non-streaming answers and WebSocket turns; the supervisor logs each
-// exchange's model, response id and tokens, and a summary at exit.
+// non-streaming answers and WebSocket turns; each HTTP request's log line
+// carries the model the upstream answered with, the response id and the
+// tokens (read by the supervisor, logged by the worker), each WebSocket turn
+// has a line of the supervisor's, and a summary line comes at exit.
 
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
@@ -130,15 +132,25 @@ describe('--usage-file over HTTP', () => {
     },
   );
 
-  test('each exchange is logged with the model the upstream answered with, the response id and the tokens', () => {
-    const line = jsonRecords(proxy.stderr).find((r) => r.msg === 'upstream usage' && r.model === 'gpt-json-2025');
-    assert.ok(line, 'no usage line');
+  test("each request's log line has the model the upstream answered with, the response id and the tokens", () => {
+    const requests = jsonRecords(proxy.stderr).filter((r) => r.msg === 'request');
+    const line = requests.find((r) => r.model === 'gpt-json-2025');
+    assert.ok(line, 'no request line with the usage');
+    assert.equal(line.process, 'worker');
     assert.equal(line.responseId, 'resp_json_1');
     assert.deepEqual(
       [line.inputTokens, line.cachedInputTokens, line.outputTokens, line.reasoningTokens, line.totalTokens],
       [100, 40, 30, 20, 130],
     );
-    assert.equal(jsonRecords(proxy.stderr).filter((r) => r.msg === 'upstream usage').length, 41);
+    const streamed = requests.filter((r) => r.model === 'mock-model');
+    assert.equal(streamed.length, 40);
+    assert.ok(streamed.every((r) => r.totalTokens === TOKENS_PER_ANSWER && /^resp_/.test(String(r.responseId))));
+    // The request refused by the budget (429) reached no upstream: its line has no usage.
+    assert.deepEqual(
+      requests.filter((r) => !('model' in r)).map((r) => r.status),
+      [429],
+    );
+    assert.equal(jsonRecords(proxy.stderr).filter((r) => r.msg === 'upstream usage').length, 0, 'one line per request');
   });
 
   test('at exit: written once more and one summary line', { timeout: 20_000 }, async () => {

@@ -29,6 +29,9 @@ export const MAX_HEAD_PAYLOAD = 64 * 1024;
 const MAX_CONFIG_PAYLOAD = 128 * 1024;
 /** RFC 6455: a close frame's reason fits 123 bytes. */
 export const MAX_CLOSE_REASON = 123;
+/** RESPONSE_END's usage fields (strings are cut to MAX_USAGE_STRING characters). */
+const MAX_USAGE_PAYLOAD = 4096;
+export const MAX_USAGE_STRING = 256;
 
 export type Side = 'worker' | 'supervisor';
 
@@ -114,8 +117,8 @@ const PROTOCOL = {
   RESPONSE_HEAD: message(0x82, 'supervisor', 'stream', [4, MAX_HEAD_PAYLOAD], 'afterReady'),
   /** Response body bytes. */
   RESPONSE_DATA: message(0x83, 'supervisor', 'stream', [1, MAX_DATA_PAYLOAD], 'afterReady'),
-  /** The response is complete. */
-  RESPONSE_END: message(0x84, 'supervisor', 'stream', [0, 0], 'afterReady'),
+  /** The response is complete; with a client policy, JSON UsageFields of the answer for the worker's log line. */
+  RESPONSE_END: message(0x84, 'supervisor', 'stream', [0, MAX_USAGE_PAYLOAD], 'afterReady'),
   /** The request half closed: u8 body has key, u16 n, n x u16 index of a header field holding the key. */
   REQUEST_SCANNED: message(0x85, 'supervisor', 'stream', [3, MAX_HEAD_PAYLOAD], 'dumps', 'afterReady'),
   /** u32 more bytes of dump credit for the worker (DUMP_DATA written to disk). */
@@ -461,4 +464,51 @@ export function decodeKeyScan(payload: Buffer): KeyScanResult {
   const headerIndexes: number[] = [];
   for (let i = 0; i < count; i++) headerIndexes.push(payload.readUInt16BE(3 + 2 * i));
   return { bodyHasKey: payload[0] === 1, headerIndexes };
+}
+
+/**
+ * What the upstream said an answer used, as the worker's log line for the
+ * request shows it (a client policy is in force): the supervisor reads it from
+ * the answer, the worker only logs it.
+ */
+export interface UsageFields {
+  readonly model: string | null;
+  readonly responseId: string | null;
+  readonly inputTokens?: number;
+  readonly cachedInputTokens?: number;
+  readonly outputTokens?: number;
+  readonly reasoningTokens?: number;
+  readonly totalTokens?: number;
+}
+
+const USAGE_STRINGS = ['model', 'responseId'] as const;
+const USAGE_COUNTS = ['inputTokens', 'cachedInputTokens', 'outputTokens', 'reasoningTokens', 'totalTokens'] as const;
+
+export function encodeUsage(fields: UsageFields): Buffer {
+  const cut = (s: string | null): string | null => (s === null ? null : s.slice(0, MAX_USAGE_STRING));
+  return Buffer.from(JSON.stringify({ ...fields, model: cut(fields.model), responseId: cut(fields.responseId) }));
+}
+
+export function decodeUsage(payload: Buffer): UsageFields {
+  let value: unknown;
+  try {
+    value = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new ProtocolError('malformed RESPONSE_END usage');
+  }
+  if (value === null || typeof value !== 'object') throw new ProtocolError('malformed RESPONSE_END usage');
+  const given = value as Record<string, unknown>;
+  const fields: Record<string, string | number | null> = {};
+  for (const name of USAGE_STRINGS) {
+    const v = given[name];
+    if (v !== null && typeof v !== 'string') throw new ProtocolError(`malformed RESPONSE_END usage: ${name}`);
+    fields[name] = v;
+  }
+  for (const name of USAGE_COUNTS) {
+    const v = given[name];
+    if (v === undefined) continue;
+    if (!Number.isSafeInteger(v)) throw new ProtocolError(`malformed RESPONSE_END usage: ${name}`);
+    fields[name] = v as number;
+  }
+  return fields as unknown as UsageFields;
 }

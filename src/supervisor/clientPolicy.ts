@@ -5,7 +5,7 @@
 // JSON); the worker only reports its refusals here, for the record.
 
 import { messageOf, ProtocolError } from '../shared/errors.js';
-import type { HeaderList } from '../shared/ipcProtocol.js';
+import type { HeaderList, UsageFields } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { invalidClientToken, type Refusal } from '../shared/refusals.js';
 import { Budget } from './budget.js';
@@ -18,7 +18,8 @@ import { ResponseUsageScanner, finalEventUsage, type ResponseUsage } from './usa
 export interface CallMeter {
   head(status: number, contentType: string): void;
   data(chunk: Buffer): void;
-  end(): void;
+  /** The answer is complete: its usage is counted, and returned for the worker's log line of the request. */
+  end(): UsageFields | null;
 }
 
 export class ClientPolicy {
@@ -82,26 +83,30 @@ export class ClientPolicy {
 
   meterCall(streamId: number): CallMeter {
     let scanner: ResponseUsageScanner | null = null;
-    let status = 0;
     return {
-      head: (s, contentType) => {
-        status = s;
+      head: (_status, contentType) => {
         scanner = new ResponseUsageScanner(contentType);
       },
       data: (chunk) => scanner?.push(chunk),
       end: () => {
-        if (scanner === null) return;
+        if (scanner === null) return null;
         const usage = scanner.end();
         if (scanner.oversize) this.log.warn({ stream: streamId }, 'upstream answer too large to read its usage');
-        this.account(streamId, usage, { status });
+        this.account(usage);
+        return usageFields(usage);
       },
     };
   }
 
-  /** One upstream WebSocket message: a final event's usage is counted. */
+  /**
+   * One upstream WebSocket message: a final event's usage is counted and
+   * logged here (the worker logs a session once, at its end).
+   */
   meterMessage(streamId: number, message: Buffer): void {
     const usage = finalEventUsage(message);
-    if (usage !== null) this.account(streamId, usage, { websocket: true });
+    if (usage === null) return;
+    this.account(usage);
+    this.log.info({ stream: streamId, websocket: true, ...usageFields(usage) }, 'upstream usage');
   }
 
   /** At exit: the record written once more and a summary line. */
@@ -123,32 +128,28 @@ export class ClientPolicy {
     return refusal;
   }
 
-  private account(streamId: number, usage: ResponseUsage | null, fields: Record<string, unknown>): void {
+  private account(usage: ResponseUsage | null): void {
     if (usage !== null) {
       this.record.addResponse(usage);
       if (usage.tokens !== null) this.budget.addTokens(usage.tokens.total);
     }
-    const tokens = usage?.tokens ?? null;
-    this.log.info(
-      {
-        stream: streamId,
-        ...fields,
-        model: usage?.model ?? null,
-        responseId: usage?.responseId ?? null,
-        ...(tokens === null
-          ? {}
-          : {
-              inputTokens: tokens.input,
-              cachedInputTokens: tokens.cachedInput,
-              outputTokens: tokens.output,
-              reasoningTokens: tokens.reasoning,
-              totalTokens: tokens.total,
-            }),
-      },
-      'upstream usage',
-    );
     this.file?.update();
   }
+}
+
+/** A response's usage as log fields. */
+function usageFields(usage: ResponseUsage | null): UsageFields {
+  const tokens = usage?.tokens ?? null;
+  const named = { model: usage?.model ?? null, responseId: usage?.responseId ?? null };
+  if (tokens === null) return named;
+  return {
+    ...named,
+    inputTokens: tokens.input,
+    cachedInputTokens: tokens.cachedInput,
+    outputTokens: tokens.output,
+    reasoningTokens: tokens.reasoning,
+    totalTokens: tokens.total,
+  };
 }
 
 /**

@@ -11,7 +11,7 @@ import type { Dispatcher } from 'undici';
 import Pool from 'undici/lib/dispatcher/pool.js';
 import { ProtocolError, errnoCode } from '../shared/errors.js';
 import { CreditReceiver } from '../shared/flowControl.js';
-import { Msg, encodeHead, type HeaderList } from '../shared/ipcProtocol.js';
+import { Msg, encodeHead, encodeUsage, type HeaderList } from '../shared/ipcProtocol.js';
 import type { CallMeter } from './clientPolicy.js';
 import type { Credential } from './credential/credential.js';
 import { flattenHeaders, upstreamRequestHeaders } from './headerRules.js';
@@ -187,9 +187,9 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
     if (this.responseClosed || !this.relaying) return;
     const rest = this.scrubber.flush();
     if (rest !== null) this.sender.send(rest, Msg.RESPONSE_DATA);
-    this.meter?.end();
+    const usage = this.meter?.end() ?? null;
     // Stay registered until the last byte has gone out within credit.
-    this.sender.end(Msg.RESPONSE_END, () => this.closeResponse());
+    this.sender.end(Msg.RESPONSE_END, () => this.closeResponse(), usage === null ? undefined : encodeUsage(usage));
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {

@@ -8,7 +8,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errnoCode } from '../shared/errors.js';
 import { CreditReceiver, CreditSender } from '../shared/flowControl.js';
 import { withoutHopByHop } from '../shared/hopByHop.js';
-import { Msg, type FrameWriter, type HeaderList } from '../shared/ipcProtocol.js';
+import { Msg, type FrameWriter, type HeaderList, type UsageFields } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { bodyTooLarge } from '../shared/openaiError.js';
 import { answerOnResponse, errorFields } from './answer.js';
@@ -105,7 +105,8 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
     else this.undrained += payload.length;
   }
 
-  onResponseEnd(): void {
+  onResponseEnd(usage: UsageFields | null): void {
+    this.record.usage = usage;
     this.closed = true;
     // An upstream may answer before reading the whole body: stop forwarding it.
     if (!this.requestClosed) this.sendReset();

@@ -5,7 +5,14 @@
 // line. The two differ only where the protocols do.
 
 import type { IncomingMessage } from 'node:http';
-import { Msg, encodeHead, type FrameWriter, type HeaderList, type MsgType } from '../shared/ipcProtocol.js';
+import {
+  Msg,
+  encodeHead,
+  type FrameWriter,
+  type HeaderList,
+  type MsgType,
+  type UsageFields,
+} from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import type { ExchangeDump } from './dumpWriter.js';
 
@@ -20,6 +27,8 @@ export class ExchangeRecord {
   bytesOut = 0;
   /** WebSocket sessions only: the code the client's socket closed with (0 if it never did). */
   closeCode = 0;
+  /** With a client policy: what the upstream said the answer used (the supervisor read it). */
+  usage: UsageFields | null = null;
   private readonly startedAt = process.hrtime.bigint();
 
   constructor(
@@ -44,6 +53,7 @@ export class ExchangeRecord {
         closeCode: websocket ? this.closeCode : undefined,
         durationMs: Number(process.hrtime.bigint() - this.startedAt) / 1e6,
         outcome,
+        ...this.usage,
       },
       'request',
     );
@@ -71,7 +81,8 @@ export abstract class ClientExchange<Dump extends ExchangeDump = ExchangeDump> {
 
   abstract onResponseHead(status: number, headers: HeaderList): void;
   abstract onResponseData(payload: Buffer): void;
-  abstract onResponseEnd(): void;
+  /** `usage`: with a client policy, what the answer used (for the log line). */
+  abstract onResponseEnd(usage: UsageFields | null): void;
   /** The supervisor abandoned the stream (the upstream failed, or it is stopping). */
   abstract onReset(): void;
   abstract onWindow(increment: number): void;

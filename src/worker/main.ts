@@ -7,7 +7,14 @@ import type { WebSocketServer } from 'ws';
 import { WORKER_IPC_FD } from '../shared/constants.js';
 import { messageOf, ProtocolError } from '../shared/errors.js';
 import { IpcDispatcher } from '../shared/ipcDispatch.js';
-import { FrameWriter, Msg, decodeHead, decodeKeyScan, decodeWindowIncrement } from '../shared/ipcProtocol.js';
+import {
+  FrameWriter,
+  Msg,
+  decodeHead,
+  decodeKeyScan,
+  decodeUsage,
+  decodeWindowIncrement,
+} from '../shared/ipcProtocol.js';
 import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
@@ -46,7 +53,7 @@ const supervisor = new IpcDispatcher(
       stream(id)?.onResponseHead(status, headers);
     },
     RESPONSE_DATA: (id, payload) => stream(id)?.onResponseData(payload),
-    RESPONSE_END: (id) => stream(id)?.onResponseEnd(),
+    RESPONSE_END: (id, payload) => stream(id)?.onResponseEnd(payload.length === 0 ? null : decodeUsage(payload)),
     REQUEST_SCANNED: (id, payload) => frontend?.onRequestScanned(id, decodeKeyScan(payload)),
     RESET: (id) => stream(id)?.onReset(),
     WINDOW: (id, payload) => stream(id)?.onWindow(decodeWindowIncrement(payload)),
