@@ -13,8 +13,8 @@ import { after, before, describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
 import { MockUpstream, type UpstreamHandler } from './helpers/mockUpstream.js';
 import { jsonRecords } from './helpers/netProbe.js';
-import { TOKENS_PER_ANSWER, sseAnswer, startProxy, tempDir } from './helpers/policyProxy.js';
-import { sleep, type ProxyProcess } from './helpers/proxyProcess.js';
+import { TOKENS_PER_ANSWER, sseAnswer, startProxy, tempDir, writeAnswer } from './helpers/policyProxy.js';
+import { TEST_KEY, sleep, type ProxyProcess } from './helpers/proxyProcess.js';
 import { WsClient } from './helpers/wsClient.js';
 import { WsUpstream } from './helpers/wsUpstream.js';
 
@@ -190,5 +190,39 @@ describe('--usage-file over WebSocket', () => {
       .filter((r) => r.msg === 'upstream usage')
       .map((r) => r.responseId);
     assert.deepEqual(ids, ['resp_ws_1_1', 'resp_ws_1_2', 'resp_ws_1_3']);
+  });
+});
+
+describe('--usage-file: an upstream that echoes the key in a usage field', () => {
+  test('the record and the log lines show it masked, as the client does', { timeout: 20_000 }, async () => {
+    const upstream = await MockUpstream.start((_req, res) => {
+      if (upstream.requests.length === 1) return writeAnswer(res, `resp_${TEST_KEY}`);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ id: 'resp_2', model: TEST_KEY, usage: { input_tokens: 1, output_tokens: 1 } }));
+    });
+    const file = join(tempDir(), 'usage.json');
+    const proxy = await startProxy(upstream.url(), ['--usage-file', file]);
+    try {
+      for (let i = 0; i < 2; i++) {
+        const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body: BODY });
+        assert.equal(reply.status, 200);
+        assert.ok(!reply.body.includes(TEST_KEY), 'the key reached the client');
+      }
+      await sleep(300);
+      const requests = jsonRecords(proxy.stderr).filter((r) => r.msg === 'request');
+      assert.deepEqual(
+        requests.map((r) => [/^resp_\*+$/.test(String(r.responseId)), /^\*+$/.test(String(r.model))]),
+        [
+          [true, false],
+          [false, true],
+        ],
+        'masked in the log lines',
+      );
+      assert.ok(!proxy.stderr.includes(TEST_KEY), 'the key in a log line');
+      assert.ok(!readFileSync(file, 'utf8').includes(TEST_KEY), 'the key in the usage file');
+    } finally {
+      await proxy.stop();
+      await upstream.close();
+    }
   });
 });

@@ -31,7 +31,7 @@ const MAX_CONFIG_PAYLOAD = 128 * 1024;
 export const MAX_CLOSE_REASON = 123;
 /** RESPONSE_END's usage fields (strings are cut to MAX_USAGE_STRING characters). */
 const MAX_USAGE_PAYLOAD = 4096;
-export const MAX_USAGE_STRING = 256;
+const MAX_USAGE_STRING = 256;
 
 export type Side = 'worker' | 'supervisor';
 

@@ -178,15 +178,21 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
 
   onResponseData(_controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.responseClosed || !this.relaying) return;
-    this.meter?.data(chunk);
+    // The meter reads what the worker gets, the key masked: a usage field
+    // could otherwise carry it into a log line or the usage file.
     const safe = this.scrubber.push(chunk);
-    if (safe.length > 0) this.sender.send(safe, Msg.RESPONSE_DATA);
+    if (safe.length === 0) return;
+    this.meter?.data(safe);
+    this.sender.send(safe, Msg.RESPONSE_DATA);
   }
 
   onResponseEnd(): void {
     if (this.responseClosed || !this.relaying) return;
     const rest = this.scrubber.flush();
-    if (rest !== null) this.sender.send(rest, Msg.RESPONSE_DATA);
+    if (rest !== null) {
+      this.meter?.data(rest);
+      this.sender.send(rest, Msg.RESPONSE_DATA);
+    }
     const usage = this.meter?.end() ?? null;
     // Stay registered until the last byte has gone out within credit.
     this.sender.end(Msg.RESPONSE_END, () => this.closeResponse(), usage === null ? undefined : encodeUsage(usage));
