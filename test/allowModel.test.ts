@@ -7,6 +7,7 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
@@ -93,6 +94,39 @@ describe('--allow-model over HTTP', () => {
     assert.equal(upstream.requests.length, before);
   });
 
+  test('a body that arrives in pieces, chunked or with a length, is checked whole and forwarded byte for byte', async () => {
+    const body = `{"input":"${'x'.repeat(40_000)}","model":"gpt-5"}`;
+    for (const framing of ['chunked', 'length']) {
+      const headers: Record<string, string | number> = { 'content-type': 'application/json' };
+      if (framing === 'length') headers['content-length'] = body.length;
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = request({ port: proxy.port, host: '127.0.0.1', method: 'POST', path: '/v1/responses', headers });
+        req.on('response', (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+        req.write(body.slice(0, 10));
+        setTimeout(() => req.write(body.slice(10, 30_000)), 50);
+        setTimeout(() => req.end(body.slice(30_000)), 100);
+      });
+      assert.equal(status, 200, framing);
+      assert.equal(upstream.requests.at(-1)?.body.toString(), body, framing);
+    }
+  });
+
+  test('a key named twice is named in the refusal', async () => {
+    for (const [body, key] of [
+      ['{"mod\\u0065l":"gpt-4o","model":"gpt-5"}', 'model'],
+      ['{"input":"x","model":"gpt-5","input":"y"}', 'input'],
+    ] as const) {
+      const reply = await post(body);
+      assert.equal(reply.status, 400, body);
+      const { message } = errorOf(reply.body);
+      assert.ok(message.includes(`names ${JSON.stringify(key)} more than once`), message);
+    }
+  });
+
   test("nested duplicate keys are the upstream parser's business, not a refusal", { timeout: 20_000 }, async () => {
     const reply = await post('{"model":"gpt-5","text":{"a":1,"a":2},"input":[{"x":1},{"x":2}]}');
     assert.equal(reply.status, 200);
@@ -107,8 +141,8 @@ describe('--allow-model over HTTP', () => {
       refusals: { model: number };
       requests: { http: number };
     };
-    assert.equal(record.refusals.model, 8 + 15);
-    assert.equal(record.requests.http, 6);
+    assert.equal(record.refusals.model, 8 + 15 + 2);
+    assert.equal(record.requests.http, 6 + 2);
   });
 });
 

@@ -13,7 +13,9 @@ import {
   MAX_DATA_PAYLOAD,
   Msg,
   decodeHead,
+  decodeUsage,
   encodeHead,
+  encodeUsage,
   type MsgType,
 } from '../src/shared/ipcProtocol.js';
 import { MessageReceiver, decodeClose, sendClose, sendMessage } from '../src/shared/wsRelay.js';
@@ -136,6 +138,31 @@ describe('frames', () => {
     assert.deepEqual(decodeHead(head, true), { status: 200, headers: ['a', 'b'] });
     assert.throws(() => decodeHead(head.subarray(0, head.length - 1), true), ProtocolError);
     assert.throws(() => decodeHead(Buffer.concat([head, Buffer.from([0])]), true), ProtocolError);
+  });
+
+  test('usage fields round-trip, strings cut to 256 characters; malformed ones are refused', () => {
+    const full = {
+      model: 'gpt-5-codex',
+      responseId: 'resp_\u00e9\u{1f600}',
+      inputTokens: 2 ** 53 - 1,
+      cachedInputTokens: 0,
+      outputTokens: 7,
+      reasoningTokens: 3,
+      totalTokens: 12,
+    };
+    assert.deepEqual(decodeUsage(encodeUsage(full)), full);
+    assert.deepEqual(decodeUsage(encodeUsage({ model: null, responseId: null })), { model: null, responseId: null });
+    const long = decodeUsage(encodeUsage({ model: 'm'.repeat(300), responseId: 'r' }));
+    assert.equal(long.model, 'm'.repeat(256));
+    const encoded = encodeUsage(full);
+    assert.throws(() => decodeUsage(encoded.subarray(0, encoded.length - 1)), ProtocolError);
+    assert.throws(() => decodeUsage(Buffer.concat([encoded, Buffer.from([0])])), ProtocolError);
+    assert.throws(() => decodeUsage(Buffer.from([2, 0xff, 0xff, 0xff, 0xff])), ProtocolError);
+    for (const bad of [-1, 1.5, 2 ** 53, Number.NaN]) {
+      const copy = Buffer.from(encoded);
+      copy.writeDoubleBE(bad, encoded.length - 8);
+      assert.throws(() => decodeUsage(copy), ProtocolError, `count ${bad}`);
+    }
   });
 });
 

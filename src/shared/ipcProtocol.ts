@@ -29,7 +29,7 @@ export const MAX_HEAD_PAYLOAD = 64 * 1024;
 const MAX_CONFIG_PAYLOAD = 128 * 1024;
 /** RFC 6455: a close frame's reason fits 123 bytes. */
 export const MAX_CLOSE_REASON = 123;
-/** RESPONSE_END's usage fields (strings are cut to MAX_USAGE_STRING characters). */
+/** RESPONSE_END's usage fields (its strings are cut to MAX_USAGE_STRING characters). */
 const MAX_USAGE_PAYLOAD = 4096;
 const MAX_USAGE_STRING = 256;
 
@@ -117,7 +117,7 @@ const PROTOCOL = {
   RESPONSE_HEAD: message(0x82, 'supervisor', 'stream', [4, MAX_HEAD_PAYLOAD], 'afterReady'),
   /** Response body bytes. */
   RESPONSE_DATA: message(0x83, 'supervisor', 'stream', [1, MAX_DATA_PAYLOAD], 'afterReady'),
-  /** The response is complete; with a client policy, JSON UsageFields of the answer for the worker's log line. */
+  /** The response is complete; with a client policy, the answer's UsageFields for the worker's log line. */
   RESPONSE_END: message(0x84, 'supervisor', 'stream', [0, MAX_USAGE_PAYLOAD], 'afterReady'),
   /** The request half closed: u8 body has key, u16 n, n x u16 index of a header field holding the key. */
   REQUEST_SCANNED: message(0x85, 'supervisor', 'stream', [3, MAX_HEAD_PAYLOAD], 'dumps', 'afterReady'),
@@ -481,34 +481,73 @@ export interface UsageFields {
   readonly totalTokens?: number;
 }
 
-const USAGE_STRINGS = ['model', 'responseId'] as const;
-const USAGE_COUNTS = ['inputTokens', 'cachedInputTokens', 'outputTokens', 'reasoningTokens', 'totalTokens'] as const;
+// Usage: a flag byte (1: the five token counts follow), the model and the
+// response id, each a u16 byte length (NO_STRING for null) and UTF-8 text,
+// then the counts as float64 (exact for every safe integer).
+const NO_STRING = 0xffff;
+
+function encodedString(s: string | null): Buffer | null {
+  return s === null ? null : Buffer.from(s.slice(0, MAX_USAGE_STRING), 'utf8');
+}
 
 export function encodeUsage(fields: UsageFields): Buffer {
-  const cut = (s: string | null): string | null => (s === null ? null : s.slice(0, MAX_USAGE_STRING));
-  return Buffer.from(JSON.stringify({ ...fields, model: cut(fields.model), responseId: cut(fields.responseId) }));
+  const model = encodedString(fields.model);
+  const responseId = encodedString(fields.responseId);
+  const counts = fields.totalTokens === undefined ? null : fields;
+  const size = 5 + (model?.length ?? 0) + (responseId?.length ?? 0) + (counts === null ? 0 : 40);
+  const buf = Buffer.allocUnsafe(size);
+  buf[0] = counts === null ? 0 : 1;
+  let offset = 1;
+  for (const s of [model, responseId]) {
+    offset = buf.writeUInt16BE(s?.length ?? NO_STRING, offset);
+    if (s !== null) offset += s.copy(buf, offset);
+  }
+  if (counts !== null) {
+    for (const n of [
+      counts.inputTokens,
+      counts.cachedInputTokens,
+      counts.outputTokens,
+      counts.reasoningTokens,
+      counts.totalTokens,
+    ]) {
+      offset = buf.writeDoubleBE(n ?? 0, offset);
+    }
+  }
+  return buf;
 }
 
 export function decodeUsage(payload: Buffer): UsageFields {
-  let value: unknown;
-  try {
-    value = JSON.parse(payload.toString('utf8'));
-  } catch {
-    throw new ProtocolError('malformed RESPONSE_END usage');
-  }
-  if (value === null || typeof value !== 'object') throw new ProtocolError('malformed RESPONSE_END usage');
-  const given = value as Record<string, unknown>;
-  const fields: Record<string, string | number | null> = {};
-  for (const name of USAGE_STRINGS) {
-    const v = given[name];
-    if (v !== null && typeof v !== 'string') throw new ProtocolError(`malformed RESPONSE_END usage: ${name}`);
-    fields[name] = v;
-  }
-  for (const name of USAGE_COUNTS) {
-    const v = given[name];
-    if (v === undefined) continue;
-    if (!Number.isSafeInteger(v)) throw new ProtocolError(`malformed RESPONSE_END usage: ${name}`);
-    fields[name] = v as number;
-  }
-  return fields as unknown as UsageFields;
+  let offset = 1;
+  const take = (n: number): number => {
+    if (offset + n > payload.length) throw new ProtocolError('truncated RESPONSE_END usage');
+    offset += n;
+    return offset - n;
+  };
+  const string = (): string | null => {
+    const length = payload.readUInt16BE(take(2));
+    return length === NO_STRING ? null : payload.toString('utf8', take(length), offset);
+  };
+  const count = (): number => {
+    const n = payload.readDoubleBE(take(8));
+    if (!Number.isSafeInteger(n) || n < 0) throw new ProtocolError('malformed RESPONSE_END usage count');
+    return n;
+  };
+  const flag = payload[0];
+  if (flag !== 0 && flag !== 1) throw new ProtocolError('malformed RESPONSE_END usage');
+  const model = string();
+  const responseId = string();
+  const fields: UsageFields =
+    flag === 0
+      ? { model, responseId }
+      : {
+          model,
+          responseId,
+          inputTokens: count(),
+          cachedInputTokens: count(),
+          outputTokens: count(),
+          reasoningTokens: count(),
+          totalTokens: count(),
+        };
+  if (offset !== payload.length) throw new ProtocolError('trailing bytes after RESPONSE_END usage');
+  return fields;
 }

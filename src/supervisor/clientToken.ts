@@ -31,6 +31,7 @@ import { getpwnam, getpwuid } from '../shared/libc.js';
 /** 256 bits from the system CSPRNG, written as 64 hex digits. */
 const TOKEN_BYTES = 32;
 const DIGEST_BYTES = 32;
+const AUTHORIZATION = 'authorization';
 const SCHEME = 'bearer ';
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
 
@@ -141,7 +142,8 @@ export class ClientToken {
   matches(clientHeaders: HeaderList): boolean {
     let value: string | null = null;
     for (let i = 0; i < clientHeaders.length; i += 2) {
-      if ((clientHeaders[i] as string).toLowerCase() !== 'authorization') continue;
+      const name = clientHeaders[i] as string;
+      if (name.length !== AUTHORIZATION.length || name.toLowerCase() !== AUTHORIZATION) continue;
       if (value !== null) return false;
       value = clientHeaders[i + 1] as string;
     }

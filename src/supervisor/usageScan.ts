@@ -126,10 +126,15 @@ export class ResponseUsageScanner {
     if (this.sse) {
       this.endOfEvent();
     } else if (this.state === 'keep') {
-      this.result = usageOfResponse(parseJson(Buffer.concat(this.parts, this.bytes).toString('utf8')));
+      this.result = usageOfResponse(parseJson(this.joined().toString('utf8')));
       this.parts = [];
     }
     return this.result;
+  }
+
+  /** The parts kept so far as one buffer (copied only if there are several). */
+  private joined(): Buffer {
+    return this.parts.length === 1 ? (this.parts[0] as Buffer) : Buffer.concat(this.parts, this.bytes);
   }
 
   private append(piece: Buffer): void {
@@ -146,7 +151,7 @@ export class ResponseUsageScanner {
   }
 
   private decide(): void {
-    const head = Buffer.concat(this.parts, this.bytes).toString('latin1', 0, HEAD_BYTES);
+    const head = this.joined().toString('latin1', 0, HEAD_BYTES);
     if (looksFinal(head)) this.state = 'keep';
     else {
       this.state = 'skip';
@@ -157,7 +162,7 @@ export class ResponseUsageScanner {
   private endOfEvent(): void {
     if (this.state === 'undecided') this.decide();
     if (this.state === 'keep') {
-      const lines = Buffer.concat(this.parts, this.bytes).toString('utf8').split('\n');
+      const lines = this.joined().toString('utf8').split('\n');
       const data = lines
         .filter((l) => l.startsWith('data:'))
         .map((l) => l.slice(l.startsWith('data: ') ? 6 : 5).replace(/\r$/, ''));

@@ -51,12 +51,11 @@ function isEscaped(json: string, at: number): boolean {
 }
 
 /**
- * The first top-level key named twice in `json`, which must be a valid JSON
- * object (already checked by JSON.parse); null if none. Keys are compared as
- * decoded, so "model" and "mod\u0065l" are the same key.
+ * Calls `onKey` with the offsets of each top-level key's quotes in `json`,
+ * which must be a valid JSON object (already checked by JSON.parse), until it
+ * returns true.
  */
-export function duplicateTopLevelKey(json: string): string | null {
-  const seen = new Set<string>();
+function scanTopLevelKeys(json: string, onKey: (open: number, close: number) => boolean): void {
   let depth = 0;
   let expectKey = false;
   for (let i = 0; i < json.length; i++) {
@@ -67,9 +66,7 @@ export function duplicateTopLevelKey(json: string): string | null {
       let j = json.indexOf('"', i + 1);
       while (isEscaped(json, j)) j = json.indexOf('"', j + 1);
       if (depth === 1 && expectKey) {
-        const key = JSON.parse(json.slice(i, j + 1)) as string;
-        if (seen.has(key)) return key;
-        seen.add(key);
+        if (onKey(i, j)) return;
         expectKey = false;
       }
       i = j;
@@ -82,7 +79,33 @@ export function duplicateTopLevelKey(json: string): string | null {
       expectKey = true;
     }
   }
-  return null;
+}
+
+/**
+ * The first top-level key named twice in `json`, which must be a valid JSON
+ * object; null if none. Keys are compared as decoded, so "model" and
+ * "mod\u0065l" are the same key.
+ */
+export function duplicateTopLevelKey(json: string): string | null {
+  const seen = new Set<string>();
+  let twice: string | null = null;
+  scanTopLevelKeys(json, (open, close) => {
+    const key = JSON.parse(json.slice(open, close + 1)) as string;
+    if (seen.has(key)) twice = key;
+    seen.add(key);
+    return twice !== null;
+  });
+  return twice;
+}
+
+/** Whether `json` names a top-level key twice, given the object JSON.parse made of it (which kept one of each). */
+function namesAKeyTwice(json: string, object: object): boolean {
+  let keys = 0;
+  scanTopLevelKeys(json, () => {
+    keys++;
+    return false;
+  });
+  return keys !== Object.keys(object).length;
 }
 
 type Parsed = { object: Record<string, unknown> } | { refusal: Refusal };
@@ -103,8 +126,8 @@ function parseObject(bytes: Buffer, what: string): Parsed {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return { refusal: unreadableBody(`the ${what} is not a JSON object`) };
   }
-  const twice = duplicateTopLevelKey(text);
-  if (twice !== null) {
+  if (namesAKeyTwice(text, value)) {
+    const twice = duplicateTopLevelKey(text) ?? '';
     return { refusal: unreadableBody(`the ${what} names ${JSON.stringify(twice.slice(0, 100))} more than once`) };
   }
   return { object: value as Record<string, unknown> };
@@ -161,8 +184,7 @@ export function screenRequest(
   forward: (body: Buffer) => void,
 ): void {
   const startedAt = process.hrtime.bigint();
-  void readWholeBody(req, maxBodyBytes).then((body) => {
-    if (body === null) return;
+  readWholeBody(req, maxBodyBytes, (body) => {
     let refusal: Refusal | null = null;
     if (body === 'too-large') {
       const { status, body: answer } = bodyTooLarge(maxBodyBytes);
@@ -183,24 +205,33 @@ export function screenRequest(
 
 /**
  * Read a whole request body, up to `maxBytes`: the model is checked before
- * anything is forwarded. Resolves with the body, 'too-large', or null if the
- * client went away.
+ * anything is forwarded. `done` gets the body (as soon as its declared length
+ * is in, not a turn later at 'end') or 'too-large'; never called if the
+ * client goes away first.
  */
-export function readWholeBody(req: IncomingMessage, maxBytes: number): Promise<Buffer | 'too-large' | null> {
-  return new Promise((resolve) => {
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    const onData = (chunk: Buffer): void => {
-      bytes += chunk.length;
-      if (bytes > maxBytes) {
-        req.removeListener('data', onData);
-        resolve('too-large');
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(bytes > maxBytes ? 'too-large' : Buffer.concat(chunks, bytes)));
-    req.once('close', () => resolve(null));
-  });
+export function readWholeBody(
+  req: IncomingMessage,
+  maxBytes: number,
+  done: (body: Buffer | 'too-large') => void,
+): void {
+  const declared = req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  let finished = false;
+  const finish = (body: Buffer | 'too-large'): void => {
+    if (finished) return;
+    finished = true;
+    req.removeListener('data', onData);
+    done(body);
+  };
+  const whole = (): Buffer => (chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, bytes));
+  const onData = (chunk: Buffer): void => {
+    bytes += chunk.length;
+    if (bytes > maxBytes) return finish('too-large');
+    chunks.push(chunk);
+    if (bytes === declared) finish(whole());
+  };
+  req.on('data', onData);
+  req.once('end', () => finish(whole()));
+  req.once('close', () => (finished = true));
 }
