@@ -295,6 +295,58 @@ describe('--dump-dir', { timeout: 60_000 }, () => {
   });
 });
 
+describe('--dump-dir and bodies built to blow up their dump', { timeout: 60_000 }, () => {
+  let upstream: MockUpstream;
+  let proxy: ProxyProcess;
+  let dir: string;
+  before(async () => {
+    dir = traversableTempDir();
+    upstream = await MockUpstream.start();
+    proxy = await ProxyProcess.start({ args: ['--upstream-url', upstream.url(), '--dump-dir', dir] });
+  });
+  after(async () => {
+    await proxy?.stop();
+    await upstream?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Send `body`; its request dump once written. */
+  async function dumped(body: string): Promise<{ body: unknown; size: number }> {
+    const before = dumpFiles(dir).length;
+    const reply = await send(proxy.port, { headers: { 'content-type': 'application/json' }, body });
+    assert.equal(reply.status, 200);
+    const name = (await waitForDumps(dir, before + 2)).slice(before).find((f) => f.endsWith('-request.json'));
+    return { body: readDump(dir, name!).body, size: statSync(join(dir, name!)).size };
+  }
+
+  test('nesting deeper than 127 levels is dumped as text, as the original does; the worker keeps serving', async () => {
+    const worker = proxy.workerPid();
+    // Pretty-printing this exhausted the worker's stack, ending every stream it served.
+    const deep = `${'['.repeat(20_000)}${']'.repeat(20_000)}`;
+    assert.equal((await dumped(deep)).body, deep);
+    // 6 KB that pretty-printed would have been an 18 MB file.
+    const quadratic = `${'['.repeat(3_000)}${']'.repeat(3_000)}`;
+    const { body, size } = await dumped(quadratic);
+    assert.equal(body, quadratic);
+    assert.ok(size < 2 * quadratic.length + 4096, `${size} bytes`);
+    const nested = `{"a":${'['.repeat(20)}1${']'.repeat(20)}}`;
+    assert.deepEqual((await dumped(nested)).body, JSON.parse(nested));
+    assert.equal(proxy.workerPid(), worker, 'the same worker');
+    assert.ok(!proxy.stderr.includes('worker failed'), proxy.stderr);
+  });
+
+  test('a body whose pretty form would grow more than fourfold is dumped as text', async () => {
+    // 126 levels, then 20,000 elements: each would get a line indented 252 spaces (5 MB from 40 KB).
+    const wide = `${'['.repeat(126)}${Array(20_000).fill('0').join(',')}${']'.repeat(126)}`;
+    const { body, size } = await dumped(wide);
+    assert.equal(body, wide);
+    assert.ok(size < 2 * wide.length + 4096, `${size} bytes`);
+    // An ordinary request body keeps its parsed form.
+    const ordinary = { model: 'm', input: [{ role: 'user', content: [{ type: 'input_text', text: 'hi' }] }] };
+    assert.deepEqual((await dumped(JSON.stringify(ordinary))).body, ordinary);
+  });
+});
+
 describe('--dump-dir failures', { timeout: 60_000 }, () => {
   test('a directory that cannot be created stops startup with one line, exit 1', async () => {
     const root = traversableTempDir();

@@ -21,6 +21,7 @@ import {
 } from '../shared/ipcProtocol.js';
 import { MAX_WINDOW } from '../shared/flowControl.js';
 import { ProtocolError } from '../shared/errors.js';
+import { prettyLayout } from './jsonText.js';
 
 const REDACTED = '[REDACTED]';
 const KEY_REDACTED = '[REDACTED: contained the proxy API key]';
@@ -78,13 +79,26 @@ class BodyCapture {
   }
 }
 
+/** serde_json, the original's parser, refuses JSON nested deeper; such a body is dumped as text there, and here. */
+const MAX_NESTING = 127;
+/**
+ * A body whose pretty form would grow by more than this many times its length
+ * (plus PRETTY_SLACK) is dumped as text: a client's few kilobytes of nested
+ * brackets must not become megabytes on disk.
+ */
+const MAX_PRETTY_GROWTH = 4;
+const PRETTY_SLACK = 4096;
+
 function parseBody(bytes: Buffer): unknown {
   const text = bytes.toString('utf8');
+  let value: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    value = JSON.parse(text) as unknown;
   } catch {
     return text;
   }
+  const { depth, added } = prettyLayout(text);
+  return depth > MAX_NESTING || added > MAX_PRETTY_GROWTH * text.length + PRETTY_SLACK ? text : value;
 }
 
 /**

@@ -15,6 +15,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from '../shared/logger.js';
 import { bodyTooLarge } from '../shared/openaiError.js';
 import { modelNotAllowed, refusalHeaders, unreadableBody, type Refusal } from '../shared/refusals.js';
+import { scanTopLevelKeys } from './jsonText.js';
 import { drainThenClose } from './linger.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -41,44 +42,6 @@ export function globMatch(pattern: string, text: string): boolean {
   }
   while (p < pattern.length && pattern[p] === '*') p++;
   return p === pattern.length;
-}
-
-/** Whether the character at `at` follows an odd run of backslashes. */
-function isEscaped(json: string, at: number): boolean {
-  let backslashes = 0;
-  while (json.charCodeAt(at - 1 - backslashes) === 0x5c) backslashes++;
-  return backslashes % 2 === 1;
-}
-
-/**
- * Calls `onKey` with the offsets of each top-level key's quotes in `json`,
- * which must be a valid JSON object (already checked by JSON.parse), until it
- * returns true.
- */
-function scanTopLevelKeys(json: string, onKey: (open: number, close: number) => boolean): void {
-  let depth = 0;
-  let expectKey = false;
-  for (let i = 0; i < json.length; i++) {
-    const c = json.charCodeAt(i);
-    if (c === 0x22) {
-      // The string's closing quote: the next one not escaped. indexOf skips the
-      // text in native code; bodies are mostly strings.
-      let j = json.indexOf('"', i + 1);
-      while (isEscaped(json, j)) j = json.indexOf('"', j + 1);
-      if (depth === 1 && expectKey) {
-        if (onKey(i, j)) return;
-        expectKey = false;
-      }
-      i = j;
-    } else if (c === 0x7b || c === 0x5b) {
-      depth++;
-      if (depth === 1) expectKey = true;
-    } else if (c === 0x7d || c === 0x5d) {
-      depth--;
-    } else if (c === 0x2c && depth === 1) {
-      expectKey = true;
-    }
-  }
 }
 
 /**
