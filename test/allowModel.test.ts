@@ -8,6 +8,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { send } from './helpers/httpClient.js';
@@ -16,8 +17,16 @@ import { errorOf, sseAnswer, startProxy, tempDir } from './helpers/policyProxy.j
 import { sleep, type ProxyProcess } from './helpers/proxyProcess.js';
 import { WsClient } from './helpers/wsClient.js';
 import { WsUpstream } from './helpers/wsUpstream.js';
+import { ScreeningBudget } from '../src/worker/modelPolicy.js';
 
 const ARGS = ['--allow-model', 'gpt-5*', '--allow-model', 'o3'];
+
+/** A process's resident memory (VmRSS), in MiB. */
+function residentMiB(pid: number): number {
+  const kib = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  if (kib === null) throw new Error(`no VmRSS for ${pid}`);
+  return Number(kib[1]) / 1024;
+}
 
 describe('--allow-model over HTTP', () => {
   let upstream: MockUpstream;
@@ -144,6 +153,74 @@ describe('--allow-model over HTTP', () => {
     assert.equal(record.refusals.model, 8 + 15 + 2);
     assert.equal(record.requests.http, 6 + 2);
   });
+});
+
+describe('--allow-model: bodies held for the check', () => {
+  test('the budget admits in arrival order; a release gives room or leaves the line, once', () => {
+    const budget = new ScreeningBudget(10);
+    const started: number[] = [];
+    const first = budget.reserve(6, () => started.push(1));
+    const second = budget.reserve(6, () => started.push(2));
+    const third = budget.reserve(2, () => started.push(3));
+    assert.deepEqual(started, [1], 'the third fits, but waits behind the second');
+    second(); // leaves the line before it started
+    assert.deepEqual(started, [1, 3]);
+    const fourth = budget.reserve(10, () => started.push(4));
+    first();
+    first();
+    assert.deepEqual(started, [1, 3], 'a second release gives nothing back');
+    third();
+    assert.deepEqual(started, [1, 3, 4]);
+    fourth();
+  });
+
+  test(
+    'at most 4 x --max-body-bytes of bodies are read at once; the rest wait unread, then all are forwarded',
+    { timeout: 60_000 },
+    async (t) => {
+      const upstream = await MockUpstream.start(sseAnswer);
+      const maxBodyBytes = 8 * 2 ** 20;
+      const proxy = await startProxy(upstream.url(), [...ARGS, '--max-body-bytes', String(maxBodyBytes)]);
+      const sockets: Socket[] = [];
+      try {
+        const body = `{"model":"gpt-5","input":"${'x'.repeat(maxBodyBytes - 30)}"}`;
+        const head = `POST /v1/responses HTTP/1.1\r\nhost: x\r\ncontent-length: ${body.length}\r\n\r\n`;
+        const worker = proxy.workerPid();
+        const before = residentMiB(worker);
+        // Ten clients send all of their body but the last byte.
+        const replies: Array<Promise<string>> = [];
+        for (let i = 0; i < 10; i++) {
+          const socket = connect(proxy.port, '127.0.0.1');
+          sockets.push(socket);
+          replies.push(
+            new Promise((resolve) => {
+              let reply = '';
+              socket.on('data', (chunk: Buffer) => {
+                reply += chunk.toString('latin1');
+                if (reply.endsWith('\r\n0\r\n\r\n')) resolve(reply);
+              });
+              socket.on('close', () => resolve(reply));
+            }),
+          );
+          socket.write(head + body.slice(0, -1));
+        }
+        await sleep(2_000);
+        const grown = residentMiB(worker) - before;
+        t.diagnostic(`worker resident memory grew ${grown.toFixed(0)} MiB while ten 8 MiB bodies waited`);
+        // Four bodies read (32 MiB), not ten (80 MiB).
+        assert.ok(grown < 56, `the worker grew ${grown.toFixed(0)} MiB`);
+        for (const socket of sockets) socket.write(body.slice(-1));
+        const answers = await Promise.all(replies);
+        for (const answer of answers) assert.match(answer, /^HTTP\/1\.1 200 /);
+        assert.equal(upstream.requests.length, 10);
+        for (const request of upstream.requests) assert.equal(request.body.length, body.length);
+      } finally {
+        for (const socket of sockets) socket.destroy();
+        await proxy.stop();
+        await upstream.close();
+      }
+    },
+  );
 });
 
 describe('--allow-model over WebSocket', () => {

@@ -15,6 +15,7 @@ import { answerOnResponse, errorFields } from './answer.js';
 import type { HttpExchangeDump } from './dumpWriter.js';
 import { ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
+import type { ScreenedBody } from './modelPolicy.js';
 
 const NOT_MIRRORED = new Set(['content-length']);
 
@@ -25,6 +26,8 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
   /** REQUEST_END or RESET has been sent: the supervisor expects no more of the body. */
   private requestClosed = false;
   private undrained = 0;
+  /** A screened body's room in the screening budget, given back once it has gone to the supervisor. */
+  private releaseBody: () => void = () => {};
 
   constructor(
     id: number,
@@ -41,15 +44,20 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
     this.responseCredit = new CreditReceiver(writer, id);
   }
 
-  /** `body`: the whole request body, already read (--allow-model); otherwise it is relayed as it arrives. */
-  start(body?: Buffer): void {
+  /** `screened`: the whole request body, already read (--allow-model); otherwise it is relayed as it arrives. */
+  start(screened?: ScreenedBody): void {
     const { req, res, record } = this;
     this.open(Msg.OPEN);
+    if (screened !== undefined) this.releaseBody = screened.release;
     // A body complete by its Content-Length ends at once, not on 'end' a turn
     // later: REQUEST_END then leaves in the same write as the last data.
     const declared = req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
     const onEnd = (): void => {
-      if (!this.requestClosed) this.toSupervisor.end(Msg.REQUEST_END, () => (this.requestClosed = true));
+      if (this.requestClosed) return;
+      this.toSupervisor.end(Msg.REQUEST_END, () => {
+        this.requestClosed = true;
+        this.releaseBody();
+      });
     };
     const onData = (chunk: Buffer): void => {
       record.bytesIn += chunk.length;
@@ -58,11 +66,11 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
       this.toSupervisor.send(chunk, Msg.REQUEST_DATA);
       if (record.bytesIn === declared) onEnd();
     };
-    if (body === undefined) {
+    if (screened === undefined) {
       req.on('data', onData);
       req.on('end', onEnd);
     } else {
-      if (body.length > 0) onData(body);
+      if (screened.body.length > 0) onData(screened.body);
       onEnd();
     }
     res.on('drain', () => {
@@ -159,6 +167,7 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
 
   protected override finish(outcome?: string): void {
     this.closed = true;
+    this.releaseBody();
     super.finish(outcome);
   }
 }

@@ -19,8 +19,11 @@ import { ClientStream } from './clientStream.js';
 import { HttpExchangeDump, WebSocketDump, type DumpWriter, type ExchangeDump } from './dumpWriter.js';
 import { ExchangeRecord, type ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
-import { ModelPolicy, screenRequest } from './modelPolicy.js';
+import { ModelPolicy, ScreeningBudget, screenRequest, type ScreenedBody } from './modelPolicy.js';
 import { isWebSocketRoute, routeRequest } from './route.js';
+
+/** With --allow-model, at most this many times --max-body-bytes of request bodies are held at once. */
+const SCREENED_BODIES = 4;
 
 export class Frontend {
   /** Open client exchanges (HTTP and WebSocket) by IPC stream id. */
@@ -35,6 +38,8 @@ export class Frontend {
   private readonly server: Server;
   /** --allow-model, or null. */
   private readonly models: ModelPolicy | null;
+  /** With --allow-model: request bodies held at once for the check (in --max-body-bytes). */
+  private readonly screening: ScreeningBudget;
 
   constructor(
     private readonly config: WorkerConfig,
@@ -56,6 +61,7 @@ export class Frontend {
     };
     const onModelRefused = (): void => writer.send(Msg.MODEL_REFUSED, 0);
     this.models = config.allowModels === null ? null : new ModelPolicy(config.allowModels, onModelRefused);
+    this.screening = new ScreeningBudget(SCREENED_BODIES * config.maxBodyBytes);
     this.server = createServer(options, (req, res) => this.onRequest(req, res));
     this.server.on('connection', (socket: Socket) => {
       this.connections.add(socket);
@@ -152,13 +158,15 @@ export class Frontend {
     }
     const { models } = this;
     if (models !== null) {
-      return screenRequest(req, res, models, this.config.maxBodyBytes, this.log, (body) => this.open(req, res, body));
+      const { screening, log } = this;
+      const forward = (screened: ScreenedBody): void => this.open(req, res, screened);
+      return screenRequest(req, res, models, screening, this.config.maxBodyBytes, log, forward);
     }
     this.open(req, res);
   }
 
-  /** A new stream for a forwarded request; `body` when it was read whole first (--allow-model). */
-  private open(req: IncomingMessage, res: ServerResponse, body?: Buffer): void {
+  /** A new stream for a forwarded request; `screened` when its body was read whole first (--allow-model). */
+  private open(req: IncomingMessage, res: ServerResponse, screened?: ScreenedBody): void {
     const id = this.nextStreamId++;
     let dump: HttpExchangeDump | null = null;
     if (this.dumps !== null) {
@@ -168,7 +176,7 @@ export class Frontend {
     const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
     const stream = new ClientStream(id, req, res, this.writer, this.log, this.config.maxBodyBytes, onClosed, dump);
     this.streams.set(id, stream);
-    stream.start(body);
+    stream.start(screened);
   }
 
   /** Why a forwardable request is answered here instead, or null. */

@@ -134,54 +134,131 @@ export class ModelPolicy {
 }
 
 /**
+ * How many body bytes the worker holds at once for the model check: each
+ * request reserves its declared length (--max-body-bytes if chunked) before
+ * any of its body is read, in arrival order, and gives it back once the body
+ * has gone to the supervisor. Requests that do not fit wait unread in their
+ * sockets, so clients sending many large bodies at once cannot make the worker
+ * hold them all in memory. Every reservation fits the whole budget, so the
+ * first in line always proceeds.
+ */
+export class ScreeningBudget {
+  private free: number;
+  private readonly waiting: Array<{ bytes: number; start: () => void }> = [];
+
+  constructor(capacity: number) {
+    this.free = capacity;
+  }
+
+  /**
+   * Run `start` once `bytes` are reserved (at once if they are free and no one
+   * waits). Returns the release: it gives the bytes back, or leaves the line;
+   * calls after the first do nothing.
+   */
+  reserve(bytes: number, start: () => void): () => void {
+    const entry = { bytes, start };
+    let state: 'waiting' | 'held' | 'released' = 'waiting';
+    entry.start = () => {
+      state = 'held';
+      start();
+    };
+    this.waiting.push(entry);
+    this.admit();
+    return () => {
+      if (state === 'held') {
+        this.free += bytes;
+        this.admit();
+      } else if (state === 'waiting') {
+        this.waiting.splice(this.waiting.indexOf(entry), 1);
+        this.admit();
+      }
+      state = 'released';
+    };
+  }
+
+  private admit(): void {
+    let next = this.waiting[0];
+    while (next !== undefined && next.bytes <= this.free) {
+      this.waiting.shift();
+      this.free -= next.bytes;
+      next.start();
+      next = this.waiting[0];
+    }
+  }
+}
+
+/** A request body read whole for the model check; `release` gives its room in the budget back. */
+export interface ScreenedBody {
+  readonly body: Buffer;
+  readonly release: () => void;
+}
+
+/**
  * Check a request's model before anything of it is forwarded: its whole body
- * is read first (up to --max-body-bytes), then handed to `forward`, or the
- * client answered here.
+ * is read first (up to --max-body-bytes, within the screening budget), then
+ * handed to `forward`, which releases its room once the body is sent on, or
+ * the client answered here.
  */
 export function screenRequest(
   req: IncomingMessage,
   res: ServerResponse,
   policy: ModelPolicy,
+  budget: ScreeningBudget,
   maxBodyBytes: number,
   log: Logger,
-  forward: (body: Buffer) => void,
+  forward: (screened: ScreenedBody) => void,
 ): void {
   const startedAt = process.hrtime.bigint();
-  readWholeBody(req, maxBodyBytes, (body) => {
-    let refusal: Refusal | null = null;
-    if (body === 'too-large') {
-      const { status, body: answer } = bodyTooLarge(maxBodyBytes);
-      res.writeHead(status, { 'content-type': 'application/json', 'content-length': answer.length });
-      res.end(answer);
-      drainThenClose(req);
-    } else {
-      refusal = policy.checkBody(body);
-      if (refusal === null) return forward(body);
-      res.writeHead(refusal.status, [...refusalHeaders(refusal), 'content-length', String(refusal.body.length)]);
-      res.end(refusal.body);
-    }
-    const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
-    const refused = refusal === null ? {} : { refused: refusal.reason };
-    log.info({ method: req.method, path: req.url, status: res.statusCode, ...refused, durationMs }, 'request');
+  const declared = declaredLength(req);
+  const release = budget.reserve(declared === -1 ? maxBodyBytes : Math.min(declared, maxBodyBytes), () =>
+    readWholeBody(req, maxBodyBytes, (body) => {
+      let refusal: Refusal | null = null;
+      if (body === null) return release();
+      if (body === 'too-large') {
+        release();
+        const { status, body: answer } = bodyTooLarge(maxBodyBytes);
+        res.writeHead(status, { 'content-type': 'application/json', 'content-length': answer.length });
+        res.end(answer);
+        drainThenClose(req);
+      } else {
+        refusal = policy.checkBody(body);
+        if (refusal === null) return forward({ body, release });
+        release();
+        res.writeHead(refusal.status, [...refusalHeaders(refusal), 'content-length', String(refusal.body.length)]);
+        res.end(refusal.body);
+      }
+      const durationMs = Number(process.hrtime.bigint() - startedAt) / 1e6;
+      const refused = refusal === null ? {} : { refused: refusal.reason };
+      log.info({ method: req.method, path: req.url, status: res.statusCode, ...refused, durationMs }, 'request');
+    }),
+  );
+  // Gone while waiting for room: leave the line.
+  req.once('close', () => {
+    if (!req.complete) release();
   });
+}
+
+/** The request's Content-Length, or -1 (chunked). */
+function declaredLength(req: IncomingMessage): number {
+  return req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
 }
 
 /**
  * Read a whole request body, up to `maxBytes`: the model is checked before
  * anything is forwarded. `done` gets the body (as soon as its declared length
- * is in, not a turn later at 'end') or 'too-large'; never called if the
- * client goes away first.
+ * is in, not a turn later at 'end'), 'too-large', or null if the client went
+ * away first.
  */
 export function readWholeBody(
   req: IncomingMessage,
   maxBytes: number,
-  done: (body: Buffer | 'too-large') => void,
+  done: (body: Buffer | 'too-large' | null) => void,
 ): void {
-  const declared = req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
+  const declared = declaredLength(req);
   const chunks: Buffer[] = [];
   let bytes = 0;
   let finished = false;
-  const finish = (body: Buffer | 'too-large'): void => {
+  const finish = (body: Buffer | 'too-large' | null): void => {
     if (finished) return;
     finished = true;
     req.removeListener('data', onData);
@@ -196,5 +273,5 @@ export function readWholeBody(
   };
   req.on('data', onData);
   req.once('end', () => finish(whole()));
-  req.once('close', () => (finished = true));
+  req.once('close', () => finish(null));
 }
