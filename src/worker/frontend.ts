@@ -38,7 +38,7 @@ export class Frontend {
   private readonly server: Server;
   /** --allow-model, or null. */
   private readonly models: ModelPolicy | null;
-  /** With --allow-model: request bodies held at once for the check (in --max-body-bytes). */
+  /** With --allow-model: how much request body the check may hold at once. */
   private readonly screening: ScreeningBudget;
 
   constructor(
