@@ -138,20 +138,24 @@ describe('a worker that breaks the protocol after it has served', () => {
     if (workRoot) rmSync(workRoot, { recursive: true, force: true });
   });
 
-  const REPLACED: Array<[mode: string, reason: string, dumps?: 'dumps']> = [
+  /** `hostileDumps`: with --dump-dir, how many files the hostile worker's stream may leave at most. */
+  const REPLACED: Array<[mode: string, reason: string, hostileDumps?: number]> = [
     ['reuse-stream', 'OPEN reuses stream id 1'],
     // "Cannot start" from a worker that has served ends that worker, not the proxy.
     ['startup-failed-after-ready', 'STARTUP_FAILED after READY'],
     // With --dump-dir: the replacement's dumps number on after the hostile worker's stream.
-    ['dump-data-without-file', 'DUMP_DATA on stream 1 without DUMP_FILE', 'dumps'],
+    ['dump-data-without-file', 'DUMP_DATA on stream 1 without DUMP_FILE', 0],
+    // Empty dump files cost no disk credit: their number is bounded by the streams opened.
+    ['dump-files-beyond-streams', 'more than 2 dump files per stream (1 opened)', 2],
   ];
 
-  for (const [mode, reason, dumps] of REPLACED) {
+  for (const [mode, reason, hostileDumps] of REPLACED) {
     const name = `${mode}: it is killed at once and a fresh (real) worker serves on the same port`;
     test(name, { timeout: 20_000 }, async () => {
       const workDir = mkdtempSync(join(workRoot, `replaced-${mode}-`));
       const dumpDir = join(workDir, 'dumps');
-      const proxyArgs = ['--upstream-url', upstream.url(), ...(dumps === undefined ? [] : ['--dump-dir', dumpDir])];
+      const dumpArgs = hostileDumps === undefined ? [] : ['--dump-dir', dumpDir];
+      const proxyArgs = ['--upstream-url', upstream.url(), ...dumpArgs];
       const run = HostileRun.start({ workDir, mode, readyFirst: true, hostileInstances: 1, proxyArgs });
       const requestsBefore = upstream.requests.length; // the upstream is shared with the other modes
       try {
@@ -181,13 +185,17 @@ describe('a worker that breaks the protocol after it has served', () => {
         assert.equal(reply.status, 200);
         assert.equal(upstream.requests.length, requestsBefore + 1);
         assert.equal(upstream.requests[requestsBefore]?.headers.authorization, `Bearer ${TEST_KEY}`);
-        if (dumps !== undefined) {
-          const dumped = (): string[] => readdirSync(dumpDir).sort();
+        if (hostileDumps !== undefined) {
+          const dumped = (prefix: string): string[] =>
+            readdirSync(dumpDir)
+              .filter((f) => f.startsWith(prefix))
+              .sort();
           assert.ok(
-            await waitFor(() => dumped().length === 2, 5_000),
-            `the real worker's exchange is dumped: ${dumped()}`,
+            await waitFor(() => dumped('000002-').length === 2, 5_000),
+            `the real worker's exchange is dumped: ${dumped('')}`,
           );
-          assert.match(dumped().join(' '), /^000002-\d+-request\.json 000002-\d+-response\.json$/);
+          assert.match(dumped('000002-').join(' '), /^000002-\d+-request\.json 000002-\d+-response\.json$/);
+          assert.ok(dumped('000001-').length <= hostileDumps, `the hostile worker's files: ${dumped('')}`);
         }
         assert.equal(run.exitStatus, null, 'supervisor still running');
       } finally {

@@ -127,6 +127,8 @@ export class DumpReceiver {
   /** Every write and close, in order. */
   private queue: Promise<void> = Promise.resolve();
   private abandoned = false;
+  /** DUMP_FILEs so far: a forwarded exchange has a request and a response file, so at most two per stream. */
+  private files = 0;
 
   constructor(
     private readonly directory: DumpDirectory,
@@ -139,6 +141,7 @@ export class DumpReceiver {
     if (this.open !== null) throw new ProtocolError(`DUMP_FILE on stream ${streamId} while another is open`);
     if (streamId > opened) throw new ProtocolError(`DUMP_FILE for stream ${streamId}, which was never opened`);
     const { kind, startedAtMs } = decodeDumpFile(payload);
+    if (++this.files > 2 * opened) throw new ProtocolError(`more than 2 dump files per stream (${opened} opened)`);
     const name = `${String(this.sequenceBase + streamId).padStart(6, '0')}-${startedAtMs}-${kind}.json`;
     this.open = { streamId, name, file: this.directory.create(name), failed: false };
   }

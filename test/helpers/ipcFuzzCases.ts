@@ -243,6 +243,8 @@ export interface Model {
   readonly streams: Map<number, StreamModel>;
   /** Dump bytes sent (credit comes back only as they reach the disk: stay within one window). */
   dumpBytes: number;
+  /** Dump files begun: at most two per stream opened. */
+  dumpFiles: number;
   readonly frames: Buffer[];
   readonly expected: EventCounts;
 }
@@ -253,7 +255,7 @@ export const NO_FLAGS: ChannelConfig = { httpShutdown: false, webSocket: false, 
 export function newModel(flags: ChannelConfig = NO_FLAGS, draining = false): Model {
   const expected = { ready: 0, shutdown: 0, startupFailed: 0, drained: 0 };
   const passed = new Set<number>(draining ? [Msg.DRAIN] : []);
-  return { flags, passed, highest: 0, streams: new Map(), dumpBytes: 0, frames: [], expected };
+  return { flags, passed, highest: 0, streams: new Map(), dumpBytes: 0, dumpFiles: 0, frames: [], expected };
 }
 
 function say(m: Model, event: keyof EventCounts, type: MsgType, payload?: Buffer): void {
@@ -305,7 +307,8 @@ export function applyValidOps(m: Model, ops: readonly Op[]): void {
         if (m.flags.allowModel && isReady(m)) m.frames.push(frame(Msg.MODEL_REFUSED, 0));
         break;
       case 'dump': {
-        if (!m.flags.dumps || m.highest === 0) break;
+        if (!m.flags.dumps || m.highest === 0 || m.dumpFiles >= 2 * m.highest) break;
+        m.dumpFiles++;
         const id = 1 + (op.pick % m.highest);
         const size = Math.min(op.size, MAX_DATA_PAYLOAD, DUMP_WINDOW_BYTES - m.dumpBytes);
         m.dumpBytes += size;
