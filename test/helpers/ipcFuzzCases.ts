@@ -381,6 +381,7 @@ export type Bad =
   /** The dump receiver's own checks (with --dump-dir; without it, the table's refusal). */
   | { readonly k: 'dumpUnopened'; readonly gap: number }
   | { readonly k: 'dumpTwice' }
+  | { readonly k: 'dumpQuota' }
   | { readonly k: 'dumpWithoutFile'; readonly end: boolean }
   | { readonly k: 'dumpBadFile'; readonly kindByte: number; readonly time: bigint };
 
@@ -436,6 +437,7 @@ export const badArb: fc.Arbitrary<Bad> = fc.oneof(
   fc.record({ k: fc.constant('overrun' as const), pick: fc.nat(), extra: fc.integer({ min: 1, max: 1000 }) }),
   fc.record({ k: fc.constant('dumpUnopened' as const), gap: fc.integer({ min: 1, max: 1000 }) }),
   fc.constant({ k: 'dumpTwice' as const }),
+  fc.constant({ k: 'dumpQuota' as const }),
   fc.record({ k: fc.constant('dumpWithoutFile' as const), end: fc.boolean() }),
   fc.oneof(
     fc.record({
@@ -553,9 +555,20 @@ export function applyBad(m: Model, bad: Bad): RegExp {
       );
     }
     case 'dumpTwice': {
-      const id = m.highest > 0 ? m.highest : openStream(m);
+      // The first file is a valid one: within the quota of two per stream opened.
+      const id = m.highest > 0 && m.dumpFiles < 2 * m.highest ? m.highest : openStream(m);
       const twice = [frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD), frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD)];
       return dumpFrames(m, twice, `DUMP_FILE on stream ${id} while another is open`);
+    }
+    case 'dumpQuota': {
+      // Empty files up to the quota of two per stream opened, then one more.
+      const id = m.highest > 0 ? m.highest : openStream(m);
+      const files: Buffer[] = [];
+      for (; m.dumpFiles < 2 * m.highest; m.dumpFiles++) {
+        files.push(frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD), frame(Msg.DUMP_END, id));
+      }
+      files.push(frame(Msg.DUMP_FILE, id, DUMP_FILE_PAYLOAD));
+      return dumpFrames(m, files, `more than 2 dump files per stream (${m.highest} opened)`);
     }
     case 'dumpWithoutFile': {
       const id = m.highest > 0 ? m.highest : openStream(m);
