@@ -15,7 +15,7 @@ import { answerOnResponse, errorFields } from './answer.js';
 import type { HttpExchangeDump } from './dumpWriter.js';
 import { ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
-import type { ScreenedBody } from './modelPolicy.js';
+import { declaredLength, type ScreenedBody } from './modelPolicy.js';
 
 const NOT_MIRRORED = new Set(['content-length']);
 
@@ -51,7 +51,7 @@ export class ClientStream extends ClientExchange<HttpExchangeDump> {
     if (screened !== undefined) this.releaseBody = screened.release;
     // A body complete by its Content-Length ends at once, not on 'end' a turn
     // later: REQUEST_END then leaves in the same write as the last data.
-    const declared = req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
+    const declared = declaredLength(req);
     const onEnd = (): void => {
       if (this.requestClosed) return;
       this.toSupervisor.end(Msg.REQUEST_END, () => {

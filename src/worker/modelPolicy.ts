@@ -239,7 +239,7 @@ export function screenRequest(
 }
 
 /** The request's Content-Length, or -1 (chunked). */
-function declaredLength(req: IncomingMessage): number {
+export function declaredLength(req: IncomingMessage): number {
   return req.headers['content-length'] === undefined ? -1 : Number(req.headers['content-length']);
 }
 
