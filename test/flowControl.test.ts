@@ -8,6 +8,7 @@ import { CreditSender, MAX_WINDOW } from '../src/shared/flowControl.js';
 import {
   INITIAL_STREAM_WINDOW,
   MAX_DATA_PAYLOAD,
+  MESSAGE_CREDIT,
   Msg,
   type FrameWriter,
   type MsgType,
@@ -73,33 +74,52 @@ describe('CreditSender', () => {
     assert.deepEqual(events, ['pause', 'pause', 'resume']);
   });
 
-  test('a message ends with its END frame, also when empty or cut by the credit', () => {
-    const { sender, sent } = setUp();
-    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW - 1), Msg.WS_BINARY_PART, Msg.WS_BINARY_END);
+  test('a message ends with its END frame, which carries its last bytes and costs MESSAGE_CREDIT more', () => {
+    const { sender, sent, events } = setUp();
+    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW - MESSAGE_CREDIT - 1), Msg.WS_BINARY_PART, Msg.WS_BINARY_END);
+    assert.deepEqual(
+      sent.slice(-2).map((f) => [f.type, f.payload?.length]),
+      [
+        [Msg.WS_BINARY_PART, MAX_DATA_PAYLOAD],
+        [Msg.WS_BINARY_END, MAX_DATA_PAYLOAD - MESSAGE_CREDIT - 1],
+      ],
+    );
+    const frames = sent.length;
     sender.send(Buffer.alloc(0), Msg.WS_TEXT_PART, Msg.WS_TEXT_END);
     sender.send(Buffer.alloc(3), Msg.WS_TEXT_PART, Msg.WS_TEXT_END);
-    const types = sent.map((f) => [f.type, f.payload?.length]);
-    assert.deepEqual(types.slice(-3), [
-      [Msg.WS_BINARY_END, MAX_DATA_PAYLOAD - 1],
-      [Msg.WS_TEXT_END, 0],
-      [Msg.WS_TEXT_PART, 1],
-    ]);
-    sender.grant(2);
+    assert.equal(sent.length, frames, 'one credit left: even an empty message waits');
+    assert.deepEqual(events, ['pause', 'pause']);
+    sender.grant(MESSAGE_CREDIT - 1);
     assert.deepEqual(
-      sent.slice(-1).map((f) => [f.type, f.payload?.length]),
-      [[Msg.WS_TEXT_END, 2]],
-    );
-  });
-
-  test('an empty message at zero credit still goes out as an empty END (it costs no credit)', () => {
-    const { sender, sent } = setUp();
-    sender.send(Buffer.alloc(INITIAL_STREAM_WINDOW), Msg.RESPONSE_DATA);
-    sender.send(Buffer.alloc(0), Msg.WS_TEXT_PART, Msg.WS_TEXT_END);
-    assert.deepEqual(
-      sent.slice(-1).map((f) => [f.type, f.payload?.length]),
+      sent.slice(frames).map((f) => [f.type, f.payload?.length]),
       [[Msg.WS_TEXT_END, 0]],
     );
-    assert.equal(sender.heldBytes, 0);
+    sender.grant(2); // covers two bytes, not the END: the last byte waits for it
+    sender.grant(MESSAGE_CREDIT);
+    assert.equal(sent.length, frames + 2, 'the END needs its byte and MESSAGE_CREDIT');
+    sender.grant(1);
+    assert.deepEqual(
+      sent.slice(frames + 1).map((f) => [f.type, f.payload?.length]),
+      [
+        [Msg.WS_TEXT_PART, 2],
+        [Msg.WS_TEXT_END, 1],
+      ],
+    );
+    assert.deepEqual(events, ['pause', 'pause', 'resume']);
+  });
+
+  test('a window holds INITIAL_STREAM_WINDOW / MESSAGE_CREDIT empty messages; the rest wait for credit', () => {
+    const { sender, sent, events } = setUp();
+    const perWindow = INITIAL_STREAM_WINDOW / MESSAGE_CREDIT;
+    for (let i = 0; i < 3 * perWindow; i++) sender.send(Buffer.alloc(0), Msg.WS_TEXT_PART, Msg.WS_TEXT_END);
+    assert.equal(sent.length, perWindow);
+    assert.equal(events[0], 'pause');
+    sender.grant(10 * MESSAGE_CREDIT);
+    assert.equal(sent.length, perWindow + 10);
+    sender.grant(INITIAL_STREAM_WINDOW * 2);
+    assert.equal(sent.length, 3 * perWindow);
+    assert.ok(sent.every((f) => f.type === Msg.WS_TEXT_END && f.payload?.length === 0));
+    assert.equal(events.at(-1), 'resume');
   });
 
   test('the final frame waits behind held data, goes out once with its payload, and nothing follows it', () => {

@@ -11,6 +11,7 @@ import {
   FrameWriter,
   INITIAL_STREAM_WINDOW,
   MAX_DATA_PAYLOAD,
+  MESSAGE_CREDIT,
   Msg,
   decodeHead,
   decodeUsage,
@@ -254,7 +255,7 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     assert.ok(frames.every((f) => f.type === Msg.WS_TEXT_PART));
     assert.deepEqual(events, ['pause', 'pause']);
     assert.equal(closeSent, false);
-    sender.grant(20);
+    sender.grant(10 + 4 + 2 * MESSAGE_CREDIT);
     frames = decodeAll('worker', bytes());
     const tail = frames.slice(-3);
     assert.deepEqual(
@@ -335,5 +336,9 @@ describe('WebSocket messages over the channel (wsRelay)', () => {
     for (let sent = 0; sent < INITIAL_STREAM_WINDOW; sent += MAX_DATA_PAYLOAD)
       greedy.receive(Msg.WS_TEXT_PART, Buffer.alloc(MAX_DATA_PAYLOAD));
     assert.throws(() => greedy.receive(Msg.WS_TEXT_END, Buffer.from('x')), ProtocolError);
+    // Each END costs MESSAGE_CREDIT: a peer flooding empty messages runs out of credit too.
+    const flooding = new MessageReceiver(writer, 4, () => {});
+    for (let i = 0; i < INITIAL_STREAM_WINDOW / MESSAGE_CREDIT; i++) flooding.receive(Msg.WS_TEXT_END, Buffer.alloc(0));
+    assert.throws(() => flooding.receive(Msg.WS_TEXT_END, Buffer.alloc(0)), /beyond its \d+-byte window/);
   });
 });

@@ -9,7 +9,7 @@
 
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -713,6 +713,75 @@ describe('--websocket: relaying', { timeout: 120_000 }, () => {
         client.close(1000);
         await client.waitClosed(2_000);
       }
+    },
+  );
+
+  // Every message costs credit beyond its bytes: empty ones used to cost nothing (HTTP/2's empty-frames flood).
+  const EMPTY_FLOOD = 500_000;
+
+  test(
+    'flow control counts messages: half a million empty messages towards an upstream that does not read grow the proxy by < 24 MiB, and all arrive',
+    { timeout: 60_000 },
+    async (t: TestContext) => {
+      const before = upstream.sessions.length;
+      const { response, conn } = await rawUpgrade(proxy.port, '/v1/responses');
+      assert.equal(response.status, 101);
+      const session = await nextSession(upstream, before);
+      upstream.onMessage = () => {};
+      try {
+        const rssBefore = vmRssKb(proxy.pid) + vmRssKb(proxy.workerPid());
+        session.socket.pause();
+        const frame = Buffer.from([0x81, 0x80, 1, 2, 3, 4]); // FIN, text, masked, no payload
+        const frames = Buffer.alloc(frame.length * EMPTY_FLOOD);
+        for (let at = 0; at < frames.length; at += frame.length) frame.copy(frames, at);
+        conn.write(frames);
+        await sleep(1_000);
+        const held = conn.unsentBytes; // the kernel's buffers take megabytes: only a figure
+        const grown = vmRssKb(proxy.pid) + vmRssKb(proxy.workerPid()) - rssBefore;
+        t.diagnostic(
+          `upstream paused: ${held} of ${frames.length} bytes of empty messages still queued at the client, proxy RSS +${(grown / 1024).toFixed(1)} MiB, upstream got ${session.messages.length}`,
+        );
+        session.socket.resume();
+        assert.ok(
+          await session.waitForMessages(EMPTY_FLOOD, 30_000),
+          `after resuming the upstream got ${session.messages.length} of ${EMPTY_FLOOD}`,
+        );
+        assert.ok(session.messages.every((m) => m.data.length === 0 && !m.isBinary));
+        assert.ok(
+          grown < 24 * 1024,
+          `the proxy grew by ${(grown / 1024).toFixed(1)} MiB while the upstream did not read`,
+        );
+      } finally {
+        upstream.onMessage = answerOrEcho;
+        conn.close();
+      }
+    },
+  );
+
+  test(
+    // The kernel's socket buffers take all of these 2-byte frames, so this proves the credit of each comes back, not the bound.
+    'flow control counts messages: 100,000 empty messages from the upstream all reach a client that paused, none lost',
+    { timeout: 60_000 },
+    async (t: TestContext) => {
+      const before = upstream.sessions.length;
+      const client = await WsClient.open(proxy.port);
+      const session = await nextSession(upstream, before);
+      const rssBefore = vmRssKb(proxy.pid) + vmRssKb(proxy.workerPid());
+      client.ws.pause();
+      const empty = Buffer.alloc(0);
+      const count = EMPTY_FLOOD / 5;
+      for (let i = 0; i < count; i++) session.socket.send(empty, { binary: false });
+      await sleep(1_000);
+      const grown = vmRssKb(proxy.pid) + vmRssKb(proxy.workerPid()) - rssBefore;
+      t.diagnostic(`client paused: proxy RSS +${(grown / 1024).toFixed(1)} MiB, client got ${client.messages.length}`);
+      client.ws.resume();
+      assert.ok(
+        await client.waitForMessages(count, 30_000),
+        `after resuming the client got ${client.messages.length} of ${count}`,
+      );
+      assert.ok(client.messages.every((m) => m.data.length === 0 && !m.isBinary));
+      client.close(1000);
+      await client.waitClosed(2_000);
     },
   );
 
@@ -1588,6 +1657,20 @@ describe('--websocket with --dump-dir', { timeout: 30_000 }, () => {
     assert.equal(response.body_length, 12_000);
     const kept = (response.body as DumpedMessage[]).reduce((n, e) => n + Buffer.byteLength(e.data ?? ''), 0);
     assert.ok(kept <= 4096, `${kept} bytes of data kept`);
+  });
+
+  test('each message counts against --dump-max-bytes beyond its data: 10,000 empty ones make a small dump', async () => {
+    const count = 10_000;
+    const { response, names } = await session({}, async (client) => {
+      for (let i = 0; i < count; i++) client.send('');
+      assert.ok(await client.waitForMessages(count, 20_000), `${client.messages.length} of ${count} echoes`);
+    });
+    assert.equal(response.body_truncated, true);
+    assert.equal(response.body_length, 0);
+    const entries = (response.body as DumpedMessage[]).filter((e) => e.type !== 'close');
+    assert.ok(entries.length > 0 && entries.length <= 4096 / 128, `${entries.length} messages kept`);
+    const size = statSync(join(dir, names[1]!)).size;
+    assert.ok(size < 8 * 4096, `the response dump is ${size} bytes`);
   });
 
   test('the key never reaches a dump (client message, client header, upstream echo)', async () => {

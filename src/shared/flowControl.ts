@@ -3,7 +3,13 @@
 // (WINDOW frames) as it hands bytes on to their destination. One stalled stream
 // therefore pins at most one window of memory and never blocks the others.
 
-import { INITIAL_STREAM_WINDOW, MAX_DATA_PAYLOAD, type FrameWriter, type MsgType } from './ipcProtocol.js';
+import {
+  INITIAL_STREAM_WINDOW,
+  MAX_DATA_PAYLOAD,
+  MESSAGE_CREDIT,
+  type FrameWriter,
+  type MsgType,
+} from './ipcProtocol.js';
 import { ProtocolError } from './errors.js';
 
 /** Largest credit a receiver may ever hold out (guards the u32 arithmetic). */
@@ -129,19 +135,29 @@ export class CreditSender {
     else this.resumeSource();
   }
 
-  /** Sends `data` from `offset` as far as credit goes: -1 when all of it went, else how much has. */
+  /**
+   * Sends `data` from `offset` as far as credit goes: -1 when all of it went,
+   * else how much has. A `lastType` frame carries the last bytes and costs
+   * MESSAGE_CREDIT more.
+   */
   private sendWithinCredit(data: Buffer, offset: number, partType: MsgType, lastType: MsgType | null): number {
+    const endCost = lastType === null ? 0 : MESSAGE_CREDIT;
     let at = offset;
     for (;;) {
       const remaining = data.length - at;
-      const n = Math.min(remaining, MAX_DATA_PAYLOAD, this.credit);
-      const last = n === remaining;
-      if (n === 0 && !(last && lastType !== null)) return last ? -1 : at; // done, or out of credit
-      const part = n === data.length ? data : data.subarray(at, at + n);
-      this.writer.send(last && lastType !== null ? lastType : partType, this.streamId, part);
+      if (remaining <= MAX_DATA_PAYLOAD && remaining + endCost <= this.credit) {
+        const rest = at === 0 ? data : data.subarray(at);
+        if (lastType !== null) this.writer.send(lastType, this.streamId, rest);
+        else if (remaining > 0) this.writer.send(partType, this.streamId, rest);
+        this.credit -= remaining + endCost;
+        return -1;
+      }
+      // Not all of it fits: what the credit covers, keeping a message's last byte for its END.
+      const n = Math.min(remaining - (endCost > 0 ? 1 : 0), MAX_DATA_PAYLOAD, this.credit);
+      if (n <= 0) return at;
+      this.writer.send(partType, this.streamId, data.subarray(at, at + n));
       this.credit -= n;
       at += n;
-      if (last) return -1;
     }
   }
 

@@ -24,6 +24,12 @@ export const FRAME_HEADER_BYTES = 9;
 export const MAX_DATA_PAYLOAD = 64 * 1024;
 /** Credit each side grants per stream and direction before it hears back. */
 export const INITIAL_STREAM_WINDOW = 256 * 1024;
+/**
+ * Credit a WebSocket message costs beyond its bytes, taken with its END frame:
+ * without it an empty message cost nothing, and a client sending them as fast
+ * as it could grew its peers' queues without bound (HTTP/2's empty-frames flood).
+ */
+export const MESSAGE_CREDIT = 256;
 /** Request or response head: status and header list. */
 export const MAX_HEAD_PAYLOAD = 64 * 1024;
 const MAX_CONFIG_PAYLOAD = 128 * 1024;

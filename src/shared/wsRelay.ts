@@ -15,7 +15,7 @@
 import type WebSocket from 'ws';
 import { ProtocolError } from './errors.js';
 import { CreditReceiver, type CreditSender } from './flowControl.js';
-import { MAX_CLOSE_REASON, Msg, type FrameWriter, type MsgType } from './ipcProtocol.js';
+import { MAX_CLOSE_REASON, MESSAGE_CREDIT, Msg, type FrameWriter, type MsgType } from './ipcProtocol.js';
 
 /** No status code was present (RFC 6455 §7.4.1): close without one. */
 export const CLOSE_NO_STATUS = 1005;
@@ -69,9 +69,10 @@ export class MessageReceiver {
   }
 
   receive(type: MsgType, payload: Buffer): void {
-    this.credit.received(payload.length);
-    const binary = type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
     const fin = type === Msg.WS_TEXT_END || type === Msg.WS_BINARY_END;
+    const cost = fin ? payload.length + MESSAGE_CREDIT : payload.length;
+    this.credit.received(cost);
+    const binary = type === Msg.WS_BINARY_PART || type === Msg.WS_BINARY_END;
     if (this.binaryInProgress !== null && this.binaryInProgress !== binary) {
       throw new ProtocolError(`message kind changed within a message on stream ${this.streamId}`);
     }
@@ -80,8 +81,7 @@ export class MessageReceiver {
       throw new ProtocolError(`message of more than ${this.maxMessageBytes} bytes on stream ${this.streamId}`);
     if (fin) this.messageBytes = 0;
     this.binaryInProgress = fin ? null : binary;
-    const n = payload.length;
-    this.sink(payload, binary, fin, () => this.credit.consumed(n));
+    this.sink(payload, binary, fin, () => this.credit.consumed(cost));
   }
 }
 

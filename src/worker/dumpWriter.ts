@@ -222,6 +222,13 @@ export class HttpExchangeDump implements ExchangeDump {
 
 type Direction = 'client_to_upstream' | 'upstream_to_client';
 
+/**
+ * About what one message adds to a dump beyond its data (its pretty-printed
+ * entry), counted against --dump-max-bytes: empty messages cost a client
+ * nothing to send, and must not grow a dump (or the worker) without bound.
+ */
+const DUMPED_MESSAGE_COST = 128;
+
 interface DumpedMessage {
   readonly direction: Direction;
   readonly type: 'text' | 'binary' | 'close';
@@ -235,7 +242,8 @@ interface DumpedMessage {
  * request file; the upstream's answer and every message (direction, type,
  * data: text as is, binary as base64) and close as the response file, both
  * written when the session ends and the supervisor has said whether the key
- * was in what the client sent. Message data is kept up to maxBodyBytes in all.
+ * was in what the client sent. Message data is kept up to maxBodyBytes in all,
+ * each message counting DUMPED_MESSAGE_COST more.
  */
 export class WebSocketDump implements ExchangeDump {
   /** A refused upgrade: the upstream's answer body instead of messages. */
@@ -244,7 +252,11 @@ export class WebSocketDump implements ExchangeDump {
   private status: number | null = null;
   private responseHeaders: HeaderList = [];
   private readonly messages: DumpedMessage[] = [];
-  private kept = 0;
+  /** Message data kept, plus DUMPED_MESSAGE_COST per message: within maxBodyBytes. */
+  private charged = 0;
+  /** A message was not kept (every later one is not either). */
+  private truncated = false;
+  /** Message data seen, kept or not. */
   private total = 0;
   private upstreamParts: Buffer[] = [];
   private upstreamLength = 0;
@@ -300,13 +312,15 @@ export class WebSocketDump implements ExchangeDump {
 
   /** Whether a message of `length` bytes would still be kept (none is, after the first that was not). */
   private fits(length: number): boolean {
-    return this.kept === this.total && this.kept + length <= this.writer.maxBodyBytes;
+    return !this.truncated && this.charged + length + DUMPED_MESSAGE_COST <= this.writer.maxBodyBytes;
   }
 
   private record(direction: Direction, binary: boolean, length: number, data: () => Buffer): void {
     if (this.fits(length)) {
-      this.kept += length;
+      this.charged += length + DUMPED_MESSAGE_COST;
       this.messages.push({ direction, type: binary ? 'binary' : 'text', data: data() });
+    } else {
+      this.truncated = true;
     }
     this.total += length;
   }
@@ -322,7 +336,7 @@ export class WebSocketDump implements ExchangeDump {
               if (clientSentKey && direction === 'client_to_upstream') return { direction, type, data: KEY_REDACTED };
               return { direction, type, data: (data as Buffer).toString(type === 'text' ? 'utf8' : 'base64') };
             }),
-            ...(this.kept < this.total ? { body_truncated: true, body_length: this.total } : {}),
+            ...(this.truncated ? { body_truncated: true, body_length: this.total } : {}),
           };
     const headers = dumpHeaders(this.responseHeaders);
     this.writer.write(this.streamId, 'response', this.startedAt, {

@@ -120,6 +120,16 @@ export class RawConnection {
     });
   }
 
+  /** Stop reading: what the peer sends stays in the kernel's buffers, then in the peer. */
+  pauseReading(): void {
+    this.socket.pause();
+  }
+
+  /** Bytes written and not yet taken by the kernel (the peer has stopped reading). */
+  get unsentBytes(): number {
+    return this.socket.writableLength;
+  }
+
   static open(port: number, timeoutMs = 5_000): Promise<RawConnection> {
     return new Promise((resolve, reject) => {
       const socket = connect(port, '127.0.0.1');
