@@ -15,7 +15,7 @@ import { send } from './helpers/httpClient.js';
 import { MockUpstream } from './helpers/mockUpstream.js';
 import { errorOf, sseAnswer, startProxy, tempDir } from './helpers/policyProxy.js';
 import { sleep, type ProxyProcess } from './helpers/proxyProcess.js';
-import { WsClient } from './helpers/wsClient.js';
+import { WsClient, rawUpgrade } from './helpers/wsClient.js';
 import { WsUpstream } from './helpers/wsUpstream.js';
 import { ScreeningBudget } from '../src/worker/modelPolicy.js';
 
@@ -269,6 +269,37 @@ describe('--allow-model over WebSocket', () => {
         ['gpt-5-codex'],
       );
       assert.ok(client.isOpen);
+      client.close();
+    },
+  );
+
+  test(
+    'a client that leaves its refusals unread is not read either: the worker stops growing, and serves on',
+    { timeout: 60_000 },
+    async (t) => {
+      const { response, conn } = await rawUpgrade(proxy.port, '/v1/responses');
+      assert.equal(response.status, 101);
+      conn.pauseReading();
+      const worker = proxy.workerPid();
+      const frame = Buffer.from([0x81, 0x80, 1, 2, 3, 4]); // an empty text message: refused, it is no JSON object
+      const frames = Buffer.alloc(frame.length * 3_000_000);
+      for (let at = 0; at < frames.length; at += frame.length) frame.copy(frames, at);
+      const start = residentMiB(worker);
+      conn.write(frames);
+      await sleep(2_000);
+      const early = residentMiB(worker);
+      await sleep(4_000);
+      const late = residentMiB(worker);
+      t.diagnostic(`worker RSS ${start.toFixed(1)} MiB, after 2 s ${early.toFixed(1)}, after 6 s ${late.toFixed(1)}`);
+      conn.close();
+      assert.ok(
+        late - early < 16,
+        `the worker grew ${(late - early).toFixed(1)} MiB in 4 s while its refusals went unread`,
+      );
+      assert.equal(proxy.workerPid(), worker);
+      const client = await WsClient.open(proxy.port);
+      const allowed = await client.turn({ model: 'gpt-5-codex', input: 'hi' });
+      assert.ok(allowed.some((e) => e.type === 'response.completed'));
       client.close();
     },
   );

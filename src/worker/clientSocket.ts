@@ -27,13 +27,15 @@ import {
   sendMessage,
 } from '../shared/wsRelay.js';
 import { answerOnSocket, headerLines } from './answer.js';
-import { refusalEvent } from '../shared/refusals.js';
+import { refusalEvent, type Refusal } from '../shared/refusals.js';
 import type { WebSocketDump } from './dumpWriter.js';
 import type { ModelPolicy } from './modelPolicy.js';
 import { ClientExchange } from './exchange.js';
 
 const NOT_MIRRORED = new Set(['content-length', 'sec-websocket-protocol']);
 const NOT_MIRRORED_IN_REFUSAL = new Set(['content-length']);
+/** Refusals a client may leave unread before its socket is no longer read. */
+const UNREAD_REFUSAL_BYTES = 64 * 1024;
 
 type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
 
@@ -57,6 +59,8 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     this.corked = false;
     this.rawSocket.uncork();
   };
+  /** Why the client's socket is not read: the upstream's credit is used up, or refusals wait unread. */
+  private readonly readingHeldBy = new Set<'credit' | 'refusals'>();
 
   constructor(
     id: number,
@@ -196,14 +200,18 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
   private onOpen(socket: WebSocket): void {
     this.socket = socket;
     this.phase = 'open';
-    const sender = new CreditSender(this.writer, this.id, socket);
+    const source = {
+      pause: () => this.holdReading('credit', true),
+      resume: () => this.holdReading('credit', false),
+    };
+    const sender = new CreditSender(this.writer, this.id, source);
     this.sender = sender;
     socket.on('message', (data: Buffer, isBinary) => {
       this.lastActivity = Date.now();
       this.record.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
       const refusal = this.models?.checkMessage(data, isBinary) ?? null;
-      if (refusal !== null) return socket.send(refusalEvent(refusal), { binary: false });
+      if (refusal !== null) return this.refuse(socket, refusal);
       sendMessage(sender, data, isBinary);
     });
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.
@@ -218,6 +226,28 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
       this.finishIfClosed();
     });
     if (this.closeWhenOpen !== null) this.close(this.closeWhenOpen.code, this.closeWhenOpen.reason);
+  }
+
+  /**
+   * A refused message is answered on the socket. A client that leaves the
+   * answers unread is not read either: each costs it a few bytes to send and
+   * the worker a few hundred to hold.
+   */
+  private refuse(socket: WebSocket, refusal: Refusal): void {
+    socket.send(refusalEvent(refusal), { binary: false }, () => {
+      if (socket.bufferedAmount <= UNREAD_REFUSAL_BYTES) this.holdReading('refusals', false);
+    });
+    if (socket.bufferedAmount > UNREAD_REFUSAL_BYTES) this.holdReading('refusals', true);
+  }
+
+  private holdReading(reason: 'credit' | 'refusals', held: boolean): void {
+    const wasHeld = this.readingHeldBy.size > 0;
+    if (held) this.readingHeldBy.add(reason);
+    else this.readingHeldBy.delete(reason);
+    const isHeld = this.readingHeldBy.size > 0;
+    if (isHeld === wasHeld) return;
+    if (isHeld) this.socket?.pause();
+    else this.socket?.resume();
   }
 
   private toClient(data: Buffer, binary: boolean, fin: boolean, written: () => void): void {
