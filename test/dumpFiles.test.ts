@@ -26,6 +26,7 @@ import {
   FrameWriter,
   MAX_DATA_PAYLOAD,
   Msg,
+  dumpFileLimit,
   encodeDumpFile,
 } from '../src/shared/ipcProtocol.js';
 import { LibcError, createFileAt } from '../src/shared/libc.js';
@@ -70,7 +71,7 @@ describe('dump files written by the supervisor', () => {
 
   test('named from the stream and the time only, created 0600, owned by this process, credit returned', async () => {
     const { writer, credit } = creditWriter();
-    const receiver = new DumpReceiver(directory, writer, 4);
+    const receiver = new DumpReceiver(directory, writer, 4, dumpFileLimit(0));
     receiver.onFile(2, encodeDumpFile('request', STARTED), 2);
     receiver.onData(2, Buffer.from('{"a":'));
     receiver.onData(2, Buffer.from('1}\n'));
@@ -92,7 +93,7 @@ describe('dump files written by the supervisor', () => {
     symlinkSync(target, join(dir, linked));
     writeFileSync(join(dir, planted), 'planted');
     const { writer, credit } = creditWriter();
-    const receiver = new DumpReceiver(directory, writer, 0);
+    const receiver = new DumpReceiver(directory, writer, 0, dumpFileLimit(0));
     const before = log.lines.length;
     for (const kind of ['request', 'response'] as const) {
       receiver.onFile(1, encodeDumpFile(kind, STARTED), 1);
@@ -138,7 +139,7 @@ describe('dump files written by the supervisor', () => {
 
   test('the worker is held to its dump credit', () => {
     const { writer } = creditWriter();
-    const receiver = new DumpReceiver(directory, writer, 100);
+    const receiver = new DumpReceiver(directory, writer, 100, dumpFileLimit(0));
     receiver.onFile(1, encodeDumpFile('request', STARTED), 1);
     // The whole window arrives before any write can complete: this is all the worker may send.
     for (let sent = 0; sent < DUMP_WINDOW_BYTES; sent += MAX_DATA_PAYLOAD)
@@ -156,7 +157,7 @@ describe('dump files written by the supervisor', () => {
 
   test('frames out of order are violations', () => {
     const { writer } = creditWriter();
-    const receiver = new DumpReceiver(directory, writer, 200);
+    const receiver = new DumpReceiver(directory, writer, 200, dumpFileLimit(0));
     const violation = (fn: () => void, message: string): void => {
       assert.throws(fn, (err) => err instanceof ProtocolError && err.message === message);
     };

@@ -375,6 +375,17 @@ export class FrameWriter {
 /** Dump bytes the worker may have in flight before the supervisor has written them. */
 export const DUMP_WINDOW_BYTES = INITIAL_STREAM_WINDOW;
 
+/**
+ * The largest dump file a worker may write for --dump-max-bytes N: a body
+ * escaped for JSON is at most 6 N bytes, pretty-printed at most 10 N + 4 KiB
+ * (worker/dumpWriter.ts), and the heads fit the rest. The worker skips a
+ * larger file; the supervisor ends a worker that sends one, so a compromised
+ * worker fills the disk no faster than hostile clients could through an honest one.
+ */
+export function dumpFileLimit(dumpMaxBytes: number): number {
+  return 12 * dumpMaxBytes + 4 * 1024 * 1024;
+}
+
 export type DumpKind = 'request' | 'response';
 const DUMP_KINDS: readonly DumpKind[] = ['request', 'response'];
 

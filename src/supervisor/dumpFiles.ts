@@ -10,7 +10,8 @@
 // (file, symlink, anything) is never replaced or followed; that dump is skipped
 // with one log line. The worker has at most DUMP_WINDOW_BYTES in flight: credit returns as
 // bytes reach the disk, so a slow disk holds the worker back, never the
-// supervisor's memory.
+// supervisor's memory. A worker that sends more files, or larger ones, than it
+// could honestly write is ended.
 
 import { accessSync, close, constants, mkdirSync, openSync, write } from 'node:fs';
 import { promisify } from 'node:util';
@@ -114,6 +115,8 @@ interface OpenFile {
   readonly file: NewFile | null;
   /** A write failed: the file is not named. */
   failed: boolean;
+  /** Bytes received for it. */
+  size: number;
 }
 
 /**
@@ -134,6 +137,8 @@ export class DumpReceiver {
     private readonly directory: DumpDirectory,
     private readonly writer: FrameWriter,
     private readonly sequenceBase: number,
+    /** dumpFileLimit(--dump-max-bytes). */
+    private readonly maxFileBytes: number,
   ) {}
 
   /** DUMP_FILE; `opened` is the highest stream id the worker has opened. */
@@ -143,7 +148,7 @@ export class DumpReceiver {
     const { kind, startedAtMs } = decodeDumpFile(payload);
     if (++this.files > 2 * opened) throw new ProtocolError(`more than 2 dump files per stream (${opened} opened)`);
     const name = `${String(this.sequenceBase + streamId).padStart(6, '0')}-${startedAtMs}-${kind}.json`;
-    this.open = { streamId, name, file: this.directory.create(name), failed: false };
+    this.open = { streamId, name, file: this.directory.create(name), failed: false, size: 0 };
   }
 
   onData(streamId: number, payload: Buffer): void {
@@ -151,6 +156,8 @@ export class DumpReceiver {
     if (this.inFlight + payload.length > DUMP_WINDOW_BYTES) {
       throw new ProtocolError(`dump data beyond its ${DUMP_WINDOW_BYTES}-byte window`);
     }
+    file.size += payload.length;
+    if (file.size > this.maxFileBytes) throw new ProtocolError(`a dump file of more than ${this.maxFileBytes} bytes`);
     this.inFlight += payload.length;
     if (file.file === null) return this.written(payload.length);
     const { fd } = file.file;

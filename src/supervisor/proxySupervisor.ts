@@ -9,7 +9,7 @@
 
 import type { ChildProcess } from 'node:child_process';
 import { PROGRAM_NAME } from '../shared/constants.js';
-import { FrameWriter, Msg } from '../shared/ipcProtocol.js';
+import { FrameWriter, Msg, dumpFileLimit } from '../shared/ipcProtocol.js';
 import { writeStderr, type Logger } from '../shared/logger.js';
 import { encodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import type { Credential } from './credential/credential.js';
@@ -78,7 +78,9 @@ export class ProxySupervisor {
     const monitorOptions = {
       httpShutdown: config.httpShutdown,
       dumps:
-        setup.dumpDirectory === null ? null : new DumpReceiver(setup.dumpDirectory, writer, this.streamsOpenedBefore),
+        setup.dumpDirectory === null
+          ? null
+          : new DumpReceiver(setup.dumpDirectory, writer, this.streamsOpenedBefore, dumpFileLimit(config.dumpMaxBytes)),
       webSocketMaxMessageBytes: config.webSocket?.maxMessageBytes ?? null,
       allowModel: config.allowModels !== null,
       policy: setup.policy,

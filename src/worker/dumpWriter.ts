@@ -13,6 +13,7 @@ import {
   DUMP_WINDOW_BYTES,
   MAX_DATA_PAYLOAD,
   Msg,
+  dumpFileLimit,
   encodeDumpFile,
   type DumpKind,
   type FrameWriter,
@@ -21,6 +22,7 @@ import {
 } from '../shared/ipcProtocol.js';
 import { MAX_WINDOW } from '../shared/flowControl.js';
 import { ProtocolError } from '../shared/errors.js';
+import type { Logger } from '../shared/logger.js';
 import { prettyLayout } from './jsonText.js';
 
 const REDACTED = '[REDACTED]';
@@ -134,15 +136,24 @@ interface QueuedFile {
 export class DumpWriter {
   private credit = DUMP_WINDOW_BYTES;
   private readonly queue: QueuedFile[] = [];
+  private readonly maxFileBytes: number;
 
   constructor(
     private readonly writer: FrameWriter,
     readonly maxBodyBytes: number,
-  ) {}
+    private readonly log: Logger,
+  ) {
+    this.maxFileBytes = dumpFileLimit(maxBodyBytes);
+  }
 
   /** The file of `kind` for the exchange on `streamId`, which started at `startedAtMs`. */
   write(streamId: number, kind: DumpKind, startedAtMs: number, dump: Record<string, unknown>): void {
     const bytes = Buffer.from(`${JSON.stringify(dump, null, 2)}\n`);
+    // Not expected (the limit covers what the format can grow to); the supervisor would end this worker.
+    if (bytes.length > this.maxFileBytes) {
+      this.log.error({ stream: streamId, kind, bytes: bytes.length }, 'dump file over its limit; not written');
+      return;
+    }
     this.queue.push({ streamId, head: encodeDumpFile(kind, startedAtMs), bytes, sent: -1 });
     if (this.queue.length === 1) this.pump();
   }

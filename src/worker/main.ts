@@ -119,7 +119,7 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
       return startupFailed(`cannot load ws for --websocket: ${messageOf(err)}`);
     }
   }
-  if (config.dumpDir !== null) dumps = new DumpWriter(writer, config.dumpMaxBytes);
+  if (config.dumpDir !== null) dumps = new DumpWriter(writer, config.dumpMaxBytes, logger);
   const server = new Frontend(config, writer, logger, dumps, webSocketServer);
   // listen(2) on the inherited socket now, while the filter still allows it;
   // nothing is accepted before this function returns to the event loop, by

@@ -31,6 +31,7 @@ import {
   FrameWriter,
   Msg,
   decodeHead,
+  dumpFileLimit,
   encodeHead,
   type ChannelConfig,
   type MsgType,
@@ -190,7 +191,7 @@ function monitorFor(writer: FrameWriter, upstream: Upstream, flags: ChannelConfi
   if (flags.dumps && dumpDirectory === null) throw new Error('no dump directory');
   const options: MonitorOptions = {
     httpShutdown: flags.httpShutdown,
-    dumps: flags.dumps && dumpDirectory !== null ? new DumpReceiver(dumpDirectory, writer, 0) : null,
+    dumps: flags.dumps && dumpDirectory !== null ? new DumpReceiver(dumpDirectory, writer, 0, dumpFileLimit(0)) : null,
     webSocketMaxMessageBytes: flags.webSocket ? 1024 * 1024 : null,
     allowModel: flags.allowModel,
     // --allow-model alone makes a policy (the supervisor records the worker's refusals).
