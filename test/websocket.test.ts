@@ -23,6 +23,7 @@ import { jsonRecords, type LogRecord } from './helpers/netProbe.js';
 import { ProxyProcess, TEST_KEY, sleep } from './helpers/proxyProcess.js';
 import { headerValues as rawResponseHeader } from './helpers/rawHttp.js';
 import { StrayPids } from './helpers/strayPids.js';
+import { MessageBudget, type MessageHolder } from '../src/worker/messageBudget.js';
 import { SAMPLE_ACCEPT, SAMPLE_KEY, WsClient, rawUpgrade } from './helpers/wsClient.js';
 import {
   answerOrEcho,
@@ -1219,6 +1220,76 @@ describe('--ws-idle-timeout 0.5', { timeout: 30_000 }, () => {
 });
 
 // ---------------------------------------------------------------- --max-concurrent
+
+describe('--websocket: client messages held at once', { timeout: 60_000 }, () => {
+  const MAX = 4 * 1024 * 1024; // --ws-max-message-bytes: the worker holds at most 4 x MAX of them
+  let upstream: WsUpstream;
+  let proxy: ProxyProcess;
+  before(async () => {
+    upstream = await WsUpstream.start();
+    upstream.onMessage = () => {};
+    proxy = await startProxy(upstream.url(), ['--websocket', '--ws-max-message-bytes', String(MAX)]);
+  });
+  after(async () => {
+    await upstream?.close();
+  });
+
+  test('the budget: past it only the first holder reads on; the others wait until the line moves', () => {
+    const budget = new MessageBudget(10);
+    const readOn: string[] = [];
+    const holder = (name: string): MessageHolder => ({ readOn: () => readOn.push(name) });
+    const [a, b, c] = [holder('a'), holder('b'), holder('c')];
+    assert.equal(budget.hold(a, 6), true);
+    assert.equal(budget.hold(b, 3), true);
+    assert.equal(budget.hold(c, 3), false, 'over the budget, and not the first holder');
+    assert.equal(budget.hold(a, 8), true, 'the first holder reads on past the budget');
+    assert.equal(budget.hold(b, 4), false);
+    budget.hold(a, 0); // its message went on: 7 held, within the budget
+    assert.deepEqual(readOn.sort(), ['b', 'c']);
+    assert.equal(budget.hold(c, 9), false, 'b began holding before c');
+    budget.hold(b, 5); // still over the budget; b is now the first holder
+    budget.hold(c, 0); // c closed while waiting: b, first and reading, is not waiting
+    assert.deepEqual(readOn.sort(), ['b', 'c']);
+    assert.equal(budget.hold(c, 11), false);
+    budget.hold(b, 0); // c is now first: it reads on though still over the budget
+    assert.deepEqual(readOn, ['b', 'c', 'c']);
+  });
+
+  test('16 clients each sending all but the last byte of a MAX-byte message: the worker holds about 4 x MAX; all arrive whole', async (t: TestContext) => {
+    const count = 16;
+    const before = upstream.sessions.length;
+    const conns = await Promise.all(
+      Array.from({ length: count }, async () => {
+        const { response, conn } = await rawUpgrade(proxy.port, '/v1/responses');
+        assert.equal(response.status, 101);
+        return conn;
+      }),
+    );
+    assert.ok(await until(() => upstream.sessions.length >= before + count, 5_000), 'every upstream socket open');
+    // One binary frame of MAX bytes, masked with a zero key (the payload as it is).
+    const header = Buffer.from([0x82, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    header.writeBigUInt64BE(BigInt(MAX), 2);
+    const payload = Buffer.alloc(MAX, 0x5a);
+    const worker = proxy.workerPid();
+    const start = vmRssKb(worker);
+    for (const conn of conns) conn.write(Buffer.concat([header, payload.subarray(0, MAX - 1)]));
+    await sleep(1_500);
+    const grown = (vmRssKb(worker) - start) / 1024;
+    t.diagnostic(
+      `${count} messages of ${MAX / 1048576} MiB but the last byte: the worker grew ${grown.toFixed(1)} MiB`,
+    );
+    for (const conn of conns) conn.write(payload.subarray(MAX - 1));
+    const sessions = upstream.sessions.slice(before, before + count);
+    const arrived = (): number => sessions.filter((s) => s.messages.length === 1).length;
+    assert.ok(await until(() => arrived() === count, 30_000), `${arrived()} of ${count} messages arrived`);
+    assert.ok(
+      sessions.every((s) => s.messages[0]?.data.equals(payload)),
+      'every message arrived whole',
+    );
+    for (const conn of conns) conn.close();
+    assert.ok(grown < 6 * (MAX / 1048576), `the worker grew ${grown.toFixed(1)} MiB (holds at most 4 x ${MAX} B)`);
+  });
+});
 
 describe('--websocket with --max-concurrent 2', { timeout: 30_000 }, () => {
   let upstream: WsUpstream;

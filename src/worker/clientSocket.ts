@@ -29,6 +29,7 @@ import {
 import { answerOnSocket, headerLines } from './answer.js';
 import { refusalEvent, type Refusal } from '../shared/refusals.js';
 import type { WebSocketDump } from './dumpWriter.js';
+import type { MessageBudget, MessageHolder } from './messageBudget.js';
 import type { ModelPolicy } from './modelPolicy.js';
 import { ClientExchange } from './exchange.js';
 
@@ -39,7 +40,7 @@ const UNREAD_REFUSAL_BYTES = 64 * 1024;
 
 type Phase = 'handshake' | 'refusing' | 'open' | 'closing' | 'done';
 
-export class ClientSocket extends ClientExchange<WebSocketDump> {
+export class ClientSocket extends ClientExchange<WebSocketDump> implements MessageHolder {
   private phase: Phase = 'handshake';
   private socket: WebSocket | null = null;
   private sender: CreditSender | null = null;
@@ -59,8 +60,16 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     this.corked = false;
     this.rawSocket.uncork();
   };
-  /** Why the client's socket is not read: the upstream's credit is used up, or refusals wait unread. */
-  private readonly readingHeldBy = new Set<'credit' | 'refusals'>();
+  /** Why the client's socket is not read: no credit upstream, refusals unread, or enough messages held. */
+  private readonly readingHeldBy = new Set<'credit' | 'refusals' | 'budget'>();
+  /**
+   * Bytes read from the client and not yet passed on or refused; within a
+   * chunk, as the rest of one that ends a message is not counted.
+   */
+  private unsent = 0;
+  private chunkEndedMessage = false;
+  /** A message ended while held for credit: it is passed on once the credit resumes reading. */
+  private passOnWhenResumed = false;
 
   constructor(
     id: number,
@@ -70,6 +79,7 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     log: Logger,
     dump: WebSocketDump | null,
     onClosed: (session: ClientExchange) => void,
+    private readonly messages: MessageBudget,
     /** --allow-model: each client message is checked before it is relayed. */
     private readonly models: ModelPolicy | null = null,
   ) {
@@ -202,7 +212,10 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     this.phase = 'open';
     const source = {
       pause: () => this.holdReading('credit', true),
-      resume: () => this.holdReading('credit', false),
+      resume: () => {
+        this.holdReading('credit', false);
+        if (this.passOnWhenResumed) this.passedOn();
+      },
     };
     const sender = new CreditSender(this.writer, this.id, source);
     this.sender = sender;
@@ -211,9 +224,15 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
       this.record.bytesIn += data.length;
       this.dump?.clientMessage(data, isBinary);
       const refusal = this.models?.checkMessage(data, isBinary) ?? null;
-      if (refusal !== null) return this.refuse(socket, refusal);
-      sendMessage(sender, data, isBinary);
+      if (refusal !== null) this.refuse(socket, refusal);
+      else sendMessage(sender, data, isBinary);
+      this.chunkEndedMessage = true;
+      if (this.readingHeldBy.has('credit')) this.passOnWhenResumed = true;
+      else this.passedOn();
     });
+    // After ws's own listener: the messages this chunk completed have been emitted.
+    this.rawSocket.on('data', (chunk: Buffer) => this.onClientBytes(chunk.length));
+    this.rawSocket.once('close', () => this.messages.hold(this, 0));
     // ws closes the client itself (1009 for an oversize message...): say so upstream at once.
     socket.on('error', (err) => {
       this.log.debug({ stream: this.id, code: errnoCode(err) }, 'client WebSocket failed');
@@ -240,7 +259,27 @@ export class ClientSocket extends ClientExchange<WebSocketDump> {
     if (socket.bufferedAmount > UNREAD_REFUSAL_BYTES) this.holdReading('refusals', true);
   }
 
-  private holdReading(reason: 'credit' | 'refusals', held: boolean): void {
+  /** The message budget has room again. */
+  readOn(): void {
+    this.holdReading('budget', false);
+  }
+
+  private onClientBytes(bytes: number): void {
+    if (this.chunkEndedMessage) {
+      this.chunkEndedMessage = false;
+      return;
+    }
+    this.unsent += bytes;
+    if (!this.messages.hold(this, this.unsent)) this.holdReading('budget', true);
+  }
+
+  private passedOn(): void {
+    this.passOnWhenResumed = false;
+    this.unsent = 0;
+    this.messages.hold(this, 0);
+  }
+
+  private holdReading(reason: 'credit' | 'refusals' | 'budget', held: boolean): void {
     const wasHeld = this.readingHeldBy.size > 0;
     if (held) this.readingHeldBy.add(reason);
     else this.readingHeldBy.delete(reason);

@@ -20,10 +20,13 @@ import { HttpExchangeDump, WebSocketDump, type DumpWriter, type ExchangeDump } f
 import { ExchangeRecord, type ClientExchange } from './exchange.js';
 import { drainThenClose } from './linger.js';
 import { ModelPolicy, ScreeningBudget, screenRequest, type ScreenedBody } from './modelPolicy.js';
+import { MessageBudget } from './messageBudget.js';
 import { isWebSocketRoute, routeRequest } from './route.js';
 
 /** With --allow-model, at most this many times --max-body-bytes of request bodies are held at once. */
 const SCREENED_BODIES = 4;
+/** At most this many times --ws-max-message-bytes of client WebSocket messages are held at once. */
+const HELD_MESSAGES = 4;
 
 export class Frontend {
   /** Open client exchanges (HTTP and WebSocket) by IPC stream id. */
@@ -94,8 +97,9 @@ export class Frontend {
       ...{ closeTimeout: WEBSOCKET_CLOSE_TIMEOUT_MS }, // ws 8.19+; not in @types/ws yet
     });
     webSockets.on('headers', (lines, req) => lines.push(...sessionOf(req).mirroredHeaderLines()));
+    const messages = new MessageBudget(HELD_MESSAGES * maxPayload);
     this.server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      this.onUpgrade(webSockets, req, socket, head);
+      this.onUpgrade(webSockets, messages, req, socket, head);
     });
     const sweep = setInterval(
       () => {
@@ -107,7 +111,13 @@ export class Frontend {
     sweep.unref();
   }
 
-  private onUpgrade(webSockets: WebSocketServer, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  private onUpgrade(
+    webSockets: WebSocketServer,
+    messages: MessageBudget,
+    req: IncomingMessage,
+    socket: Socket,
+    head: Buffer,
+  ): void {
     const refuse = (status: number, fields: HeaderList, body: Buffer): void => {
       const record = new ExchangeRecord(req, true);
       record.status = status;
@@ -125,7 +135,7 @@ export class Frontend {
       this.awaitingScan.set(id, dump);
     }
     const onClosed = (s: ClientExchange): void => this.onStreamClosed(s);
-    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, onClosed, this.models);
+    const session = new ClientSocket(id, req, socket, this.writer, this.log, dump, onClosed, messages, this.models);
     this.sessions.set(req, session);
     this.streams.set(id, session);
     session.start(webSockets, head);
