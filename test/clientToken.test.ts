@@ -278,4 +278,37 @@ describe('--client-token-file: what memory holds', () => {
       }
     },
   );
+
+  test(
+    "after clients have offered it, the supervisor holds no copy of the token in its JavaScript heap (digested where it arrived, then zeroed)",
+    { timeout: 60_000, skip: IS_ROOT ? false : 'needs root: reading /proc/<pid>/mem of another process' },
+    async (t) => {
+      const upstream = await MockUpstream.start(sseAnswer);
+      const file = join(tempDir(), 'token');
+      const proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
+      try {
+        const token = Buffer.from(readFileSync(file, 'latin1'));
+        const authorization = `Bearer ${token.toString('latin1')}`;
+        for (let i = 0; i < 20; i++) {
+          const ok = await send(proxy.port, {
+            headers: { authorization, 'content-type': 'application/json' },
+            body: BODY,
+          });
+          assert.equal(ok.status, 200);
+        }
+        const scan = scanProcessMemory(proxy.pid, token, { includeInaccessible: true });
+        const found = scan.occurrences.map((o) => `0x${o.address.toString(16)} in ${o.mapping}`);
+        t.diagnostic(`supervisor: ${(scan.bytesScanned / 2 ** 20).toFixed(0)} MiB scanned after 20 requests: ${found}`);
+        assert.ok(scan.bytesScanned > 10 * 2 ** 20, 'the scan read its memory');
+        // Node copies each read of the channel into a buffer of its size and frees the 64 KiB
+        // it read into: that freed block of the C heap may hold the last one until reused.
+        const outsideCHeap = found.filter((f) => !f.endsWith('[heap]'));
+        assert.deepEqual(outsideCHeap, [], 'the offered token in the JavaScript heap (a string, a pooled Buffer)');
+        assert.ok(found.length <= 2, `the offered token in the C heap ${found.length} times`);
+      } finally {
+        await proxy.stop();
+        await upstream.close();
+      }
+    },
+  );
 });

@@ -136,9 +136,25 @@ describe('frames', () => {
 
   test('truncated or padded header lists are refused', () => {
     const head = encodeHead(['a', 'b'], 200);
-    assert.deepEqual(decodeHead(head, true), { status: 200, headers: ['a', 'b'] });
+    assert.deepEqual(decodeHead(head, true), { status: 200, headers: ['a', 'b'], withheldValues: [] });
     assert.throws(() => decodeHead(head.subarray(0, head.length - 1), true), ProtocolError);
     assert.throws(() => decodeHead(Buffer.concat([head, Buffer.from([0])]), true), ProtocolError);
+  });
+
+  test('a withheld field is not decoded: its value is "" in the list, and its bytes are left where they are', () => {
+    const payload = encodeHead(['Host', 'h', 'Authorization', 'Bearer one', 'x-a', 'b', 'AUTHORIZATION', 'two']);
+    const { headers, withheldValues } = decodeHead(payload, false, 'authorization');
+    assert.deepEqual(headers, ['Host', 'h', 'Authorization', '', 'x-a', 'b', 'AUTHORIZATION', '']);
+    assert.deepEqual(
+      withheldValues.map((v) => v.toString('latin1')),
+      ['Bearer one', 'two'],
+    );
+    assert.ok(
+      withheldValues.every((v) => v.buffer === payload.buffer),
+      'subarrays of the payload, not copies',
+    );
+    for (const value of withheldValues) value.fill(0);
+    assert.ok(!payload.includes('Bearer one'), 'zeroing them wipes the payload');
   });
 
   test('usage fields round-trip, strings cut to 256 characters; malformed ones are refused', () => {

@@ -433,7 +433,20 @@ export function encodeHead(headers: HeaderList, status?: number): Buffer {
   return buf;
 }
 
-export function decodeHead(payload: Buffer, withStatus: boolean): { status: number; headers: HeaderList } {
+const NOTHING_WITHHELD: readonly Buffer[] = Object.freeze([]);
+
+/**
+ * A head as sent: status (if `withStatus`) and header list. The value of a
+ * field named `withheld` (lower case; any case on the wire) is not decoded:
+ * it is '' in the list, and its bytes, still in `payload`, are in
+ * `withheldValues` (the supervisor digests a client's Authorization there and
+ * zeroes it, so it never becomes a string).
+ */
+export function decodeHead(
+  payload: Buffer,
+  withStatus: boolean,
+  withheld: string | null = null,
+): { status: number; headers: HeaderList; withheldValues: readonly Buffer[] } {
   let offset = 0;
   const need = (n: number): void => {
     if (offset + n > payload.length) throw new ProtocolError('truncated header list');
@@ -448,16 +461,24 @@ export function decodeHead(payload: Buffer, withStatus: boolean): { status: numb
   const count = payload.readUInt16BE(offset);
   offset += 2;
   const headers: HeaderList = new Array<string>(count * 2);
+  let withheldValues = NOTHING_WITHHELD;
   for (let i = 0; i < count * 2; i++) {
     need(2);
     const length = payload.readUInt16BE(offset);
     offset += 2;
     need(length);
-    headers[i] = payload.toString('latin1', offset, offset + length);
+    const name = i % 2 === 1 ? (headers[i - 1] as string) : '';
+    if (withheld !== null && name.length === withheld.length && name.toLowerCase() === withheld) {
+      if (withheldValues === NOTHING_WITHHELD) withheldValues = [];
+      (withheldValues as Buffer[]).push(payload.subarray(offset, offset + length));
+      headers[i] = '';
+    } else {
+      headers[i] = payload.toString('latin1', offset, offset + length);
+    }
     offset += length;
   }
   if (offset !== payload.length) throw new ProtocolError('trailing bytes after header list');
-  return { status, headers };
+  return { status, headers, withheldValues };
 }
 
 /** Where the supervisor found the key in a request (for dump redaction). */

@@ -5,7 +5,7 @@
 // JSON); the worker only reports its refusals here, for the record.
 
 import { messageOf, ProtocolError } from '../shared/errors.js';
-import type { HeaderList, UsageFields } from '../shared/ipcProtocol.js';
+import type { UsageFields } from '../shared/ipcProtocol.js';
 import type { Logger } from '../shared/logger.js';
 import { invalidClientToken, type Refusal } from '../shared/refusals.js';
 import { Budget } from './budget.js';
@@ -53,10 +53,13 @@ export class ClientPolicy {
     }
   }
 
-  /** A new HTTP request or WebSocket handshake: null to let it through, else the answer. */
-  admitStream(streamId: number, clientHeaders: HeaderList, webSocket: boolean): Refusal | null {
+  /**
+   * A new HTTP request or WebSocket handshake (`authorizations`: the values of
+   * its Authorization fields, as bytes): null to let it through, else the answer.
+   */
+  admitStream(streamId: number, authorizations: readonly Buffer[], webSocket: boolean): Refusal | null {
     let refusal: Refusal | null = null;
-    if (this.token !== null && !this.token.matches(clientHeaders)) refusal = invalidClientToken();
+    if (this.token !== null && !this.token.matches(authorizations)) refusal = invalidClientToken();
     // A handshake is not a request: it is refused only once a lifetime budget is used up.
     else refusal = webSocket ? this.budget.exhausted() : this.budget.admit();
     if (refusal === null) {

@@ -25,13 +25,11 @@ import {
 import { dirname, resolve } from 'node:path';
 import sodium from 'sodium-native';
 import { ProxyError, errnoCode } from '../shared/errors.js';
-import type { HeaderList } from '../shared/ipcProtocol.js';
 import { getpwnam, getpwuid } from '../shared/libc.js';
 
 /** 256 bits from the system CSPRNG, written as 64 hex digits. */
 const TOKEN_BYTES = 32;
 const DIGEST_BYTES = 32;
-const AUTHORIZATION = 'authorization';
 const SCHEME = 'bearer ';
 const HEX = Buffer.from('0123456789abcdef', 'latin1');
 
@@ -135,21 +133,18 @@ export class ClientToken {
   }
 
   /**
-   * Whether the client's header list carries exactly one Authorization,
-   * "Bearer <token>". The scheme is matched without regard to case (RFC 9110);
-   * the token in constant time.
+   * Whether a client sent exactly one Authorization (`authorizations`: the
+   * values, as bytes), "Bearer <token>". The scheme is matched without regard
+   * to case (RFC 9110); the token in constant time, digested where it lies.
    */
-  matches(clientHeaders: HeaderList): boolean {
-    let value: string | null = null;
-    for (let i = 0; i < clientHeaders.length; i += 2) {
-      const name = clientHeaders[i] as string;
-      if (name.length !== AUTHORIZATION.length || name.toLowerCase() !== AUTHORIZATION) continue;
-      if (value !== null) return false;
-      value = clientHeaders[i + 1] as string;
-    }
+  matches(authorizations: readonly Buffer[]): boolean {
+    const value = authorizations.length === 1 ? (authorizations[0] as Buffer) : null;
     if (value === null || value.length !== SCHEME.length + TOKEN_BYTES * 2) return false;
-    if (value.slice(0, SCHEME.length).toLowerCase() !== SCHEME) return false;
-    sodium.crypto_generichash(this.#offeredDigest, Buffer.from(value.slice(SCHEME.length), 'latin1'), this.#digestKey);
+    for (let i = 0; i < SCHEME.length; i++) {
+      const byte = value[i] as number;
+      if ((byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte) !== SCHEME.charCodeAt(i)) return false;
+    }
+    sodium.crypto_generichash(this.#offeredDigest, value.subarray(SCHEME.length), this.#digestKey);
     return sodium.sodium_memcmp(this.#offeredDigest, this.#digest);
   }
 

@@ -148,37 +148,37 @@ export class Monitor {
   }
 
   private onOpen(streamId: number, payload: Buffer): void {
-    const headers = this.newStream(streamId, payload);
-    if (this.refused(streamId, headers, false)) return;
+    const headers = this.admittedStream(streamId, payload, false);
+    if (headers === null) return;
     this.streams.set(streamId, new UpstreamCall(streamId, headers, this.streamContext));
   }
 
   private onWebSocketOpen(streamId: number, payload: Buffer): void {
     // The table permits WS_OPEN only with --websocket, so the limit is set.
     const maxMessageBytes = this.options.webSocketMaxMessageBytes as number;
-    const headers = this.newStream(streamId, payload);
-    if (this.refused(streamId, headers, true)) return;
+    const headers = this.admittedStream(streamId, payload, true);
+    if (headers === null) return;
     this.streams.set(streamId, new UpstreamSocket(streamId, headers, this.streamContext, maxMessageBytes));
   }
 
   /**
-   * The client policy refuses the stream (token, budget, rate): answered here,
-   * before anything goes upstream, and never registered (its late frames are ignored).
+   * Checks shared by every kind of stream, then the client policy (token,
+   * budget, rate): the client's header list, or null when the stream was
+   * refused here, answered before anything went upstream and never registered
+   * (its late frames are ignored). The client's Authorization is read only as
+   * bytes, where it arrived, and zeroed: it never becomes a string here.
    */
-  private refused(streamId: number, headers: string[], webSocket: boolean): boolean {
-    const refusal = this.options.policy?.admitStream(streamId, headers, webSocket) ?? null;
-    if (refusal === null) return false;
-    const head = encodeHead(refusalHeaders(refusal), refusal.status);
-    sendWholeAnswer(this.streamContext.writer, streamId, head, refusal.body);
-    return true;
-  }
-
-  /** Checks shared by every kind of stream; returns the client's header list. */
-  private newStream(streamId: number, payload: Buffer): string[] {
+  private admittedStream(streamId: number, payload: Buffer, webSocket: boolean): string[] | null {
     if (streamId <= this.highestStreamId) throw new ProtocolError(`OPEN reuses stream id ${streamId}`);
     if (this.streams.size >= MAX_OPEN_STREAMS) throw new ProtocolError(`more than ${MAX_OPEN_STREAMS} open streams`);
     this.highestStreamId = streamId;
-    return decodeHead(payload, false).headers;
+    const { headers, withheldValues: authorizations } = decodeHead(payload, false, 'authorization');
+    const refusal = this.options.policy?.admitStream(streamId, authorizations, webSocket) ?? null;
+    for (const value of authorizations) value.fill(0);
+    if (refusal === null) return headers;
+    const head = encodeHead(refusalHeaders(refusal), refusal.status);
+    sendWholeAnswer(this.streamContext.writer, streamId, head, refusal.body);
+    return null;
   }
 }
 
