@@ -280,7 +280,7 @@ describe('--client-token-file: what memory holds', () => {
   );
 
   test(
-    "after clients have offered it, the supervisor holds no copy of the token in its JavaScript heap (digested where it arrived, then zeroed)",
+    'after clients have offered it, the supervisor holds no copy of the token in its JavaScript heap (digested where it arrived, then zeroed)',
     { timeout: 60_000, skip: IS_ROOT ? false : 'needs root: reading /proc/<pid>/mem of another process' },
     async (t) => {
       const upstream = await MockUpstream.start(sseAnswer);
