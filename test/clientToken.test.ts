@@ -246,8 +246,10 @@ describe('--client-token-file: what memory holds', () => {
     async (t) => {
       const upstream = await MockUpstream.start(sseAnswer);
       const file = join(tempDir(), 'token');
-      const proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
+      // Started inside the try: a proxy that fails to start must not leave the upstream (and this process) running.
+      let proxy: ProxyProcess | null = null;
       try {
+        proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
         const token = Buffer.from(readFileSync(file, 'latin1'));
         for (const [name, pid] of [
           ['supervisor', proxy.pid],
@@ -273,7 +275,7 @@ describe('--client-token-file: what memory holds', () => {
         const refused = await send(proxy.port, { headers: { authorization: wrong }, body: BODY });
         assert.equal(refused.status, 401);
       } finally {
-        await proxy.stop();
+        await proxy?.stop();
         await upstream.close();
       }
     },
@@ -285,8 +287,10 @@ describe('--client-token-file: what memory holds', () => {
     async (t) => {
       const upstream = await MockUpstream.start(sseAnswer);
       const file = join(tempDir(), 'token');
-      const proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
+      // Started inside the try: a proxy that fails to start must not leave the upstream (and this process) running.
+      let proxy: ProxyProcess | null = null;
       try {
+        proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
         const token = Buffer.from(readFileSync(file, 'latin1'));
         const authorization = `Bearer ${token.toString('latin1')}`;
         for (let i = 0; i < 20; i++) {
@@ -306,7 +310,7 @@ describe('--client-token-file: what memory holds', () => {
         assert.deepEqual(outsideCHeap, [], 'the offered token in the JavaScript heap (a string, a pooled Buffer)');
         assert.ok(found.length <= 2, `the offered token in the C heap ${found.length} times`);
       } finally {
-        await proxy.stop();
+        await proxy?.stop();
         await upstream.close();
       }
     },
