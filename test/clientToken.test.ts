@@ -239,18 +239,27 @@ describe('--client-token-file refuses what is already there', () => {
   });
 });
 
+/** A proxy with --client-token-file before a mock upstream, and its token; both are ended whatever `use` does. */
+async function withTokenProxy(use: (proxy: ProxyProcess, token: Buffer) => Promise<void>): Promise<void> {
+  const upstream = await MockUpstream.start(sseAnswer);
+  const file = join(tempDir(), 'token');
+  // Started inside the try: a proxy that fails to start must not leave the upstream (and this process) running.
+  let proxy: ProxyProcess | null = null;
+  try {
+    proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
+    await use(proxy, Buffer.from(readFileSync(file, 'latin1')));
+  } finally {
+    await proxy?.stop();
+    await upstream.close();
+  }
+}
+
 describe('--client-token-file: what memory holds', () => {
   test(
     'once the file is written, no memory of either process holds the token (the supervisor keeps a keyed digest)',
     { timeout: 60_000, skip: IS_ROOT ? false : 'needs root: reading /proc/<pid>/mem of another process' },
     async (t) => {
-      const upstream = await MockUpstream.start(sseAnswer);
-      const file = join(tempDir(), 'token');
-      // Started inside the try: a proxy that fails to start must not leave the upstream (and this process) running.
-      let proxy: ProxyProcess | null = null;
-      try {
-        proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
-        const token = Buffer.from(readFileSync(file, 'latin1'));
+      await withTokenProxy(async (proxy, token) => {
         for (const [name, pid] of [
           ['supervisor', proxy.pid],
           ['worker', childPids(proxy.pid)[0] ?? -1],
@@ -274,10 +283,7 @@ describe('--client-token-file: what memory holds', () => {
         const wrong = `Bearer ${token.toString('latin1').replace(/.$/, (c) => (c === '0' ? '1' : '0'))}`;
         const refused = await send(proxy.port, { headers: { authorization: wrong }, body: BODY });
         assert.equal(refused.status, 401);
-      } finally {
-        await proxy?.stop();
-        await upstream.close();
-      }
+      });
     },
   );
 
@@ -285,13 +291,7 @@ describe('--client-token-file: what memory holds', () => {
     'after clients have offered it, the supervisor holds no copy of the token in its JavaScript heap (digested where it arrived, then zeroed)',
     { timeout: 60_000, skip: IS_ROOT ? false : 'needs root: reading /proc/<pid>/mem of another process' },
     async (t) => {
-      const upstream = await MockUpstream.start(sseAnswer);
-      const file = join(tempDir(), 'token');
-      // Started inside the try: a proxy that fails to start must not leave the upstream (and this process) running.
-      let proxy: ProxyProcess | null = null;
-      try {
-        proxy = await startProxy(upstream.url(), ['--client-token-file', file]);
-        const token = Buffer.from(readFileSync(file, 'latin1'));
+      await withTokenProxy(async (proxy, token) => {
         const authorization = `Bearer ${token.toString('latin1')}`;
         for (let i = 0; i < 20; i++) {
           const ok = await send(proxy.port, {
@@ -309,10 +309,7 @@ describe('--client-token-file: what memory holds', () => {
         const outsideCHeap = found.filter((f) => !f.endsWith('[heap]'));
         assert.deepEqual(outsideCHeap, [], 'the offered token in the JavaScript heap (a string, a pooled Buffer)');
         assert.ok(found.length <= 2, `the offered token in the C heap ${found.length} times`);
-      } finally {
-        await proxy?.stop();
-        await upstream.close();
-      }
+      });
     },
   );
 });

@@ -155,6 +155,21 @@ describe('dump files written by the supervisor', () => {
     receiver.abandon();
   });
 
+  test('a file that grows past dumpFileLimit is a violation', async () => {
+    const { writer, credit } = creditWriter();
+    const maxFileBytes = 3 * MAX_DATA_PAYLOAD + 10;
+    const receiver = new DumpReceiver(directory, writer, 300, maxFileBytes);
+    receiver.onFile(1, encodeDumpFile('request', STARTED), 1);
+    for (let i = 0; i < 3; i++) receiver.onData(1, Buffer.alloc(MAX_DATA_PAYLOAD, 0x20));
+    receiver.onData(1, Buffer.alloc(10, 0x20)); // exactly the limit
+    assert.ok(await waitFor(() => credit() === maxFileBytes, 5_000), 'written, credit back');
+    assert.throws(
+      () => receiver.onData(1, Buffer.from(' ')),
+      (err) => err instanceof ProtocolError && err.message === `a dump file of more than ${maxFileBytes} bytes`,
+    );
+    receiver.abandon();
+  });
+
   test('frames out of order are violations', () => {
     const { writer } = creditWriter();
     const receiver = new DumpReceiver(directory, writer, 200, dumpFileLimit(0));
