@@ -721,8 +721,7 @@ describe('--websocket: relaying', { timeout: 120_000 }, () => {
   // Kernel buffers on the way take megabytes of frames, and the work of passing
   // them on grows each process's heap by an amount that depends on the machine;
   // what credit bounds is the growth beyond that: a second, larger flood adds
-  // next to nothing. (Without the credit, 500,000 empty messages grew the proxy
-  // by 54 MiB, and the growth went on with the count.)
+  // next to nothing (figures in docs/PERFORMANCE.md, sixth session).
   const EMPTY_FLOOD = 500_000;
   const MORE_EMPTY = 1_000_000;
 
