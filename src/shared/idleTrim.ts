@@ -38,32 +38,56 @@ function fullCollection(): (() => void) | null {
   }
 }
 
+/** What one check does: nothing, a second malloc_trim after a collection, or a collection and a trim. */
+export type TrimStep = 'none' | 'trim-again' | 'collect';
+
+/**
+ * The decision of each check, apart from the timer, V8 and glibc: when the
+ * process has been quiet for a whole period after a burst.
+ */
+export class IdleCheck {
+  private openedAtLastCheck = -1;
+  /** The most streams open at one check, or opened within one period, since the last collection. */
+  private busiest = 0;
+  /** The collection's sweeping finishes after it returns: trim again at the next quiet check. */
+  private trimAgain = false;
+
+  constructor(private heapBaseline: number) {}
+
+  /** `heapUsed`: the heap's used size now. Call `collected` after a 'collect'. */
+  check({ openStreams, streamsOpened }: StreamActivity, heapUsed: number): TrimStep {
+    const openedSince = streamsOpened - Math.max(0, this.openedAtLastCheck);
+    const quiet = openStreams === 0 && streamsOpened === this.openedAtLastCheck;
+    this.openedAtLastCheck = streamsOpened;
+    this.busiest = Math.max(this.busiest, openStreams, openedSince);
+    if (!quiet) return 'none';
+    if (this.busiest >= BURST_STREAMS || heapUsed - this.heapBaseline >= GROWTH_BYTES) {
+      this.busiest = 0;
+      this.trimAgain = true;
+      return 'collect';
+    }
+    if (!this.trimAgain) return 'none';
+    this.trimAgain = false;
+    return 'trim-again';
+  }
+
+  /** The heap's used size after a collection: growth is counted from here. */
+  collected(heapUsed: number): void {
+    this.heapBaseline = heapUsed;
+  }
+}
+
 /** Starts the periodic check (unref'd: it never keeps the process alive). */
 export function trimWhenIdle(activity: () => StreamActivity): NodeJS.Timeout {
   const collect = fullCollection();
-  let baseline = getHeapStatistics().used_heap_size;
-  let openedAtLastCheck = -1;
-  /** The most streams open at one check, or opened within one period, since the last trim. */
-  let busiest = 0;
-  /** The collection's sweeping finishes after it returns: trim again at the next quiet check. */
-  let trimAgain = false;
+  const heapUsed = (): number => getHeapStatistics().used_heap_size;
+  const idle = new IdleCheck(heapUsed());
   const timer = setInterval(() => {
-    const { openStreams, streamsOpened } = activity();
-    const openedSince = streamsOpened - Math.max(0, openedAtLastCheck);
-    const quiet = openStreams === 0 && streamsOpened === openedAtLastCheck;
-    openedAtLastCheck = streamsOpened;
-    busiest = Math.max(busiest, openStreams, openedSince);
-    if (!quiet) return;
-    if (trimAgain) {
-      trimAgain = false;
-      trimMalloc();
-    }
-    if (busiest < BURST_STREAMS && getHeapStatistics().used_heap_size - baseline < GROWTH_BYTES) return;
-    busiest = 0;
-    collect?.();
+    const step = idle.check(activity(), heapUsed());
+    if (step === 'none') return;
+    if (step === 'collect') collect?.();
     trimMalloc();
-    trimAgain = true;
-    baseline = getHeapStatistics().used_heap_size;
+    if (step === 'collect') idle.collected(heapUsed());
   }, CHECK_MS);
   return timer.unref();
 }
