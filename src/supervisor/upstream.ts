@@ -101,11 +101,15 @@ export class UpstreamCall extends UpstreamStream implements Dispatcher.DispatchH
     headers.push('authorization', ctx.upstream.authorizationPlaceholder);
     this.bodyLeft = declaredLength(headers);
     if (this.bodyLeft === 0) this.requestBody.end();
-    // Dispatched once the rest of this IPC read is handled: a small request's
-    // body usually comes in it, and a body complete by its Content-Length
-    // leaves with the head in one write. Otherwise (a body still arriving, or
-    // chunked, whose framing must stay as sent) it streams.
-    queueMicrotask(() => {
+    // Dispatched at the end of this event-loop turn. By then the rest of this
+    // IPC read is handled: a small request's body usually comes in it, and a
+    // body complete by its Content-Length leaves with the head in one write
+    // (otherwise, a body still arriving or chunked, it streams). And undici
+    // frees a connection only in the turn's setImmediate phase after its
+    // answer ended: dispatched any earlier, a request that follows its
+    // client's previous answer finds that connection still busy and opens
+    // another.
+    setImmediate(() => {
       if (this.responseClosed) return; // cancelled meanwhile: nothing was sent
       const whole = this.bodyLeft === 0 ? this.requestBody.whole() : null;
       // undici accepts any async iterable as a body; its types list only Readable.
