@@ -1,11 +1,13 @@
 // When the idle trim (src/shared/idleTrim.ts) collects, check by check, apart
 // from its timer: after a burst, once a whole period has passed with no stream
 // open or opened; never after one agent's turns. memoryTrim.test shows the
-// memory coming back through the real proxy; this shows each trigger alone.
+// memory coming back through the real proxy; this shows each trigger alone,
+// and what one collection gives back.
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { IdleCheck, type TrimStep } from '../src/shared/idleTrim.js';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { IdleCheck, giveMemoryBack, type TrimStep } from '../src/shared/idleTrim.js';
 
 const MiB = 1024 * 1024;
 
@@ -74,4 +76,18 @@ test('nothing while streams are open or still opening', () => {
     ]),
     ['none', 'none', 'none', 'none', 'collect'],
   );
+});
+
+test('giving memory back shrinks the young generation to its smallest, not only empties it', () => {
+  const newSpace = (): number =>
+    getHeapSpaceStatistics().find((space) => space.space_name === 'new_space')?.physical_space_size ?? 0;
+  // Short-lived objects, as streams leave: V8 grows the young generation for them.
+  let kept = 0;
+  for (let i = 0; i < 400_000; i++) kept += [{ i, text: `item ${i}` }].length;
+  assert.equal(kept, 400_000);
+  const grown = newSpace();
+  assert.ok(grown >= 2 * MiB, `the young generation grew to ${grown / MiB} MiB only: nothing to show`);
+  giveMemoryBack();
+  const after = newSpace();
+  assert.ok(after <= MiB, `young generation ${(after / MiB).toFixed(2)} MiB after, ${(grown / MiB).toFixed(2)} before`);
 });

@@ -4,8 +4,8 @@
 // blocks for reuse instead of returning them. So, once no stream has been open
 // for a whole check period after a burst (many streams open at a check or
 // opened within one period, or the heap grown by GROWTH_BYTES since the last
-// trim): one full collection, then malloc_trim(0). Nothing runs per request,
-// nor after a single agent's turns.
+// trim): one full collection, then malloc_trim(0); and the same once when
+// startup is done. Nothing runs per request, nor after a single agent's turns.
 
 import { getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
@@ -27,15 +27,35 @@ export interface StreamActivity {
   readonly streamsOpened: number;
 }
 
-/** V8's full collection, reachable without starting Node with --expose-gc; null where V8 refuses the flag. */
+/**
+ * V8's full collection, reachable without starting Node with --expose-gc; null
+ * where V8 refuses the flag. The 'last-resort' flavour is V8's memory-reducing
+ * one: it also shrinks the young generation back to its smallest and gives
+ * the emptied pages back, which a plain full collection leaves grown (4 to 16
+ * MiB per process after startup or a burst). V8s without the option ignore it.
+ */
 function fullCollection(): (() => void) | null {
   try {
     setFlagsFromString('--expose-gc');
     const gc: unknown = runInNewContext('gc');
-    return typeof gc === 'function' ? (gc as () => void) : null;
+    if (typeof gc !== 'function') return null;
+    return () => (gc as (options: object) => void)({ type: 'major', flavor: 'last-resort' });
   } catch {
     return null;
   }
+}
+
+let collect: (() => void) | null | undefined;
+
+/**
+ * One full collection and malloc_trim(0), now. Also called once startup is
+ * done: loading the modules grows the heap and its young generation, and that
+ * garbage would otherwise stay until the first burst.
+ */
+export function giveMemoryBack(): void {
+  if (collect === undefined) collect = fullCollection();
+  collect?.();
+  trimMalloc();
 }
 
 /** What one check does: nothing, a second malloc_trim after a collection, or a collection and a trim. */
@@ -79,15 +99,14 @@ export class IdleCheck {
 
 /** Starts the periodic check (unref'd: it never keeps the process alive). */
 export function trimWhenIdle(activity: () => StreamActivity): NodeJS.Timeout {
-  const collect = fullCollection();
   const heapUsed = (): number => getHeapStatistics().used_heap_size;
   const idle = new IdleCheck(heapUsed());
   const timer = setInterval(() => {
     const step = idle.check(activity(), heapUsed());
+    if (step === 'trim-again') return trimMalloc();
     if (step === 'none') return;
-    if (step === 'collect') collect?.();
-    trimMalloc();
-    if (step === 'collect') idle.collected(heapUsed());
+    giveMemoryBack();
+    idle.collected(heapUsed());
   }, CHECK_MS);
   return timer.unref();
 }

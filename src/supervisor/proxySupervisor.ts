@@ -18,7 +18,7 @@ import type { ClientPolicy } from './clientPolicy.js';
 import { DumpReceiver, type DumpDirectory } from './dumpFiles.js';
 import { Monitor } from './monitor.js';
 import type { ServerInfoFile } from './startup/serverInfo.js';
-import { trimWhenIdle } from '../shared/idleTrim.js';
+import { giveMemoryBack, trimWhenIdle } from '../shared/idleTrim.js';
 import { Upstream } from './upstream.js';
 import { spawnWorker, type WorkerLaunch } from './workerProcess.js';
 
@@ -147,6 +147,9 @@ export class ProxySupervisor {
       return;
     }
     this.served = true;
+    // Startup is done: before it is announced, so no client that waits for
+    // the announcement waits for the collection.
+    giveMemoryBack();
     try {
       serverInfo?.write(listen.port, process.pid);
     } catch (err) {

@@ -19,7 +19,7 @@ import { createLogger, writeStderr, type Logger } from '../shared/logger.js';
 import { decodeWorkerConfig, type WorkerConfig } from '../shared/workerConfig.js';
 import { DumpWriter } from './dumpWriter.js';
 import { beginWorkerSandbox, installWorkerSandbox, type SandboxOptions } from './sandbox.js';
-import { trimWhenIdle } from '../shared/idleTrim.js';
+import { giveMemoryBack, trimWhenIdle } from '../shared/idleTrim.js';
 import { Frontend } from './frontend.js';
 import { ClientSocket } from './clientSocket.js';
 import type { ClientExchange } from './exchange.js';
@@ -137,6 +137,8 @@ async function start(config: WorkerConfig, logger: Logger): Promise<void> {
     return startupFailed(messageOf(err));
   }
   frontend = server;
+  // Before returning to the event loop, so before any client is accepted.
+  giveMemoryBack();
   trimWhenIdle(() => ({ openStreams: server.streams.size, streamsOpened: server.streamsOpened }));
 }
 
