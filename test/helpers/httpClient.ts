@@ -1,7 +1,7 @@
 // Small HTTP clients for tests: a normal one, and raw bytes over TCP for
 // request targets no well-behaved client would send.
 
-import { request, type IncomingHttpHeaders } from 'node:http';
+import { request, type Agent, type IncomingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 
 export interface Reply {
@@ -17,9 +17,11 @@ export interface RequestOptions {
   readonly headers?: Record<string, string | string[]> | string[];
   readonly body?: string | Buffer;
   readonly timeoutMs?: number;
+  /** A keep-alive agent whose connection the request goes on; without one, a fresh connection. */
+  readonly agent?: Agent;
 }
 
-/** One request on a fresh connection; rejects on a transport error (e.g. a reset). */
+/** One request (on a fresh connection unless `agent` says otherwise); rejects on a transport error (e.g. a reset). */
 export function send(port: number, options: RequestOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(
@@ -29,7 +31,7 @@ export function send(port: number, options: RequestOptions = {}): Promise<Reply>
         method: options.method ?? 'POST',
         path: options.path ?? '/v1/responses',
         headers: options.headers ?? {},
-        agent: false,
+        agent: options.agent ?? false,
       },
       (res) => {
         const chunks: Buffer[] = [];
