@@ -32,3 +32,15 @@ export const WORKER_SANDBOX_READ_PATHS: readonly string[] = ['/proc/self/status'
 
 /** A WebSocket closing handshake not finished by then is abandoned (both hops: client and upstream). */
 export const WEBSOCKET_CLOSE_TIMEOUT_MS = 5_000;
+
+/**
+ * V8 flags for both processes: full marking starts on the heap's own growth.
+ * By default V8 also counts every off-heap buffer allocated since the last full
+ * collection against the old generation's limit, so relaying bytes (each socket
+ * read a new buffer) started a full collection after every few MB. Off-heap
+ * memory still starts one through V8's own external-memory limit.
+ */
+export const MARKING_TRIGGER_FLAGS: readonly string[] = [
+  '--incremental-marking-soft-trigger=50',
+  '--incremental-marking-hard-trigger=80',
+];

@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { dirname, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
+import { MARKING_TRIGGER_FLAGS, WORKER_SANDBOX_READ_PATHS } from '../shared/constants.js';
 import { seccompSetModeFilter, setNoNewPrivs } from '../shared/libc.js';
 import { buildIoUringDenial } from '../shared/seccompFilter.js';
 import { permissionModelFlags, type PermissionModelFlags } from './startup/workerIdentity.js';
@@ -39,7 +39,7 @@ export interface WorkerLaunch {
  * The worker's young generation is capped below V8's default: its live heap is
  * small, and a larger one only added resident memory (docs/PERFORMANCE.md).
  */
-const WORKER_V8_FLAGS = ['--max-semi-space-size=4'];
+const WORKER_V8_FLAGS = ['--max-semi-space-size=4', ...MARKING_TRIGGER_FLAGS];
 
 export function spawnWorker(launch: WorkerLaunch): WorkerProcess {
   const child = spawn(process.execPath, ['--no-warnings', ...WORKER_V8_FLAGS, ...launch.nodeFlags, launch.entry], {

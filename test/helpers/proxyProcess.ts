@@ -25,6 +25,8 @@ export interface StartOptions {
   readonly startTimeoutMs?: number;
   /** An installed executable to run (found through env.PATH's node) instead of this checkout's main.js. */
   readonly program?: string;
+  /** Node flags for the supervisor (not with `program`), such as --trace-gc. */
+  readonly nodeFlags?: readonly string[];
 }
 
 /** How long after the proxy exits its output may still arrive (see the constructor). */
@@ -65,7 +67,9 @@ export class ProxyProcess {
   /** Spawn without waiting for anything. */
   static spawn(options: StartOptions = {}): ProxyProcess {
     const [command, ...programArgs] =
-      options.program === undefined ? [process.execPath, options.main ?? PROXY_MAIN] : [options.program];
+      options.program === undefined
+        ? [process.execPath, ...(options.nodeFlags ?? []), options.main ?? PROXY_MAIN]
+        : [options.program];
     const child = spawn(command as string, [...programArgs, ...(options.args ?? [])], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? { PATH: process.env.PATH ?? '/usr/bin:/bin' },

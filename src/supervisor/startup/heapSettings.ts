@@ -6,10 +6,17 @@
 // whenever it considers growing, so setting it here is enough). Recompiling
 // undici's WebAssembly parser with TurboFan takes a large transient allocation
 // and made it no faster; both wasm flags are needed, since dynamic tiering does
-// not consult --wasm-tier-up. Measurements: docs/PERFORMANCE.md.
+// not consult --wasm-tier-up. The marking triggers are explained where they are
+// defined. Measurements: docs/PERFORMANCE.md.
 
 import { setFlagsFromString } from 'node:v8';
+import { MARKING_TRIGGER_FLAGS } from '../../shared/constants.js';
 
-setFlagsFromString('--semi-space-growth-factor=1');
-setFlagsFromString('--no-wasm-dynamic-tiering');
-setFlagsFromString('--no-wasm-tier-up');
+for (const flag of [
+  '--semi-space-growth-factor=1',
+  '--no-wasm-dynamic-tiering',
+  '--no-wasm-tier-up',
+  ...MARKING_TRIGGER_FLAGS,
+]) {
+  setFlagsFromString(flag);
+}
