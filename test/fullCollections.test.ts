@@ -58,6 +58,7 @@ function fullCollections(): number {
   return proxy.stdout.split('\n').filter((line) => line.includes('Mark-Compact')).length;
 }
 
+/** One relayed answer's size; its bytes are counted, not kept (the test moves 288 MB). */
 function relay(agent: Agent): Promise<number> {
   return new Promise((resolve, reject) => {
     const req = request(proxy.url(), { method: 'POST', agent, timeout: 30_000 }, (res) => {
