@@ -6,9 +6,10 @@
 
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Agent, createServer, request, type Server } from 'node:http';
+import { Agent, createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
+import { sendCounted } from './helpers/httpClient.js';
 import { ProxyProcess, sleep } from './helpers/proxyProcess.js';
 
 const STREAMS = 800;
@@ -72,29 +73,16 @@ test("the supervisor gives startup's memory back before it says it is listening"
   assert.match(proxy.stdout, MEMORY_REDUCING_COLLECTION);
 });
 
-/** One streamed request through the proxy, read to its end. */
-function stream(agent: Agent): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const body = '{"model":"gpt-5","stream":true,"input":"hi"}';
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port: proxy.port,
-        method: 'POST',
-        path: '/v1/responses',
-        agent,
-        headers: { 'content-type': 'application/json', 'content-length': body.length },
-      },
-      (res) => {
-        let bytes = 0;
-        res.on('data', (chunk: Buffer) => (bytes += chunk.length));
-        res.on('end', () => resolve(bytes));
-        res.on('error', reject);
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
+/** One streamed request through the proxy, read to its end: its length. */
+async function stream(agent: Agent): Promise<number> {
+  const body = '{"model":"gpt-5","stream":true,"input":"hi"}';
+  const reply = await sendCounted(proxy.port, {
+    agent,
+    headers: { 'content-type': 'application/json' },
+    body,
+    timeoutMs: 30_000,
   });
+  return reply.bytes;
 }
 
 test(

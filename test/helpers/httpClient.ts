@@ -1,7 +1,7 @@
 // Small HTTP clients for tests: a normal one, and raw bytes over TCP for
 // request targets no well-behaved client would send.
 
-import { request, type Agent, type IncomingHttpHeaders } from 'node:http';
+import { request, type Agent, type IncomingHttpHeaders, type IncomingMessage } from 'node:http';
 import { connect } from 'node:net';
 
 export interface Reply {
@@ -23,6 +23,35 @@ export interface RequestOptions {
 
 /** One request (on a fresh connection unless `agent` says otherwise); rejects on a transport error (e.g. a reset). */
 export function send(port: number, options: RequestOptions = {}): Promise<Reply> {
+  return exchange(port, options, (res, resolve) => {
+    const chunks: Buffer[] = [];
+    res.on('data', (c: Buffer) => chunks.push(c));
+    res.on('end', () =>
+      resolve({
+        status: res.statusCode ?? 0,
+        headers: res.headers,
+        rawHeaders: res.rawHeaders,
+        body: Buffer.concat(chunks),
+      }),
+    );
+  });
+}
+
+/** As send(), for answers too large to keep: their status and length only. */
+export function sendCounted(port: number, options: RequestOptions = {}): Promise<{ status: number; bytes: number }> {
+  return exchange(port, options, (res, resolve) => {
+    let bytes = 0;
+    res.on('data', (c: Buffer) => (bytes += c.length));
+    res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes }));
+  });
+}
+
+/** One request; `read` takes the response and resolves once it has ended. */
+function exchange<T>(
+  port: number,
+  options: RequestOptions,
+  read: (res: IncomingMessage, resolve: (value: T) => void) => void,
+): Promise<T> {
   return new Promise((resolve, reject) => {
     const req = request(
       {
@@ -34,16 +63,7 @@ export function send(port: number, options: RequestOptions = {}): Promise<Reply>
         agent: options.agent ?? false,
       },
       (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () =>
-          resolve({
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            rawHeaders: res.rawHeaders,
-            body: Buffer.concat(chunks),
-          }),
-        );
+        read(res, resolve);
         res.on('error', reject);
         res.on('aborted', () => reject(new Error('response aborted')));
       },
